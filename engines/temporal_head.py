@@ -1,0 +1,209 @@
+"""The temporal head: a MiniROAD-style GRU (Ahn et al., ICCV 2023) over frame embeddings.
+
+    frame vector r_t = [ L2-normalised embedding | luma | log ||embedding|| ]
+    input x_t        = standardise([ r_t | r_t - r_{t-1} ])     (r_{-1} := r_0)
+    scores           = softmax(classifier(GRU(ReLU(Linear(x_t)))))
+
+The step-to-step change exposes *direction* (approach vs recede, enter vs
+exit, lights on vs off), which a single frame cannot show. ``r_{t-1}`` is part
+of a stream's state, next to the GRU hidden state, so stepping one frame at a
+time with carried state computes exactly what running the whole sequence does.
+
+``kind="frame_only"`` is the baseline: the same frame vector (no change term)
+through a per-step MLP, with no recurrence and no state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engines.backbone import BackboneSpec
+
+CHECKPOINT_FORMAT = "streaming-action-head/1"
+HEAD_KINDS = ("gru", "frame_only")
+
+
+class CheckpointError(ValueError):
+    """A head checkpoint is missing, malformed, or does not fit the backbone."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    classes: tuple[str, ...]
+    step_rate_hz: float
+    backbone: BackboneSpec
+    kind: str = "gru"
+    projection_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise CheckpointError(f"head kind must be one of {HEAD_KINDS}, got {self.kind!r}")
+        if len(self.classes) < 2:
+            raise CheckpointError("a head needs background plus at least one action class")
+
+    @property
+    def frame_vector_dim(self) -> int:
+        return self.backbone.embedding_dim + self.backbone.luma_dim + 1
+
+    @property
+    def input_dim(self) -> int:
+        return self.frame_vector_dim * (2 if self.kind == "gru" else 1)
+
+    def to_metadata(self) -> dict[str, str]:
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        data["backbone"] = asdict(self.backbone)
+        return {"format": CHECKPOINT_FORMAT, "head": json.dumps(data, sort_keys=True)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], source: str) -> "HeadConfig":
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{source}: not a head checkpoint of format {CHECKPOINT_FORMAT!r} "
+                f"(found {metadata.get('format')!r})"
+            )
+        try:
+            data = json.loads(metadata["head"])
+            data["classes"] = tuple(data["classes"])
+            data["backbone"] = BackboneSpec(**data["backbone"])
+            return cls(**data)
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{source}: head metadata is malformed: {exc}") from exc
+
+
+def frame_vectors(embedding: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+    """[..., E], [..., L] -> [..., E + L + 1]: direction, brightness and magnitude of each frame."""
+    norm = embedding.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return torch.cat([embedding / norm, luma, norm.log()], dim=-1)
+
+
+@dataclass
+class StreamState:
+    """What a stream carries from one step to the next, batched over streams."""
+
+    hidden: torch.Tensor  # [B, layers, hidden]
+    previous: torch.Tensor  # [B, frame_vector_dim]; r_{t-1}
+    has_previous: torch.Tensor  # [B] bool; False right after a START
+
+    def select(self, rows: torch.Tensor) -> "StreamState":
+        return StreamState(self.hidden[rows], self.previous[rows], self.has_previous[rows])
+
+
+@dataclass
+class SequenceOutput:
+    logits: torch.Tensor  # [B, T, C]
+    state: StreamState = field(repr=False)
+
+
+class TemporalHead(nn.Module):
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("input_mean", torch.zeros(config.input_dim))
+        self.register_buffer("input_std", torch.ones(config.input_dim))
+        self.projection = nn.Sequential(
+            nn.Linear(config.input_dim, config.projection_dim),
+            nn.LayerNorm(config.projection_dim),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+        )
+        if config.kind == "gru":
+            self.core: nn.Module = nn.GRU(
+                config.projection_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True
+            )
+        else:
+            self.core = nn.Sequential(
+                nn.Linear(config.projection_dim, config.hidden_size), nn.ReLU(), nn.Dropout(config.dropout)
+            )
+        self.classifier = nn.Linear(config.hidden_size, len(config.classes))
+
+    # -- state ---------------------------------------------------------------
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> StreamState:
+        cfg = self.config
+        return StreamState(
+            hidden=torch.zeros(batch, cfg.num_layers, cfg.hidden_size, device=device),
+            previous=torch.zeros(batch, cfg.frame_vector_dim, device=device),
+            has_previous=torch.zeros(batch, dtype=torch.bool, device=device),
+        )
+
+    # -- features ------------------------------------------------------------
+    def inputs(self, vectors: torch.Tensor, state: StreamState) -> torch.Tensor:
+        """[B, T, V] frame vectors -> [B, T, input_dim] standardised model inputs."""
+        if self.config.kind == "gru":
+            first_prev = torch.where(state.has_previous[:, None], state.previous, vectors[:, 0])
+            previous = torch.cat([first_prev[:, None], vectors[:, :-1]], dim=1)
+            x = torch.cat([vectors, vectors - previous], dim=-1)
+        else:
+            x = vectors
+        return (x - self.input_mean) / self.input_std
+
+    # -- running -------------------------------------------------------------
+    def forward_sequence(
+        self, embedding: torch.Tensor, luma: torch.Tensor, state: StreamState | None = None
+    ) -> SequenceOutput:
+        """Run [B, T, E] / [B, T, L] from ``state`` (fresh streams if None)."""
+        batch = embedding.shape[0]
+        if state is None:
+            state = self.initial_state(batch, embedding.device)
+        vectors = frame_vectors(embedding, luma)
+        hidden_seq = self.projection(self.inputs(vectors, state))
+        if self.config.kind == "gru":
+            out, h_n = self.core(hidden_seq, state.hidden.transpose(0, 1).contiguous())
+            new_hidden = h_n.transpose(0, 1)
+        else:
+            out, new_hidden = self.core(hidden_seq), state.hidden
+        new_state = StreamState(
+            hidden=new_hidden,
+            previous=vectors[:, -1],
+            has_previous=torch.ones(batch, dtype=torch.bool, device=embedding.device),
+        )
+        return SequenceOutput(logits=self.classifier(out), state=new_state)
+
+    @torch.inference_mode()
+    def step(
+        self, embedding: torch.Tensor, luma: torch.Tensor, state: StreamState
+    ) -> tuple[torch.Tensor, StreamState]:
+        """One step for B streams: [B, E], [B, L] -> probabilities [B, C] and their next state."""
+        out = self.forward_sequence(embedding[:, None], luma[:, None], state)
+        return out.logits[:, 0].softmax(dim=-1), out.state
+
+
+def save_head(path: Path, head: TemporalHead, extra_metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    metadata = head.config.to_metadata()
+    metadata.update(extra_metadata or {})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_head(path: str | Path, device: str = "cpu") -> tuple[TemporalHead, dict[str, str]]:
+    """Load a checkpoint without pickle; returns the head (eval mode) and its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"head checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path), device=device)
+    except Exception as exc:  # safetensors raises several unrelated types for a bad file
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {exc}") from exc
+    config = HeadConfig.from_metadata(metadata, str(path))
+    head = TemporalHead(config)
+    try:
+        head.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match its metadata: {exc}") from exc
+    return head.to(device).eval(), metadata

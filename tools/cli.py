@@ -1,0 +1,44 @@
+"""Command-line conventions shared by the tools: one clear line and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from engines.base import EngineError, FrameBatchError
+from engines.efficientnet_lite import WeightsNotFoundError
+from engines.temporal_head import CheckpointError
+from pipeline.annotations import AnnotationError
+from pipeline.features_cache import FeatureCacheError
+from pipeline.scores import ScoresError
+from pipeline.video_io import VideoOpenError
+
+
+class UsageError(ValueError):
+    """An argument that is well-formed but cannot be used (names the argument)."""
+
+
+# Errors that mean "the input is wrong", worth one line to the user; anything
+# else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    AnnotationError,
+    FeatureCacheError,
+    CheckpointError,
+    EngineError,
+    FrameBatchError,
+    VideoOpenError,
+    WeightsNotFoundError,
+    ScoresError,
+)
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    try:
+        return main(argv)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,258 @@
+"""Train the temporal head (GRU, or the frame-only baseline) on cached step embeddings.
+
+    python -m tools.train_head --features FEATURES_DIR --annotations ANN.txt --out HEAD.safetensors
+
+MiniROAD's recipe: long windows cut from whole streams, the hidden state
+zero at each window's start, AdamW, cross-entropy on every step. Videos are
+split into train and validation by a seeded hash of their id; the checkpoint
+kept is the one with the best validation mAP. Test streams never enter here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from engines.backbone import EFFICIENTNET_LITE0
+from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, frame_vectors, save_head
+from pipeline.annotations import SYNTH_ACTIONS_CLASSES, group_by_video, label_at, read_annotations
+from pipeline.features_cache import StepFeatures, load_feature_dir
+from pipeline.offline import score_steps
+from pipeline.scores import StepScores
+from tools.cli import UsageError, run
+from tools.metrics import evaluate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kind: str = "gru"
+    epochs: int = 40
+    window: int = 128
+    batch_size: int = 16
+    windows_per_epoch: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    input_noise: float = 0.1
+    val_fraction: float = 0.15
+    seed: int = 0
+    hidden_size: int = 256
+    projection_dim: int = 256
+
+
+@dataclass(frozen=True)
+class LabelledStream:
+    video_id: str
+    embedding: torch.Tensor  # [T, E]
+    luma: torch.Tensor  # [T, L]
+    labels: torch.Tensor  # [T] long
+    times: np.ndarray
+
+
+def _is_validation(video_id: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def labelled_streams(features: dict[str, StepFeatures], annotations_path: Path, classes: Sequence[str]) -> list[LabelledStream]:
+    by_video = group_by_video(read_annotations(annotations_path))
+    if unknown := sorted({i.action for items in by_video.values() for i in items} - set(classes)):
+        raise UsageError(f"{annotations_path}: classes {unknown} are not in the head's classes {list(classes)}")
+    if not set(features) & set(by_video):
+        raise UsageError(f"no video in the features folder has a line in {annotations_path}: wrong annotation file?")
+    streams = []
+    for video_id, feats in sorted(features.items()):
+        labels = [classes.index(label_at(by_video.get(video_id, ()), float(t))) for t in feats.times]
+        streams.append(
+            LabelledStream(
+                video_id=video_id,
+                embedding=torch.from_numpy(feats.embedding),
+                luma=torch.from_numpy(feats.luma),
+                labels=torch.tensor(labels, dtype=torch.long),
+                times=feats.times,
+            )
+        )
+    return streams
+
+
+def fit_standardisation(head: TemporalHead, streams: Sequence[LabelledStream]) -> None:
+    """Set the head's input mean/std from the training streams, as the model will see them."""
+    with torch.no_grad():
+        inputs = []
+        for s in streams:
+            vectors = frame_vectors(s.embedding, s.luma)[None]
+            inputs.append(head.inputs(vectors, head.initial_state(1))[0])
+        x = torch.cat(inputs)
+        head.input_mean.copy_(x.mean(dim=0))
+        head.input_std.copy_(x.std(dim=0).clamp_min(1e-4))
+
+
+def _sample_windows(
+    streams: Sequence[LabelledStream], head: TemporalHead, cfg: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StreamState, torch.Tensor]:
+    """A batch of windows; each starts mid-stream with its true previous frame as state."""
+    picks = rng.integers(0, len(streams), size=cfg.batch_size)
+    emb = torch.zeros(cfg.batch_size, cfg.window, streams[0].embedding.shape[1])
+    luma = torch.zeros(cfg.batch_size, cfg.window, streams[0].luma.shape[1])
+    labels = torch.full((cfg.batch_size, cfg.window), -100, dtype=torch.long)  # -100: ignored by the loss
+    state = head.initial_state(cfg.batch_size)
+    for row, idx in enumerate(picks):
+        stream = streams[idx]
+        length = len(stream.labels)
+        start = int(rng.integers(0, max(1, length - cfg.window // 2)))
+        stop = min(length, start + cfg.window)
+        n = stop - start
+        emb[row, :n], luma[row, :n], labels[row, :n] = stream.embedding[start:stop], stream.luma[start:stop], stream.labels[start:stop]
+        # Pad by repeating the last frame, so padded steps carry no fake change into real ones.
+        emb[row, n:], luma[row, n:] = stream.embedding[stop - 1], stream.luma[stop - 1]
+        if start > 0:
+            state.previous[row] = frame_vectors(stream.embedding[start - 1], stream.luma[start - 1])
+            state.has_previous[row] = True
+    return emb, luma, labels, state, picks
+
+
+def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_path: Path) -> dict:
+    head.eval()
+    steps = []
+    classes = head.config.classes
+    for s in streams:
+        probs = score_steps(head, s.embedding.numpy(), s.luma.numpy())
+        steps.extend(
+            StepScores(s.video_id, float(t), dict(zip(classes, map(float, row)))) for t, row in zip(s.times, probs)
+        )
+    ids = {s.video_id for s in streams}
+    instances = [i for i in read_annotations(annotations_path) if i.video_id in ids]
+    return evaluate(steps, instances, classes=classes)
+
+
+def train(
+    streams: Sequence[LabelledStream], annotations_path: Path, cfg: TrainConfig, step_rate: float, progress: bool = True
+) -> tuple[TemporalHead, dict]:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_set = [s for s in streams if not _is_validation(s.video_id, cfg.val_fraction, cfg.seed)]
+    val_set = [s for s in streams if _is_validation(s.video_id, cfg.val_fraction, cfg.seed)]
+    if not train_set or not val_set:
+        raise UsageError(
+            f"need streams for both training and validation, got {len(train_set)} and {len(val_set)}: "
+            "add videos or change --val-fraction"
+        )
+    head_config = HeadConfig(
+        classes=SYNTH_ACTIONS_CLASSES,
+        step_rate_hz=step_rate,
+        backbone=EFFICIENTNET_LITE0,
+        kind=cfg.kind,
+        hidden_size=cfg.hidden_size,
+        projection_dim=cfg.projection_dim,
+    )
+    head = TemporalHead(head_config)
+    fit_standardisation(head, train_set)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
+    )
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    best: tuple[float, dict, dict] | None = None
+    bar = tqdm(range(cfg.epochs), desc=f"training {cfg.kind}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        head.train()
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            emb, luma, labels, state, _ = _sample_windows(train_set, head, cfg, rng)
+            emb = emb * (1 + cfg.input_noise * 0.1 * torch.randn_like(emb))
+            out = head.forward_sequence(emb, luma, state)
+            loss = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+            optimiser.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            optimiser.step()
+            scheduler.step()
+            total += float(loss)
+        metrics = validation_metrics(head, val_set, annotations_path)
+        score = metrics["mAP"] if metrics["mAP"] is not None else -math.inf
+        bar.set_postfix(loss=f"{total / steps_per_epoch:.3f}", val_mAP=f"{score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()}, {**metrics, "epoch": epoch})
+    if best is None:
+        raise UsageError("training ran no epoch: --epochs must be at least 1")
+    head.load_state_dict(best[1])
+    head.eval()
+    summary = {
+        "validation": best[2],
+        "train_videos": len(train_set),
+        "validation_videos": len(val_set),
+    }
+    return head, summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m tools.train_head", description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", type=Path, required=True, help="folder written by tools.extract_features")
+    p.add_argument("--annotations", type=Path, required=True, help="THUMOS-style annotation file")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--kind", choices=HEAD_KINDS, default=defaults.kind)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--window", type=int, default=defaults.window, help="steps per training window")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--windows-per-epoch", type=int, default=defaults.windows_per_epoch)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    p.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.epochs < 1 or args.window < 2 or args.batch_size < 1:
+        raise UsageError("--epochs and --batch-size must be at least 1 and --window at least 2")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    features = load_feature_dir(args.features)
+    step_rate = _step_rate_of(features)
+    cfg = TrainConfig(
+        kind=args.kind,
+        epochs=args.epochs,
+        window=args.window,
+        batch_size=args.batch_size,
+        windows_per_epoch=args.windows_per_epoch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+    )
+    streams = labelled_streams(features, args.annotations, SYNTH_ACTIONS_CLASSES)
+    head, summary = train(streams, args.annotations, cfg, step_rate, progress=not args.quiet)
+    summary["train_config"] = cfg.__dict__
+    save_head(args.out, head, {"training": json.dumps(summary, sort_keys=True)})
+    print(json.dumps({"checkpoint": str(args.out), **summary}, indent=2))
+    return 0
+
+
+def _step_rate_of(features: dict[str, StepFeatures]) -> float:
+    rates = {json.loads(f.key)["step_rate"] for f in features.values()}
+    if len(rates) != 1:
+        raise UsageError(f"feature caches were extracted at different step rates {sorted(rates)}: use one rate")
+    return float(rates.pop())
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
