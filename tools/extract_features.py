@@ -34,7 +34,7 @@ DEFAULT_STEP_RATE = 4.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=Path, required=True, help="folder of videos (mp4, avi, ...)")
+    parser.add_argument("--videos", type=Path, nargs="+", required=True, help="folder(s) of videos (mp4, avi, ...)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the per-video .npz caches")
     parser.add_argument("--step-rate", type=float, default=DEFAULT_STEP_RATE, help="steps per second (default 4)")
     parser.add_argument("--engine", default="onnxruntime", choices=("auto",) + BACKENDS)
@@ -55,12 +55,15 @@ def _is_current(target: Path, key: str) -> bool:
 
 
 def extract_folder(
-    videos: Path, out: Path, step_rate: float, engine_name: str, batch_size: int, threads: int, progress: bool
+    videos: Sequence[Path], out: Path, step_rate: float, engine_name: str, batch_size: int, threads: int, progress: bool
 ) -> tuple[int, int]:
     """Returns (videos embedded, videos already cached)."""
-    paths = list_videos(videos)
+    paths = [path for folder in videos for path in list_videos(folder)]
     if not paths:
-        raise UsageError(f"--videos {videos}: no video files found")
+        raise UsageError(f"--videos {' '.join(map(str, videos))}: no video files found")
+    stems = [p.stem for p in paths]
+    if dupes := sorted({s for s in stems if stems.count(s) > 1}):
+        raise UsageError(f"--videos: several files share the video id(s) {dupes[:5]}; ids must be unique")
     engine = create_engine(engine_name, threads=threads)
     backbone_id = engine.spec.name
     done = cached = 0

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from engines.backbone import EFFICIENTNET_LITE0
 from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, frame_vectors, save_head
-from pipeline.annotations import SYNTH_ACTIONS_CLASSES, group_by_video, label_at, read_annotations
+from pipeline.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, group_by_video, label_at, read_annotations
 from pipeline.features_cache import StepFeatures, load_feature_dir
 from pipeline.offline import score_steps
 from pipeline.scores import StepScores
@@ -64,8 +64,15 @@ def _is_validation(video_id: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def labelled_streams(features: dict[str, StepFeatures], annotations_path: Path, classes: Sequence[str]) -> list[LabelledStream]:
-    by_video = group_by_video(read_annotations(annotations_path))
+def read_all_annotations(paths: Sequence[Path]) -> list[ActionInstance]:
+    return [inst for path in paths for inst in read_annotations(path)]
+
+
+def labelled_streams(
+    features: dict[str, StepFeatures], annotations_paths: Sequence[Path], classes: Sequence[str]
+) -> list[LabelledStream]:
+    by_video = group_by_video(read_all_annotations(annotations_paths))
+    annotations_path = " ".join(map(str, annotations_paths))
     if unknown := sorted({i.action for items in by_video.values() for i in items} - set(classes)):
         raise UsageError(f"{annotations_path}: classes {unknown} are not in the head's classes {list(classes)}")
     if not set(features) & set(by_video):
@@ -121,7 +128,7 @@ def _sample_windows(
     return emb, luma, labels, state, picks
 
 
-def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_path: Path) -> dict:
+def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_paths: Sequence[Path]) -> dict:
     head.eval()
     steps = []
     classes = head.config.classes
@@ -131,12 +138,12 @@ def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], an
             StepScores(s.video_id, float(t), dict(zip(classes, map(float, row)))) for t, row in zip(s.times, probs)
         )
     ids = {s.video_id for s in streams}
-    instances = [i for i in read_annotations(annotations_path) if i.video_id in ids]
+    instances = [i for i in read_all_annotations(annotations_paths) if i.video_id in ids]
     return evaluate(steps, instances, classes=classes)
 
 
 def train(
-    streams: Sequence[LabelledStream], annotations_path: Path, cfg: TrainConfig, step_rate: float, progress: bool = True
+    streams: Sequence[LabelledStream], annotations_paths: Sequence[Path], cfg: TrainConfig, step_rate: float, progress: bool = True
 ) -> tuple[TemporalHead, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -179,7 +186,7 @@ def train(
             optimiser.step()
             scheduler.step()
             total += float(loss)
-        metrics = validation_metrics(head, val_set, annotations_path)
+        metrics = validation_metrics(head, val_set, annotations_paths)
         score = metrics["mAP"] if metrics["mAP"] is not None else -math.inf
         bar.set_postfix(loss=f"{total / steps_per_epoch:.3f}", val_mAP=f"{score:.3f}")
         if best is None or score > best[0]:
@@ -200,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m tools.train_head", description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, required=True, help="folder written by tools.extract_features")
-    p.add_argument("--annotations", type=Path, required=True, help="THUMOS-style annotation file")
+    p.add_argument("--annotations", type=Path, nargs="+", required=True, help="THUMOS-style annotation file(s)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--kind", choices=HEAD_KINDS, default=defaults.kind)
     p.add_argument("--epochs", type=int, default=defaults.epochs)

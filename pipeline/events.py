@@ -1,0 +1,252 @@
+"""Action start/end events from per-step scores: per-stream, per-class hysteresis.
+
+For each stream and each action class (never the background class):
+
+* an inactive class STARTS when its probability is >= ``on_threshold`` for
+  ``min_on_steps`` consecutive steps. The event's ``t`` is the time of the
+  first of those steps (when the action began, not when we became sure);
+  its ``confidence`` is the MEAN probability over those steps -- the mean,
+  not the max, so a single spike inside the run does not inflate it.
+* an active class ENDS when its probability is < ``off_threshold`` for
+  ``min_off_steps`` consecutive steps; ``t`` is the time of the first step
+  below. A dip that stays >= ``off_threshold`` (between the thresholds) does
+  not end it. The end's ``confidence`` is the mean probability over the
+  action's steps (from its start up to, not including, the closing run): a
+  score for the whole segment.
+* for ``warmup_steps`` steps after a reset (a START: the GRU state was just
+  zeroed and its first outputs are unreliable) nothing counts towards a
+  start. A class still high after warm-up starts at the first step after it.
+
+Several classes may be active at once. Within one step, end events come
+before start events, each in class order. ``wall_time`` of an event is the
+wall-clock time of the update that decided it (so ``wall_time`` minus the
+capture time is the detection latency). Pure logic: no clock or I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+EventKind = Literal["start", "end"]
+EventReason = Literal["threshold", "end_of_stream", "reset"]
+
+
+class EventConfigError(ValueError):
+    """Hysteresis parameters or class list out of range."""
+
+
+class EventInputError(ValueError):
+    """Scores or times handed to the detector that it cannot use."""
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise EventConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HysteresisConfig:
+    on_threshold: float
+    off_threshold: float
+    min_on_steps: int
+    min_off_steps: int = 1
+    warmup_steps: int
+
+    def __post_init__(self) -> None:
+        for name in ("on_threshold", "off_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise EventConfigError(f"{name} must be a finite number, got {value!r}")
+        if not 0.0 < self.off_threshold < self.on_threshold <= 1.0:
+            raise EventConfigError(
+                "thresholds must satisfy 0 < off_threshold < on_threshold <= 1, got "
+                f"off_threshold={self.off_threshold}, on_threshold={self.on_threshold}"
+            )
+        _check_int("min_on_steps", self.min_on_steps, 1)
+        _check_int("min_off_steps", self.min_off_steps, 1)
+        _check_int("warmup_steps", self.warmup_steps, 0)
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    stream: str
+    action: str
+    kind: EventKind
+    t: float
+    confidence: float
+    wall_time: float
+    reason: EventReason = "threshold"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``json.dumps`` it for a JSONL sink)."""
+        return {
+            "stream": self.stream,
+            "action": self.action,
+            "kind": self.kind,
+            "t": self.t,
+            "confidence": self.confidence,
+            "wall_time": self.wall_time,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class _ClassTrack:
+    active: bool = False
+    # The current run: consecutive steps >= on (while inactive) or < off (while active).
+    run_steps: int = 0
+    run_sum: float = 0.0
+    run_start_t: float = 0.0
+    # While active: the sum and count of every step since the start, closing run included.
+    segment_sum: float = 0.0
+    segment_steps: int = 0
+
+    def clear_run(self) -> None:
+        self.run_steps = 0
+        self.run_sum = 0.0
+
+    def extend_run(self, t: float, p: float) -> None:
+        if self.run_steps == 0:
+            self.run_start_t = t
+        self.run_steps += 1
+        self.run_sum += p
+
+    def segment_mean(self, exclude_run: bool) -> float:
+        steps, total = self.segment_steps, self.segment_sum
+        if exclude_run:
+            steps, total = steps - self.run_steps, total - self.run_sum
+        return total / steps if steps > 0 else 0.0
+
+
+@dataclass
+class _StreamTrack:
+    classes: list[_ClassTrack]
+    steps_since_reset: int = 0
+    last_t: float = -math.inf
+
+
+class ActionEventDetector:
+    """Turns each stream's per-step class probabilities into action start/end events."""
+
+    def __init__(self, classes: Sequence[str], config: HysteresisConfig, background: str = "background") -> None:
+        classes = tuple(classes)
+        if len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
+            raise EventConfigError(f"classes must be distinct non-empty names, got {classes!r}")
+        self.classes = classes
+        self.config = config
+        self.background = background
+        self._actions = tuple(i for i, name in enumerate(classes) if name != background)
+        if not self._actions:
+            raise EventConfigError(f"classes {classes!r} hold no action besides background {background!r}")
+        self._streams: dict[str, _StreamTrack] = {}
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self._streams)
+
+    def active_actions(self, stream: str) -> tuple[str, ...]:
+        track = self._streams.get(stream)
+        if track is None:
+            return ()
+        return tuple(self.classes[i] for i in self._actions if track.classes[i].active)
+
+    def reset(self, stream: str, t: float, wall_time: float) -> list[ActionEvent]:
+        """A START: ends the stream's open actions (reason ``reset``) at ``t`` and begins a warm-up."""
+        events = self._close(stream, t, wall_time, "reset")
+        self._streams[stream] = self._new_track()
+        return events
+
+    def end_stream(self, stream: str, t: float, wall_time: float) -> list[ActionEvent]:
+        """Ends every open action of ``stream`` at ``t`` (reason ``end_of_stream``) and forgets it."""
+        events = self._close(stream, t, wall_time, "end_of_stream")
+        self._streams.pop(stream, None)
+        return events
+
+    def update(
+        self, stream: str, t: float, scores: Mapping[str, float] | np.ndarray, wall_time: float
+    ) -> list[ActionEvent]:
+        """One step of ``stream`` at stream time ``t``; returns the events it decides.
+
+        A stream seen for the first time is treated as reset (it warms up).
+        """
+        probs = self._as_probs(scores)
+        track = self._streams.get(stream)
+        if track is None:
+            track = self._streams[stream] = self._new_track()
+        if not math.isfinite(t) or t < track.last_t:
+            raise EventInputError(
+                f"stream {stream!r}: step time must be finite and not go backwards, got {t} after {track.last_t}"
+            )
+        track.last_t = t
+        in_warmup = track.steps_since_reset < self.config.warmup_steps
+        track.steps_since_reset += 1
+
+        ends: list[ActionEvent] = []
+        starts: list[ActionEvent] = []
+        cfg = self.config
+        for i in self._actions:
+            p = float(probs[i])
+            c = track.classes[i]
+            if not c.active:
+                if in_warmup or p < cfg.on_threshold:
+                    c.clear_run()
+                    continue
+                c.extend_run(t, p)
+                if c.run_steps >= cfg.min_on_steps:
+                    confidence = c.run_sum / c.run_steps
+                    starts.append(ActionEvent(stream, self.classes[i], "start", c.run_start_t, confidence, wall_time))
+                    c.active = True
+                    c.segment_sum, c.segment_steps = c.run_sum, c.run_steps
+                    c.clear_run()
+                continue
+            c.segment_sum += p
+            c.segment_steps += 1
+            if p >= cfg.off_threshold:
+                c.clear_run()
+                continue
+            c.extend_run(t, p)
+            if c.run_steps >= cfg.min_off_steps:
+                confidence = c.segment_mean(exclude_run=True)
+                ends.append(ActionEvent(stream, self.classes[i], "end", c.run_start_t, confidence, wall_time))
+                track.classes[i] = _ClassTrack()
+        return ends + starts
+
+    # -- internals -------------------------------------------------------------
+    def _new_track(self) -> _StreamTrack:
+        return _StreamTrack(classes=[_ClassTrack() for _ in self.classes])
+
+    def _close(self, stream: str, t: float, wall_time: float, reason: EventReason) -> list[ActionEvent]:
+        track = self._streams.get(stream)
+        if track is None:
+            return []
+        events = []
+        for i in self._actions:
+            c = track.classes[i]
+            if c.active:
+                # The closing run never completed, so its steps still belong to the action.
+                events.append(
+                    ActionEvent(stream, self.classes[i], "end", t, c.segment_mean(exclude_run=False), wall_time, reason)
+                )
+        return events
+
+    def _as_probs(self, scores: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        if isinstance(scores, Mapping):
+            missing = [c for c in self.classes if c not in scores]
+            if missing:
+                raise EventInputError(f"scores lack class(es) {missing}; expected {list(self.classes)}")
+            probs = np.array([float(scores[c]) for c in self.classes], dtype=np.float64)
+        else:
+            probs = np.asarray(scores, dtype=np.float64)
+            if probs.shape != (len(self.classes),):
+                raise EventInputError(
+                    f"scores array must have shape ({len(self.classes)},) in class order {list(self.classes)}, "
+                    f"got {probs.shape}"
+                )
+        if not np.all(np.isfinite(probs)):
+            raise EventInputError(f"scores must be finite, got {probs.tolist()}")
+        return probs

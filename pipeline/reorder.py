@@ -1,0 +1,199 @@
+"""Per-stream reorder window for the temporal stage.
+
+With several embed workers, frames of one stream can reach the temporal stage
+out of order; the GRU must see them in sequence order. Each stream holds the
+frames that arrived ahead of a gap and releases them, in strict seq order, as
+soon as the gap fills. A gap never stalls a stream for long: it is skipped
+(and reported as lost, so the caller counts ``reorder_timeout`` drops) once
+
+* the missing frame has been overdue for ``timeout_s`` -- measured from the
+  arrival of the earliest frame still held behind the gap, the moment we knew
+  it was overdue; or
+* more than ``window`` frames are held for the stream.
+
+A frame older than the next expected seq (it arrived after its gap was
+skipped, or it is a duplicate) is rejected, never delivered.
+
+Sequence numbers: the capture stage numbers a stream's frames monotonically
+across reconnects (seq never restarts), so a START frame only marks the reset
+of model state and needs nothing from this buffer: strict seq order is enough.
+The first frame ever seen of a stream sets its expected seq (so if the very
+first frames arrive swapped, the earlier one is rejected as late).
+:meth:`ReorderBuffer.start` exists for a producer that does restart numbering.
+
+Pure logic: time is the monotonic ``now`` the caller passes in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+GapReason = Literal["timeout", "window"]
+RejectReason = Literal["late", "duplicate", "stream_ended"]
+
+
+class ReorderConfigError(ValueError):
+    """A reorder buffer parameter out of range."""
+
+
+@dataclass(frozen=True)
+class Delivered(Generic[T]):
+    """The next frame of ``stream``, in sequence order."""
+
+    stream: str
+    seq: int
+    item: T
+
+
+@dataclass(frozen=True)
+class Gap:
+    """``count`` frames from ``first_missing_seq`` on were skipped: lost upstream or too late."""
+
+    stream: str
+    first_missing_seq: int
+    count: int
+    reason: GapReason
+
+
+@dataclass(frozen=True)
+class Rejected(Generic[T]):
+    """A frame that will not be delivered: behind the expected seq, a duplicate, or held when its stream ended."""
+
+    stream: str
+    seq: int
+    item: T
+    reason: RejectReason
+
+
+Released = Union[Delivered[T], Gap, Rejected[T]]
+
+
+@dataclass(frozen=True)
+class _Held(Generic[T]):
+    item: T
+    arrived: float
+
+
+@dataclass
+class _StreamWindow(Generic[T]):
+    expected: int
+    held: dict[int, _Held[T]] = field(default_factory=dict)
+
+    def overdue_since(self) -> float | None:
+        # The window holds at most `window` + 1 frames, so a scan is cheap.
+        if not self.held:
+            return None
+        return min(h.arrived for h in self.held.values())
+
+
+class ReorderBuffer(Generic[T]):
+    """Releases each stream's frames in strict seq order; skips gaps after a timeout or on overflow."""
+
+    def __init__(self, window: int, timeout_s: float) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ReorderConfigError(f"window must be an integer >= 0 (frames held per stream), got {window!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+            raise ReorderConfigError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
+        if not (math.isfinite(timeout_s) and timeout_s >= 0):
+            raise ReorderConfigError(f"timeout_s must be a finite number of seconds >= 0, got {timeout_s!r}")
+        self.window = window
+        self.timeout_s = float(timeout_s)
+        self._streams: dict[str, _StreamWindow[T]] = {}
+
+    # -- queries ---------------------------------------------------------------
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self._streams)
+
+    def held(self, stream: str | None = None) -> int:
+        """Frames held behind gaps: for one stream, or all streams when ``stream`` is None."""
+        if stream is not None:
+            state = self._streams.get(stream)
+            return len(state.held) if state else 0
+        return sum(len(s.held) for s in self._streams.values())
+
+    def expected_seq(self, stream: str) -> int | None:
+        state = self._streams.get(stream)
+        return state.expected if state else None
+
+    def next_due_in(self, now: float) -> float | None:
+        """Seconds until :meth:`expire` would skip a gap (0.0 if it would now); None when nothing is held."""
+        due: float | None = None
+        for state in self._streams.values():
+            since = state.overdue_since()
+            if since is not None:
+                wait = max(0.0, since + self.timeout_s - now)
+                due = wait if due is None else min(due, wait)
+        return due
+
+    # -- updates ---------------------------------------------------------------
+    def push(self, stream: str, seq: int, item: T, now: float) -> list[Released[T]]:
+        """Accept one frame; returns what it releases, in order (possibly nothing, or a rejection)."""
+        state = self._streams.get(stream)
+        if state is None:
+            state = self._streams[stream] = _StreamWindow(expected=seq)
+        if seq < state.expected:
+            return [Rejected(stream, seq, item, "late")]
+        if seq in state.held:
+            # Keep the first copy: it may already be part of a contiguous run.
+            return [Rejected(stream, seq, item, "duplicate")]
+        if seq == state.expected:
+            released: list[Released[T]] = [Delivered(stream, seq, item)]
+            state.expected += 1
+            released.extend(self._drain(stream, state))
+            return released
+        state.held[seq] = _Held(item, now)
+        released = []
+        while len(state.held) > self.window:
+            released.extend(self._skip_gap(stream, state, "window"))
+        return released
+
+    def expire(self, now: float) -> list[Released[T]]:
+        """Skip every gap that has been overdue for ``timeout_s``; returns the gaps and what they free."""
+        released: list[Released[T]] = []
+        for stream, state in self._streams.items():
+            while (since := state.overdue_since()) is not None and now - since >= self.timeout_s:
+                released.extend(self._skip_gap(stream, state, "timeout"))
+        return released
+
+    def start(self, stream: str, seq: int) -> list[Released[T]]:
+        """Make ``seq`` the stream's next expected frame (for producers that restart numbering).
+
+        Held frames older than ``seq`` are rejected as late; held frames from
+        ``seq`` on stay, and any now contiguous are delivered.
+        """
+        state = self._streams.get(stream)
+        if state is None:
+            self._streams[stream] = _StreamWindow(expected=seq)
+            return []
+        released: list[Released[T]] = [
+            Rejected(stream, s, state.held.pop(s).item, "late") for s in sorted(state.held) if s < seq
+        ]
+        state.expected = seq
+        released.extend(self._drain(stream, state))
+        return released
+
+    def end(self, stream: str) -> list[Released[T]]:
+        """Forget ``stream``; frames still held for it come back rejected (``stream_ended``)."""
+        state = self._streams.pop(stream, None)
+        if state is None:
+            return []
+        return [Rejected(stream, s, state.held[s].item, "stream_ended") for s in sorted(state.held)]
+
+    # -- internals -------------------------------------------------------------
+    def _drain(self, stream: str, state: _StreamWindow[T]) -> list[Released[T]]:
+        released: list[Released[T]] = []
+        while state.expected in state.held:
+            released.append(Delivered(stream, state.expected, state.held.pop(state.expected).item))
+            state.expected += 1
+        return released
+
+    def _skip_gap(self, stream: str, state: _StreamWindow[T], reason: GapReason) -> list[Released[T]]:
+        next_held = min(state.held)
+        gap = Gap(stream, state.expected, next_held - state.expected, reason)
+        state.expected = next_held
+        return [gap, *self._drain(stream, state)]

@@ -1,0 +1,135 @@
+"""The temporal head: streaming equals offline, checkpoints carry their metadata and load without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines.backbone import EFFICIENTNET_LITE0
+from engines.temporal_head import CheckpointError, HeadConfig, TemporalHead, load_head, save_head
+from pipeline.annotations import SYNTH_ACTIONS_CLASSES
+
+STEP_ATOL = 1e-6
+
+
+def _head(kind: str = "gru", seed: int = 0) -> TemporalHead:
+    torch.manual_seed(seed)
+    head = TemporalHead(HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0, kind=kind))
+    # Non-trivial standardisation, so a feature computed differently online would show.
+    head.input_mean.normal_(0, 0.1)
+    head.input_std.uniform_(0.5, 2.0)
+    return head.eval()
+
+
+def _sequence(batch: int, steps: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.rand(batch, steps, EFFICIENTNET_LITE0.embedding_dim, generator=g) * 3
+    luma = torch.rand(batch, steps, EFFICIENTNET_LITE0.luma_dim, generator=g)
+    return emb, luma
+
+
+@pytest.mark.parametrize("kind", ["gru", "frame_only"])
+def test_stepping_with_carried_state_equals_running_the_whole_sequence(kind):
+    head = _head(kind)
+    emb, luma = _sequence(3, 40)
+    with torch.no_grad():
+        offline = head.forward_sequence(emb, luma).logits.softmax(-1)
+    state = head.initial_state(3)
+    online = []
+    for t in range(emb.shape[1]):
+        probs, state = head.step(emb[:, t], luma[:, t], state)
+        online.append(probs)
+    torch.testing.assert_close(torch.stack(online, dim=1), offline, atol=STEP_ATOL, rtol=0)
+
+
+def test_chunks_of_any_length_with_carried_state_equal_one_pass():
+    head = _head()
+    emb, luma = _sequence(2, 37, seed=5)
+    with torch.no_grad():
+        whole = head.forward_sequence(emb, luma).logits
+        state, parts = None, []
+        for lo, hi in [(0, 1), (1, 10), (10, 11), (11, 37)]:
+            out = head.forward_sequence(emb[:, lo:hi], luma[:, lo:hi], state)
+            parts.append(out.logits)
+            state = out.state
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=STEP_ATOL, rtol=0)
+
+
+def test_state_matters_for_the_gru_so_the_equivalence_test_can_fail():
+    """Dropping the carried state changes the scores; a broken carry would be caught."""
+    head = _head()
+    emb, luma = _sequence(1, 20, seed=9)
+    with torch.no_grad():
+        carried = head.forward_sequence(emb, luma).logits[:, 10:]
+        fresh = head.forward_sequence(emb[:, 10:], luma[:, 10:]).logits
+    assert (carried - fresh).abs().max() > 1e-3
+
+
+def test_streams_in_one_batch_do_not_leak_into_each_other():
+    head = _head()
+    emb, luma = _sequence(4, 15, seed=2)
+    with torch.no_grad():
+        together = head.forward_sequence(emb, luma).logits
+        alone = torch.cat([head.forward_sequence(emb[i : i + 1], luma[i : i + 1]).logits for i in range(4)])
+    torch.testing.assert_close(together, alone, atol=STEP_ATOL, rtol=0)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
+    head = _head()
+    path = tmp_path / "head.safetensors"
+    save_head(path, head, {"training": json.dumps({"note": "unit test"})})
+    loaded, metadata = load_head(path)
+    assert loaded.config == head.config
+    assert loaded.config.classes == SYNTH_ACTIONS_CLASSES
+    assert loaded.config.step_rate_hz == 4.0
+    assert loaded.config.backbone == EFFICIENTNET_LITE0
+    assert json.loads(metadata["training"]) == {"note": "unit test"}
+    emb, luma = _sequence(1, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_sequence(emb, luma).logits, head.forward_sequence(emb, luma).logits)
+
+
+def test_checkpoint_file_is_safetensors_not_pickle(tmp_path):
+    path = tmp_path / "head.safetensors"
+    save_head(path, _head())
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    assert header["__metadata__"]["format"].startswith("streaming-action-head/")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert tensors and all(set(v) == {"dtype", "shape", "data_offsets"} for v in tensors.values())
+
+
+def test_missing_and_corrupt_checkpoints_fail_with_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_head(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_head(bad)
+
+
+def test_checkpoint_whose_weights_disagree_with_metadata_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    head = _head()
+    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
+    tensors["classifier.weight"] = tensors["classifier.weight"][:3].contiguous()
+    path = tmp_path / "mismatch.safetensors"
+    save_file(tensors, str(path), metadata=head.config.to_metadata())
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_head(path)
+
+
+def test_shipped_demo_models_load_and_describe_themselves():
+    from tests.conftest import REPO_ROOT
+
+    for name, kind in [("synthactions_gru", "gru"), ("synthactions_frame_only", "frame_only")]:
+        head, metadata = load_head(REPO_ROOT / "models" / f"{name}.safetensors")
+        assert head.config.kind == kind
+        assert head.config.classes == SYNTH_ACTIONS_CLASSES
+        assert head.config.backbone == EFFICIENTNET_LITE0
+        assert "training" in metadata

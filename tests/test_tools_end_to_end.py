@@ -1,0 +1,115 @@
+"""The ML engineer's tool chain, run as commands on a small rendered data set.
+
+make_synthactions -> extract_features (cached) -> train_head -> score_offline
+(from video, and from the cache) -> evaluate. Tiny sizes keep it to seconds;
+what is checked is behaviour, not model quality.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.features_cache import load_feature_dir
+from pipeline.scores import read_scores
+from tests.conftest import REPO_ROOT
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sa") / "data"
+    _run("tools.make_synthactions", "--out", str(out), "--count", "6", "--seed", "31",
+         "--size", "320x240", "--fps", "10", "--duration-range", "16", "20", "--quiet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def features(dataset) -> Path:
+    out = dataset / "features"
+    _run("tools.extract_features", "--videos", str(dataset / "videos"), "--out", str(out), "--quiet")
+    return out
+
+
+def test_extracted_features_are_sampled_at_the_step_rate(dataset, features):
+    cached = load_feature_dir(features)
+    assert len(cached) == 6
+    for item in cached.values():
+        # 10 fps sampled to 4 steps/s: each step is the first frame at or after k / 4 s.
+        expected = np.ceil(np.arange(len(item.times)) * 0.25 * 10 - 1e-6) / 10
+        np.testing.assert_allclose(item.times, expected, atol=1e-9)
+        assert item.times[-1] > 15.0
+        assert item.embedding.shape == (len(item.times), 1280)
+        assert item.luma.shape == (len(item.times), 5)
+
+
+def test_rerunning_extraction_uses_the_cache(dataset, features):
+    before = {p.name: p.stat().st_mtime_ns for p in features.glob("*.npz")}
+    proc = _run("tools.extract_features", "--videos", str(dataset / "videos"), "--out", str(features), "--quiet")
+    assert "embedded 0 videos, 6 already cached" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in features.glob("*.npz")} == before
+
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, features) -> Path:
+    out = dataset / "head.safetensors"
+    proc = _run("tools.train_head", "--features", str(features), "--annotations", str(dataset / "annotations.txt"),
+                "--out", str(out), "--epochs", "2", "--windows-per-epoch", "32", "--window", "32",
+                "--val-fraction", "0.34", "--quiet")
+    summary = json.loads(proc.stdout)
+    assert summary["train_videos"] + summary["validation_videos"] == 6
+    assert summary["validation_videos"] >= 1
+    return out
+
+
+def test_offline_scores_from_video_equal_scores_from_the_cache(dataset, features, checkpoint, tmp_path):
+    from_video, from_cache = tmp_path / "video.jsonl", tmp_path / "cache.jsonl"
+    _run("tools.score_offline", "--model", str(checkpoint), "--videos", str(dataset / "videos"), "--out", str(from_video), "--quiet")
+    _run("tools.score_offline", "--model", str(checkpoint), "--features", str(features), "--out", str(from_cache), "--quiet")
+    a, b = read_scores(from_video), read_scores(from_cache)
+    assert [(s.stream, s.t) for s in a] == [(s.stream, s.t) for s in b]
+    diff = max(abs(x.scores[c] - y.scores[c]) for x, y in zip(a, b) for c in x.scores)
+    assert diff < 1e-5
+    # Every step's probabilities form a distribution over the model's classes.
+    assert all(abs(sum(s.scores.values()) - 1.0) < 1e-4 for s in a)
+
+    proc = _run("tools.evaluate", "--scores", str(from_video), "--annotations", str(dataset / "annotations.txt"))
+    metrics = json.loads(proc.stdout)
+    assert metrics["num_streams"] == 6 and metrics["num_steps"] == len(a)
+    assert 0.0 <= metrics["mAP"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tools.extract_features", "--videos", "/nonexistent/dir", "--out", "/tmp/x"], "/nonexistent/dir"),
+        (["tools.train_head", "--features", "/nonexistent/f", "--annotations", "a.txt", "--out", "x.safetensors"], "/nonexistent/f"),
+        (["tools.score_offline", "--model", "/nonexistent/m.safetensors", "--videos", ".", "--out", "/tmp/s.jsonl"], "/nonexistent/m.safetensors"),
+        (["tools.extract_features", "--videos", ".", "--out", "/tmp/x", "--step-rate", "0"], "--step-rate"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_exit_2(args, message):
+    proc = _run(*args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_scoring_a_file_that_is_not_a_video_names_it(tmp_path):
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"definitely not video")
+    proc = _run("tools.score_offline", "--model", str(REPO_ROOT / "models" / "synthactions_gru.safetensors"),
+                "--videos", str(bogus), "--out", str(tmp_path / "s.jsonl"), check=False)
+    assert proc.returncode == 2
+    assert "clip.mp4" in proc.stderr and "Traceback" not in proc.stderr
