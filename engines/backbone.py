@@ -5,12 +5,15 @@ PyTorch, TensorRT) consumes the same bytes that capture produced:
 
     frames   uint8  [N, 224, 224, 3]  RGB, already resized by capture
     embedding float32 [N, 1280]        EfficientNet-Lite0 pooled features
-    luma      float32 [N, 5]           mean luma in [0, 1]: whole frame, then the
-                                       top-left, top-right, bottom-left,
-                                       bottom-right quarters
+    stats     float32 [N, 49]          in [0, 1]: the frame's mean luma, then the
+                                       mean R, G, B of each cell of a 4x4 grid
+                                       (cells row-major from the top left)
 
-``luma`` exists because the temporal head must see global brightness (the
-lights_on / lights_off actions), which the CNN's features largely normalise away.
+``stats`` exists because the temporal head must see global brightness (the
+lights_on / lights_off actions), which the CNN's features largely normalise
+away, and *where* in the frame things change (an object entering across an
+edge, growing in the middle), which global pooling discards. Cell means
+average thousands of pixels, so sensor noise barely moves them.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from torch import nn
 from engines.efficientnet_lite import EMBEDDING_DIM, INPUT_SIZE, EfficientNetLite0, load_pretrained
 
 INPUT_NAME = "frames"
-OUTPUT_NAMES = ("embedding", "luma")
-LUMA_DIM = 5
+OUTPUT_NAMES = ("embedding", "stats")
+STATS_GRID = 4
+STATS_DIM = 1 + 3 * STATS_GRID * STATS_GRID
 # Bump when the graph's inputs, outputs or preprocessing change: cached exports rebuild.
-EXPORT_REVISION = 1
+EXPORT_REVISION = 2
 ONNX_OPSET = 17
 
 
@@ -41,7 +45,7 @@ class BackboneSpec:
     input_height: int
     input_width: int
     embedding_dim: int
-    luma_dim: int
+    stats_dim: int
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -56,12 +60,12 @@ EFFICIENTNET_LITE0 = BackboneSpec(
     input_height=INPUT_SIZE,
     input_width=INPUT_SIZE,
     embedding_dim=EMBEDDING_DIM,
-    luma_dim=LUMA_DIM,
+    stats_dim=STATS_DIM,
 )
 
 
 class FrameEmbedder(nn.Module):
-    """uint8 NHWC RGB -> (embedding, luma); the graph every backend runs."""
+    """uint8 NHWC RGB -> (embedding, stats); the graph every backend runs."""
 
     def __init__(self, network: EfficientNetLite0) -> None:
         super().__init__()
@@ -72,19 +76,11 @@ class FrameEmbedder(nn.Module):
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = frames.permute(0, 3, 1, 2).to(torch.float32)
         embedding = self.network.features((x - 127.0) / 128.0)
-        luma_map = (x * self.luma_weights).sum(dim=1) / 255.0
-        h2, w2 = luma_map.shape[1] // 2, luma_map.shape[2] // 2
-        luma = torch.stack(
-            [
-                luma_map.mean(dim=(1, 2)),
-                luma_map[:, :h2, :w2].mean(dim=(1, 2)),
-                luma_map[:, :h2, w2:].mean(dim=(1, 2)),
-                luma_map[:, h2:, :w2].mean(dim=(1, 2)),
-                luma_map[:, h2:, w2:].mean(dim=(1, 2)),
-            ],
-            dim=1,
-        )
-        return embedding, luma
+        unit = x / 255.0
+        luma = (unit * self.luma_weights).sum(dim=1).mean(dim=(1, 2))
+        # Mean colour per cell: [N, 3, G, G] -> [N, G, G, 3] -> [N, G*G*3], row-major cells.
+        grid = nn.functional.adaptive_avg_pool2d(unit, STATS_GRID).permute(0, 2, 3, 1).flatten(1)
+        return embedding, torch.cat([luma[:, None], grid], dim=1)
 
 
 def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:
@@ -114,7 +110,7 @@ def export_onnx(out_path: Path, weights: Path | None = None) -> Path:
         str(tmp_path),
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
-        dynamic_axes={INPUT_NAME: {0: "batch"}, "embedding": {0: "batch"}, "luma": {0: "batch"}},
+        dynamic_axes={INPUT_NAME: {0: "batch"}, "embedding": {0: "batch"}, "stats": {0: "batch"}},
         opset_version=ONNX_OPSET,
         dynamo=False,
     )

@@ -27,7 +27,7 @@ class FrameEmbeddings:
     """One row per input frame."""
 
     embedding: np.ndarray  # float32 [N, embedding_dim]
-    luma: np.ndarray  # float32 [N, luma_dim]
+    stats: np.ndarray  # float32 [N, stats_dim]
 
     def __len__(self) -> int:
         return int(self.embedding.shape[0])

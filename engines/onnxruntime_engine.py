@@ -51,8 +51,8 @@ class OnnxRuntimeEngine:
 
     def embed(self, frames: np.ndarray) -> FrameEmbeddings:
         frames = validate_frames(frames, self._spec)
-        embedding, luma = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames})
-        return FrameEmbeddings(embedding=embedding.astype(np.float32, copy=False), luma=luma.astype(np.float32, copy=False))
+        embedding, stats = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames})
+        return FrameEmbeddings(embedding=embedding.astype(np.float32, copy=False), stats=stats.astype(np.float32, copy=False))
 
     def close(self) -> None:
         self._session = None

@@ -1,6 +1,6 @@
 """The temporal head: a MiniROAD-style GRU (Ahn et al., ICCV 2023) over frame embeddings.
 
-    frame vector r_t = [ L2-normalised embedding | luma | log ||embedding|| ]
+    frame vector r_t = [ L2-normalised embedding | stats | log ||embedding|| ]
     input x_t        = standardise([ r_t | r_t - r_{t-1} ])     (r_{-1} := r_0)
     scores           = softmax(classifier(GRU(ReLU(Linear(x_t)))))
 
@@ -42,6 +42,7 @@ class HeadConfig:
     hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.2
+    input_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -51,7 +52,7 @@ class HeadConfig:
 
     @property
     def frame_vector_dim(self) -> int:
-        return self.backbone.embedding_dim + self.backbone.luma_dim + 1
+        return self.backbone.embedding_dim + self.backbone.stats_dim + 1
 
     @property
     def input_dim(self) -> int:
@@ -79,10 +80,10 @@ class HeadConfig:
             raise CheckpointError(f"{source}: head metadata is malformed: {exc}") from exc
 
 
-def frame_vectors(embedding: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+def frame_vectors(embedding: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """[..., E], [..., L] -> [..., E + L + 1]: direction, brightness and magnitude of each frame."""
     norm = embedding.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    return torch.cat([embedding / norm, luma, norm.log()], dim=-1)
+    return torch.cat([embedding / norm, stats, norm.log()], dim=-1)
 
 
 @dataclass
@@ -110,6 +111,9 @@ class TemporalHead(nn.Module):
         self.register_buffer("input_mean", torch.zeros(config.input_dim))
         self.register_buffer("input_std", torch.ones(config.input_dim))
         self.projection = nn.Sequential(
+            # Dropping input features in training keeps the head from memorising a
+            # scene's look through a few embedding dimensions.
+            nn.Dropout(config.input_dropout),
             nn.Linear(config.input_dim, config.projection_dim),
             nn.LayerNorm(config.projection_dim),
             nn.ReLU(),
@@ -147,13 +151,13 @@ class TemporalHead(nn.Module):
 
     # -- running -------------------------------------------------------------
     def forward_sequence(
-        self, embedding: torch.Tensor, luma: torch.Tensor, state: StreamState | None = None
+        self, embedding: torch.Tensor, stats: torch.Tensor, state: StreamState | None = None
     ) -> SequenceOutput:
         """Run [B, T, E] / [B, T, L] from ``state`` (fresh streams if None)."""
         batch = embedding.shape[0]
         if state is None:
             state = self.initial_state(batch, embedding.device)
-        vectors = frame_vectors(embedding, luma)
+        vectors = frame_vectors(embedding, stats)
         hidden_seq = self.projection(self.inputs(vectors, state))
         if self.config.kind == "gru":
             out, h_n = self.core(hidden_seq, state.hidden.transpose(0, 1).contiguous())
@@ -169,10 +173,10 @@ class TemporalHead(nn.Module):
 
     @torch.inference_mode()
     def step(
-        self, embedding: torch.Tensor, luma: torch.Tensor, state: StreamState
+        self, embedding: torch.Tensor, stats: torch.Tensor, state: StreamState
     ) -> tuple[torch.Tensor, StreamState]:
         """One step for B streams: [B, E], [B, L] -> probabilities [B, C] and their next state."""
-        out = self.forward_sequence(embedding[:, None], luma[:, None], state)
+        out = self.forward_sequence(embedding[:, None], stats[:, None], state)
         return out.logits[:, 0].softmax(dim=-1), out.state
 
 

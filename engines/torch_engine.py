@@ -37,10 +37,10 @@ class TorchEngine:
     def embed(self, frames: np.ndarray) -> FrameEmbeddings:
         frames = validate_frames(frames, self._spec)
         batch = torch.from_numpy(frames).to(self._device, non_blocking=True)
-        embedding, luma = self._model(batch)
+        embedding, stats = self._model(batch)
         return FrameEmbeddings(
             embedding=embedding.float().cpu().numpy(),
-            luma=luma.float().cpu().numpy(),
+            stats=stats.float().cpu().numpy(),
         )
 
     def close(self) -> None:

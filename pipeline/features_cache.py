@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 # Bump when sampling or frame preparation changes: older caches are then stale.
-EXTRACTION_REVISION = 1
+EXTRACTION_REVISION = 2
 
 
 class FeatureCacheError(ValueError):
@@ -24,7 +24,7 @@ class StepFeatures:
     video_id: str
     times: np.ndarray  # float64 [T]
     embedding: np.ndarray  # float32 [T, E]
-    luma: np.ndarray  # float32 [T, L]
+    stats: np.ndarray  # float32 [T, L]
     key: str  # what the cache was computed from; see cache_key
 
 
@@ -50,7 +50,7 @@ def save_step_features(path: Path, features: StepFeatures) -> None:
         tmp,
         times=features.times,
         embedding=features.embedding,
-        luma=features.luma,
+        stats=features.stats,
         video_id=np.array(features.video_id),
         key=np.array(features.key),
     )
@@ -64,7 +64,7 @@ def load_step_features(path: Path) -> StepFeatures:
                 video_id=str(data["video_id"]),
                 times=data["times"],
                 embedding=data["embedding"],
-                luma=data["luma"],
+                stats=data["stats"],
                 key=str(data["key"]),
             )
     except (OSError, KeyError, ValueError) as exc:

@@ -23,7 +23,7 @@ from pipeline.video_io import iter_sampled_frames, prepare_frame
 class VideoSteps:
     times: np.ndarray  # float64 [T]
     embedding: np.ndarray  # float32 [T, E]
-    luma: np.ndarray  # float32 [T, L]
+    stats: np.ndarray  # float32 [T, L]
 
 
 def _batched_steps(path: Path, step_rate: float, width: int, height: int, batch_size: int) -> Iterator[tuple[list[float], np.ndarray]]:
@@ -44,27 +44,27 @@ def embed_video(path: Path, engine: EmbeddingEngine, step_rate: float, batch_siz
     spec = engine.spec
     all_times: list[float] = []
     embeddings: list[np.ndarray] = []
-    lumas: list[np.ndarray] = []
+    stats_list: list[np.ndarray] = []
     for times, frames in _batched_steps(Path(path), step_rate, spec.input_width, spec.input_height, batch_size):
         out = engine.embed(frames)
         all_times.extend(times)
         embeddings.append(out.embedding)
-        lumas.append(out.luma)
+        stats_list.append(out.stats)
     if not all_times:
         raise ValueError(f"{path}: decoded no frames")
     return VideoSteps(
         times=np.asarray(all_times, dtype=np.float64),
         embedding=np.concatenate(embeddings).astype(np.float32, copy=False),
-        luma=np.concatenate(lumas).astype(np.float32, copy=False),
+        stats=np.concatenate(stats_list).astype(np.float32, copy=False),
     )
 
 
 @torch.inference_mode()
-def score_steps(head: TemporalHead, embedding: np.ndarray, luma: np.ndarray) -> np.ndarray:
+def score_steps(head: TemporalHead, embedding: np.ndarray, stats: np.ndarray) -> np.ndarray:
     """Class probabilities [T, C] for one stream run from a fresh state."""
     device = head.input_mean.device
     out = head.forward_sequence(
         torch.from_numpy(np.ascontiguousarray(embedding))[None].to(device),
-        torch.from_numpy(np.ascontiguousarray(luma))[None].to(device),
+        torch.from_numpy(np.ascontiguousarray(stats))[None].to(device),
     )
     return out.logits[0].softmax(dim=-1).cpu().numpy()

@@ -17,8 +17,9 @@ skipped, or it is a duplicate) is rejected, never delivered.
 Sequence numbers: the capture stage numbers a stream's frames monotonically
 across reconnects (seq never restarts), so a START frame only marks the reset
 of model state and needs nothing from this buffer: strict seq order is enough.
-The first frame ever seen of a stream sets its expected seq (so if the very
-first frames arrive swapped, the earlier one is rejected as late).
+A stream's first expected seq is ``first_seq`` (0: the capture stage numbers
+every stream from 0, so the first frames may arrive swapped without loss);
+with ``first_seq=None`` the first frame seen sets it instead.
 :meth:`ReorderBuffer.start` exists for a producer that does restart numbering.
 
 Pure logic: time is the monotonic ``now`` the caller passes in.
@@ -93,7 +94,7 @@ class _StreamWindow(Generic[T]):
 class ReorderBuffer(Generic[T]):
     """Releases each stream's frames in strict seq order; skips gaps after a timeout or on overflow."""
 
-    def __init__(self, window: int, timeout_s: float) -> None:
+    def __init__(self, window: int, timeout_s: float, first_seq: int | None = None) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise ReorderConfigError(f"window must be an integer >= 0 (frames held per stream), got {window!r}")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
@@ -102,6 +103,7 @@ class ReorderBuffer(Generic[T]):
             raise ReorderConfigError(f"timeout_s must be a finite number of seconds >= 0, got {timeout_s!r}")
         self.window = window
         self.timeout_s = float(timeout_s)
+        self.first_seq = first_seq
         self._streams: dict[str, _StreamWindow[T]] = {}
 
     # -- queries ---------------------------------------------------------------
@@ -135,7 +137,7 @@ class ReorderBuffer(Generic[T]):
         """Accept one frame; returns what it releases, in order (possibly nothing, or a rejection)."""
         state = self._streams.get(stream)
         if state is None:
-            state = self._streams[stream] = _StreamWindow(expected=seq)
+            state = self._streams[stream] = _StreamWindow(expected=seq if self.first_seq is None else self.first_seq)
         if seq < state.expected:
             return [Rejected(stream, seq, item, "late")]
         if seq in state.held:

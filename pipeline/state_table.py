@@ -84,7 +84,7 @@ class StepInput:
     seq: int
     t: float
     embedding: np.ndarray = field(repr=False)  # [E] float32
-    luma: np.ndarray = field(repr=False)  # [L] float32
+    stats: np.ndarray = field(repr=False)  # [L] float32
     start: bool = False
     end: bool = False
 
@@ -123,7 +123,7 @@ class StreamStateTable:
         self.idle_timeout_s = float(idle_timeout_s)
         cfg = head.config
         self.embedding_dim = cfg.backbone.embedding_dim
-        self.luma_dim = cfg.backbone.luma_dim
+        self.stats_dim = cfg.backbone.stats_dim
         initial = head.initial_state(capacity, self.device)
         self._hidden = initial.hidden
         self._previous = initial.previous
@@ -190,8 +190,8 @@ class StreamStateTable:
                 has_previous=self._has_previous.index_select(0, index),
             )
             embedding = torch.from_numpy(np.stack([np.asarray(x.embedding, dtype=np.float32) for x in batch]))
-            luma = torch.from_numpy(np.stack([np.asarray(x.luma, dtype=np.float32) for x in batch]))
-            probs, new_state = self.head.step(embedding.to(self.device), luma.to(self.device), state)
+            stats = torch.from_numpy(np.stack([np.asarray(x.stats, dtype=np.float32) for x in batch]))
+            probs, new_state = self.head.step(embedding.to(self.device), stats.to(self.device), state)
             self._hidden.index_copy_(0, index, new_state.hidden)
             self._previous.index_copy_(0, index, new_state.previous)
             self._has_previous.index_copy_(0, index, new_state.has_previous)
@@ -239,10 +239,10 @@ class StreamStateTable:
             if len(seqs) > 1:
                 raise DuplicateStreamError(stream, seqs)
         for x in batch:
-            if np.shape(x.embedding) != (self.embedding_dim,) or np.shape(x.luma) != (self.luma_dim,):
+            if np.shape(x.embedding) != (self.embedding_dim,) or np.shape(x.stats) != (self.stats_dim,):
                 raise StepInputError(
-                    f"stream {x.stream!r} seq {x.seq}: embedding {np.shape(x.embedding)} / luma "
-                    f"{np.shape(x.luma)} do not fit the head's ({self.embedding_dim},) / ({self.luma_dim},)"
+                    f"stream {x.stream!r} seq {x.seq}: embedding {np.shape(x.embedding)} / stats "
+                    f"{np.shape(x.stats)} do not fit the head's ({self.embedding_dim},) / ({self.stats_dim},)"
                 )
 
     def _make_room(self, needed: int, in_batch: set[str], now: float, new_streams: list[str]) -> None:

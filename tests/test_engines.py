@@ -19,7 +19,7 @@ from engines.factory import BACKENDS, choose_engine, create_engine
 # Agreement between backends: FP32 CPU kernels differ in summation order only.
 # Embedding values reach ~5; we allow 1e-4 absolute (observed ~7e-6).
 EMBEDDING_ATOL = 1e-4
-LUMA_ATOL = 1e-5
+STATS_ATOL = 1e-5
 
 IMAGENET_EGYPTIAN_CAT = 285
 IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -68,8 +68,8 @@ def test_cpu_backends_are_available_here():
 def test_batch_sizes_give_one_row_per_frame(engine, batch):
     out = engine.embed(_frames(batch))
     assert out.embedding.shape == (batch, EFFICIENTNET_LITE0.embedding_dim)
-    assert out.luma.shape == (batch, EFFICIENTNET_LITE0.luma_dim)
-    assert out.embedding.dtype == np.float32 and out.luma.dtype == np.float32
+    assert out.stats.shape == (batch, EFFICIENTNET_LITE0.stats_dim)
+    assert out.embedding.dtype == np.float32 and out.stats.dtype == np.float32
     assert np.isfinite(out.embedding).all()
 
 
@@ -84,14 +84,20 @@ def test_backends_agree_on_the_same_frames(engine, reference_engine):
     frames = _frames(8, seed=7)
     got, want = engine.embed(frames), reference_engine.embed(frames)
     np.testing.assert_allclose(got.embedding, want.embedding, atol=EMBEDDING_ATOL)
-    np.testing.assert_allclose(got.luma, want.luma, atol=LUMA_ATOL)
+    np.testing.assert_allclose(got.stats, want.stats, atol=STATS_ATOL)
 
 
-def test_luma_is_mean_brightness_of_whole_frame_and_quarters(engine):
+def test_stats_are_mean_luma_then_cell_colours_of_a_4x4_grid(engine):
     frame = np.zeros((1, 224, 224, 3), dtype=np.uint8)
-    frame[0, :112, 112:] = 255  # top-right quarter white
-    luma = engine.embed(frame).luma[0]
-    np.testing.assert_allclose(luma, [0.25, 0.0, 1.0, 0.0, 0.0], atol=1e-5)
+    frame[0, :56, 168:] = (255, 0, 0)  # top-right cell pure red
+    frame[0, 168:, :56] = (0, 0, 255)  # bottom-left cell pure blue
+    stats = engine.embed(frame).stats[0]
+    expected = np.zeros(49, dtype=np.float32)
+    expected[0] = (0.299 + 0.114) / 16
+    cells = expected[1:].reshape(4, 4, 3)
+    cells[0, 3] = (1, 0, 0)
+    cells[3, 0] = (0, 0, 1)
+    np.testing.assert_allclose(stats, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(

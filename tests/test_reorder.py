@@ -145,3 +145,12 @@ def test_start_resets_the_expected_seq():
 def test_parameters_are_validated(window, timeout):
     with pytest.raises(ReorderConfigError):
         ReorderBuffer(window=window, timeout_s=timeout)
+
+
+def test_with_first_seq_zero_a_swapped_first_pair_is_not_lost():
+    from pipeline.reorder import Delivered, ReorderBuffer
+
+    buf = ReorderBuffer(window=8, timeout_s=1.0, first_seq=0)
+    assert buf.push("cam", 1, "b", now=0.0) == []
+    released = buf.push("cam", 0, "a", now=0.01)
+    assert [(r.seq, r.item) for r in released if isinstance(r, Delivered)] == [(0, "a"), (1, "b")]

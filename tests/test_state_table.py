@@ -19,7 +19,7 @@ from pipeline.state_table import (
 )
 
 ATOL = 1e-6
-E, L = EFFICIENTNET_LITE0.embedding_dim, EFFICIENTNET_LITE0.luma_dim
+E, L = EFFICIENTNET_LITE0.embedding_dim, EFFICIENTNET_LITE0.stats_dim
 
 
 # The default head, and a small two-layer one (the table must gather every layer of a row).
@@ -41,18 +41,18 @@ def head(request) -> TemporalHead:
 
 def _frames(rng: np.random.Generator, steps: int) -> tuple[np.ndarray, np.ndarray]:
     emb = (rng.random((steps, E)) * 3).astype(np.float32)
-    luma = rng.random((steps, L)).astype(np.float32)
-    return emb, luma
+    stats = rng.random((steps, L)).astype(np.float32)
+    return emb, stats
 
 
-def _offline(head: TemporalHead, emb: np.ndarray, luma: np.ndarray) -> np.ndarray:
+def _offline(head: TemporalHead, emb: np.ndarray, stats: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        logits = head.forward_sequence(torch.from_numpy(emb)[None], torch.from_numpy(luma)[None]).logits
+        logits = head.forward_sequence(torch.from_numpy(emb)[None], torch.from_numpy(stats)[None]).logits
     return logits.softmax(-1)[0].numpy()
 
 
-def _input(stream: str, k: int, emb: np.ndarray, luma: np.ndarray, *, start: bool = False, end: bool = False):
-    return StepInput(stream, seq=k, t=k * 0.25, embedding=emb[k], luma=luma[k], start=start, end=end)
+def _input(stream: str, k: int, emb: np.ndarray, stats: np.ndarray, *, start: bool = False, end: bool = False):
+    return StepInput(stream, seq=k, t=k * 0.25, embedding=emb[k], stats=stats[k], start=start, end=end)
 
 
 def test_interleaved_streams_match_each_stream_run_alone(head, rng):
@@ -74,8 +74,8 @@ def test_interleaved_streams_match_each_stream_run_alone(head, rng):
         batch = []
         for s in mix:
             k = cursor[s]
-            emb, luma = data[s]
-            batch.append(_input(s, k, emb, luma, start=k == 0, end=k == lengths[s] - 1))
+            emb, stats = data[s]
+            batch.append(_input(s, k, emb, stats, start=k == 0, end=k == lengths[s] - 1))
         outputs = table.step(batch, now)
         assert [o.stream for o in outputs] == mix
         for o in outputs:
@@ -93,61 +93,61 @@ def test_interleaved_streams_match_each_stream_run_alone(head, rng):
 
 
 def test_start_mid_stream_resets_to_a_fresh_run_from_there(head, rng):
-    emb, luma = _frames(rng, 10)
+    emb, stats = _frames(rng, 10)
     other_emb, other_luma = _frames(rng, 10)
     table = StreamStateTable(head, capacity=2, idle_timeout_s=60.0)
     probs = []
     for k in range(10):
         batch = [
-            _input("cam", k, emb, luma, start=k in (0, 6)),
+            _input("cam", k, emb, stats, start=k in (0, 6)),
             _input("other", k, other_emb, other_luma, start=k == 0),
         ]
         out = table.step(batch, now=float(k))
         probs.append(out[0].probs)
         assert out[0].reset == (k in (0, 6))
-    np.testing.assert_allclose(np.stack(probs[:6]), _offline(head, emb[:6], luma[:6]), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(np.stack(probs[6:]), _offline(head, emb[6:], luma[6:]), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.stack(probs[:6]), _offline(head, emb[:6], stats[:6]), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.stack(probs[6:]), _offline(head, emb[6:], stats[6:]), atol=ATOL, rtol=0)
 
 
 def test_a_frame_of_an_unknown_stream_without_start_is_an_implicit_start(head, rng):
-    emb, luma = _frames(rng, 3)
+    emb, stats = _frames(rng, 3)
     table = StreamStateTable(head, capacity=2, idle_timeout_s=60.0)
-    outputs = [table.step([_input("cam", k, emb, luma)], now=float(k))[0] for k in range(3)]
+    outputs = [table.step([_input("cam", k, emb, stats)], now=float(k))[0] for k in range(3)]
     assert [o.implicit_start for o in outputs] == [True, False, False]
     assert [o.reset for o in outputs] == [True, False, False]
     assert table.implicit_starts == 1
-    np.testing.assert_allclose(np.stack([o.probs for o in outputs]), _offline(head, emb, luma), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.stack([o.probs for o in outputs]), _offline(head, emb, stats), atol=ATOL, rtol=0)
 
 
 def test_a_stream_twice_in_one_batch_is_refused_and_changes_nothing(head, rng):
-    emb, luma = _frames(rng, 2)
+    emb, stats = _frames(rng, 2)
     table = StreamStateTable(head, capacity=2, idle_timeout_s=60.0)
     with pytest.raises(DuplicateStreamError, match="'cam'.*seqs \\[0, 1\\]"):
-        table.step([_input("cam", 0, emb, luma, start=True), _input("cam", 1, emb, luma)], now=0.0)
+        table.step([_input("cam", 0, emb, stats, start=True), _input("cam", 1, emb, stats)], now=0.0)
     assert table.active_streams == () and table.free_rows == 2
 
 
 def test_idle_streams_are_evicted_and_counted(head, rng):
-    emb, luma = _frames(rng, 3)
+    emb, stats = _frames(rng, 3)
     table = StreamStateTable(head, capacity=3, idle_timeout_s=10.0)
-    table.step([_input("a", 0, emb, luma, start=True), _input("b", 0, emb, luma, start=True)], now=0.0)
-    table.step([_input("b", 1, emb, luma)], now=5.0)
+    table.step([_input("a", 0, emb, stats, start=True), _input("b", 0, emb, stats, start=True)], now=0.0)
+    table.step([_input("b", 1, emb, stats)], now=5.0)
     assert table.next_eviction_in(5.0) == pytest.approx(5.0)
     assert table.evict_idle(9.99) == []
     assert table.evict_idle(10.0) == ["a"]
     assert table.active_streams == ("b",) and table.free_rows == 2 and table.evictions == 1
     # Stream a comes back without START: a fresh state, counted as an implicit start.
-    out = table.step([_input("a", 1, emb, luma)], now=11.0)[0]
+    out = table.step([_input("a", 1, emb, stats)], now=11.0)[0]
     assert out.implicit_start and table.implicit_starts == 1
-    np.testing.assert_allclose(out.probs, _offline(head, emb[1:2], luma[1:2])[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out.probs, _offline(head, emb[1:2], stats[1:2])[0], atol=ATOL, rtol=0)
 
 
 def test_a_full_table_evicts_the_least_recently_seen_idle_stream(head, rng):
-    emb, luma = _frames(rng, 2)
+    emb, stats = _frames(rng, 2)
     table = StreamStateTable(head, capacity=2, idle_timeout_s=10.0)
-    table.step([_input("old", 0, emb, luma, start=True)], now=0.0)
-    table.step([_input("newer", 0, emb, luma, start=True)], now=3.0)
-    out = table.step([_input("third", 0, emb, luma, start=True)], now=20.0)
+    table.step([_input("old", 0, emb, stats, start=True)], now=0.0)
+    table.step([_input("newer", 0, emb, stats, start=True)], now=3.0)
+    out = table.step([_input("third", 0, emb, stats, start=True)], now=20.0)
     assert out[0].stream == "third"
     assert set(table.active_streams) == {"newer", "third"}
     assert table.take_evicted() == ["old"] and table.take_evicted() == []
@@ -155,12 +155,12 @@ def test_a_full_table_evicts_the_least_recently_seen_idle_stream(head, rng):
 
 
 def test_a_full_table_with_no_idle_stream_raises_and_changes_nothing(head, rng):
-    emb, luma = _frames(rng, 2)
+    emb, stats = _frames(rng, 2)
     table = StreamStateTable(head, capacity=2, idle_timeout_s=10.0)
-    table.step([_input("a", 0, emb, luma, start=True), _input("b", 0, emb, luma, start=True)], now=0.0)
+    table.step([_input("a", 0, emb, stats, start=True), _input("b", 0, emb, stats, start=True)], now=0.0)
     rows = {s: table.row_of(s) for s in ("a", "b")}
     with pytest.raises(StateTableFull, match="capacity 2") as info:
-        table.step([_input("a", 1, emb, luma), _input("c", 0, emb, luma, start=True)], now=5.0)
+        table.step([_input("a", 1, emb, stats), _input("c", 0, emb, stats, start=True)], now=5.0)
     assert info.value.capacity == 2 and info.value.rejected == ("c",)
     assert {s: table.row_of(s) for s in ("a", "b")} == rows and table.free_rows == 0
     assert table.evictions == 0
@@ -168,19 +168,19 @@ def test_a_full_table_with_no_idle_stream_raises_and_changes_nothing(head, rng):
 
 def test_inputs_that_do_not_fit_the_head_are_refused(head):
     table = StreamStateTable(head, capacity=1, idle_timeout_s=1.0)
-    bad = StepInput("cam", 0, 0.0, embedding=np.zeros(E - 1, np.float32), luma=np.zeros(L, np.float32), start=True)
+    bad = StepInput("cam", 0, 0.0, embedding=np.zeros(E - 1, np.float32), stats=np.zeros(L, np.float32), start=True)
     with pytest.raises(StepInputError, match="'cam' seq 0"):
         table.step([bad], now=0.0)
     assert table.step([], now=0.0) == []
 
 
 def test_a_head_in_training_mode_is_refused(head, rng):
-    emb, luma = _frames(rng, 1)
+    emb, stats = _frames(rng, 1)
     table = StreamStateTable(head, capacity=1, idle_timeout_s=1.0)
     head.train()
     try:
         with pytest.raises(StateTableError, match="training mode"):
-            table.step([_input("cam", 0, emb, luma, start=True)], now=0.0)
+            table.step([_input("cam", 0, emb, stats, start=True)], now=0.0)
     finally:
         head.eval()
 

@@ -27,32 +27,32 @@ def _head(kind: str = "gru", seed: int = 0) -> TemporalHead:
 def _sequence(batch: int, steps: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     emb = torch.rand(batch, steps, EFFICIENTNET_LITE0.embedding_dim, generator=g) * 3
-    luma = torch.rand(batch, steps, EFFICIENTNET_LITE0.luma_dim, generator=g)
-    return emb, luma
+    stats = torch.rand(batch, steps, EFFICIENTNET_LITE0.stats_dim, generator=g)
+    return emb, stats
 
 
 @pytest.mark.parametrize("kind", ["gru", "frame_only"])
 def test_stepping_with_carried_state_equals_running_the_whole_sequence(kind):
     head = _head(kind)
-    emb, luma = _sequence(3, 40)
+    emb, stats = _sequence(3, 40)
     with torch.no_grad():
-        offline = head.forward_sequence(emb, luma).logits.softmax(-1)
+        offline = head.forward_sequence(emb, stats).logits.softmax(-1)
     state = head.initial_state(3)
     online = []
     for t in range(emb.shape[1]):
-        probs, state = head.step(emb[:, t], luma[:, t], state)
+        probs, state = head.step(emb[:, t], stats[:, t], state)
         online.append(probs)
     torch.testing.assert_close(torch.stack(online, dim=1), offline, atol=STEP_ATOL, rtol=0)
 
 
 def test_chunks_of_any_length_with_carried_state_equal_one_pass():
     head = _head()
-    emb, luma = _sequence(2, 37, seed=5)
+    emb, stats = _sequence(2, 37, seed=5)
     with torch.no_grad():
-        whole = head.forward_sequence(emb, luma).logits
+        whole = head.forward_sequence(emb, stats).logits
         state, parts = None, []
         for lo, hi in [(0, 1), (1, 10), (10, 11), (11, 37)]:
-            out = head.forward_sequence(emb[:, lo:hi], luma[:, lo:hi], state)
+            out = head.forward_sequence(emb[:, lo:hi], stats[:, lo:hi], state)
             parts.append(out.logits)
             state = out.state
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=STEP_ATOL, rtol=0)
@@ -61,19 +61,19 @@ def test_chunks_of_any_length_with_carried_state_equal_one_pass():
 def test_state_matters_for_the_gru_so_the_equivalence_test_can_fail():
     """Dropping the carried state changes the scores; a broken carry would be caught."""
     head = _head()
-    emb, luma = _sequence(1, 20, seed=9)
+    emb, stats = _sequence(1, 20, seed=9)
     with torch.no_grad():
-        carried = head.forward_sequence(emb, luma).logits[:, 10:]
-        fresh = head.forward_sequence(emb[:, 10:], luma[:, 10:]).logits
+        carried = head.forward_sequence(emb, stats).logits[:, 10:]
+        fresh = head.forward_sequence(emb[:, 10:], stats[:, 10:]).logits
     assert (carried - fresh).abs().max() > 1e-3
 
 
 def test_streams_in_one_batch_do_not_leak_into_each_other():
     head = _head()
-    emb, luma = _sequence(4, 15, seed=2)
+    emb, stats = _sequence(4, 15, seed=2)
     with torch.no_grad():
-        together = head.forward_sequence(emb, luma).logits
-        alone = torch.cat([head.forward_sequence(emb[i : i + 1], luma[i : i + 1]).logits for i in range(4)])
+        together = head.forward_sequence(emb, stats).logits
+        alone = torch.cat([head.forward_sequence(emb[i : i + 1], stats[i : i + 1]).logits for i in range(4)])
     torch.testing.assert_close(together, alone, atol=STEP_ATOL, rtol=0)
 
 
@@ -87,9 +87,9 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
     assert loaded.config.step_rate_hz == 4.0
     assert loaded.config.backbone == EFFICIENTNET_LITE0
     assert json.loads(metadata["training"]) == {"note": "unit test"}
-    emb, luma = _sequence(1, 12)
+    emb, stats = _sequence(1, 12)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.forward_sequence(emb, luma).logits, head.forward_sequence(emb, luma).logits)
+        torch.testing.assert_close(loaded.forward_sequence(emb, stats).logits, head.forward_sequence(emb, stats).logits)
 
 
 def test_checkpoint_file_is_safetensors_not_pickle(tmp_path):

@@ -51,7 +51,7 @@ def test_extracted_features_are_sampled_at_the_step_rate(dataset, features):
         np.testing.assert_allclose(item.times, expected, atol=1e-9)
         assert item.times[-1] > 15.0
         assert item.embedding.shape == (len(item.times), 1280)
-        assert item.luma.shape == (len(item.times), 5)
+        assert item.stats.shape == (len(item.times), 5)
 
 
 def test_rerunning_extraction_uses_the_cache(dataset, features):

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in list_videos(data_dir / "videos"):
             started = time.perf_counter()
             emb = embed_video(path, engine, head.config.step_rate_hz)
-            probs = score_steps(head, emb.embedding, emb.luma)
+            probs = score_steps(head, emb.embedding, emb.stats)
             elapsed = time.perf_counter() - started
             steps.extend(StepScores(path.stem, float(t), dict(zip(classes, map(float, r)))) for t, r in zip(emb.times, probs))
             starts = extract_starts(emb.times, probs, classes, BACKGROUND, stream=path.stem)

@@ -3,7 +3,7 @@
     python -m tools.export_backbone --out build/models/efficientnet_lite0.onnx
 
 The graph takes uint8 RGB frames [N, 224, 224, 3] (dynamic N) and returns the
-1280-d pooled embedding and 5 luma statistics. Skips the export when the file
+1280-d pooled embedding and 5 stats statistics. Skips the export when the file
 is already current for these weights.
 """
 

@@ -77,7 +77,7 @@ def extract_folder(
             steps = embed_video(path, engine, step_rate, batch_size)
             save_step_features(
                 target,
-                StepFeatures(video_id=path.stem, times=steps.times, embedding=steps.embedding, luma=steps.luma, key=key),
+                StepFeatures(video_id=path.stem, times=steps.times, embedding=steps.embedding, stats=steps.stats, key=key),
             )
             done += 1
     finally:

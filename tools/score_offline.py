@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"--features {args.features}: {video_id} was extracted at {key['step_rate']} steps/s with "
                         f"{key['backbone']}, the model needs {cfg.step_rate_hz} steps/s with {cfg.backbone.name}"
                     )
-                _write_stream(writer, video_id, feats.times, score_steps(head, feats.embedding, feats.luma), classes)
+                _write_stream(writer, video_id, feats.times, score_steps(head, feats.embedding, feats.stats), classes)
         else:
             videos = _collect_videos(args.videos)
             engine = create_engine(args.engine, threads=args.threads)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 for path in tqdm(videos, desc="scoring", unit="video", disable=args.quiet):
                     steps = embed_video(path, engine, cfg.step_rate_hz)
-                    _write_stream(writer, path.stem, steps.times, score_steps(head, steps.embedding, steps.luma), classes)
+                    _write_stream(writer, path.stem, steps.times, score_steps(head, steps.embedding, steps.stats), classes)
             finally:
                 engine.close()
     print(f"wrote {writer.count} steps to {args.out}", file=sys.stderr)

@@ -43,7 +43,8 @@ class TrainConfig:
     windows_per_epoch: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    input_noise: float = 0.1
+    input_dropout: float = 0.5
+    dropout: float = 0.3
     val_fraction: float = 0.15
     seed: int = 0
     hidden_size: int = 256
@@ -54,7 +55,7 @@ class TrainConfig:
 class LabelledStream:
     video_id: str
     embedding: torch.Tensor  # [T, E]
-    luma: torch.Tensor  # [T, L]
+    stats: torch.Tensor  # [T, L]
     labels: torch.Tensor  # [T] long
     times: np.ndarray
 
@@ -84,7 +85,7 @@ def labelled_streams(
             LabelledStream(
                 video_id=video_id,
                 embedding=torch.from_numpy(feats.embedding),
-                luma=torch.from_numpy(feats.luma),
+                stats=torch.from_numpy(feats.stats),
                 labels=torch.tensor(labels, dtype=torch.long),
                 times=feats.times,
             )
@@ -97,7 +98,7 @@ def fit_standardisation(head: TemporalHead, streams: Sequence[LabelledStream]) -
     with torch.no_grad():
         inputs = []
         for s in streams:
-            vectors = frame_vectors(s.embedding, s.luma)[None]
+            vectors = frame_vectors(s.embedding, s.stats)[None]
             inputs.append(head.inputs(vectors, head.initial_state(1))[0])
         x = torch.cat(inputs)
         head.input_mean.copy_(x.mean(dim=0))
@@ -110,7 +111,7 @@ def _sample_windows(
     """A batch of windows; each starts mid-stream with its true previous frame as state."""
     picks = rng.integers(0, len(streams), size=cfg.batch_size)
     emb = torch.zeros(cfg.batch_size, cfg.window, streams[0].embedding.shape[1])
-    luma = torch.zeros(cfg.batch_size, cfg.window, streams[0].luma.shape[1])
+    stats = torch.zeros(cfg.batch_size, cfg.window, streams[0].stats.shape[1])
     labels = torch.full((cfg.batch_size, cfg.window), -100, dtype=torch.long)  # -100: ignored by the loss
     state = head.initial_state(cfg.batch_size)
     for row, idx in enumerate(picks):
@@ -119,13 +120,13 @@ def _sample_windows(
         start = int(rng.integers(0, max(1, length - cfg.window // 2)))
         stop = min(length, start + cfg.window)
         n = stop - start
-        emb[row, :n], luma[row, :n], labels[row, :n] = stream.embedding[start:stop], stream.luma[start:stop], stream.labels[start:stop]
+        emb[row, :n], stats[row, :n], labels[row, :n] = stream.embedding[start:stop], stream.stats[start:stop], stream.labels[start:stop]
         # Pad by repeating the last frame, so padded steps carry no fake change into real ones.
-        emb[row, n:], luma[row, n:] = stream.embedding[stop - 1], stream.luma[stop - 1]
+        emb[row, n:], stats[row, n:] = stream.embedding[stop - 1], stream.stats[stop - 1]
         if start > 0:
-            state.previous[row] = frame_vectors(stream.embedding[start - 1], stream.luma[start - 1])
+            state.previous[row] = frame_vectors(stream.embedding[start - 1], stream.stats[start - 1])
             state.has_previous[row] = True
-    return emb, luma, labels, state, picks
+    return emb, stats, labels, state, picks
 
 
 def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_paths: Sequence[Path]) -> dict:
@@ -133,7 +134,7 @@ def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], an
     steps = []
     classes = head.config.classes
     for s in streams:
-        probs = score_steps(head, s.embedding.numpy(), s.luma.numpy())
+        probs = score_steps(head, s.embedding.numpy(), s.stats.numpy())
         steps.extend(
             StepScores(s.video_id, float(t), dict(zip(classes, map(float, row)))) for t, row in zip(s.times, probs)
         )
@@ -161,6 +162,8 @@ def train(
         kind=cfg.kind,
         hidden_size=cfg.hidden_size,
         projection_dim=cfg.projection_dim,
+        dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
     )
     head = TemporalHead(head_config)
     fit_standardisation(head, train_set)
@@ -171,14 +174,14 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
     best: tuple[float, dict, dict] | None = None
+    history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc=f"training {cfg.kind}", unit="epoch", disable=not progress)
     for epoch in bar:
         head.train()
         total = 0.0
         for _ in range(steps_per_epoch):
-            emb, luma, labels, state, _ = _sample_windows(train_set, head, cfg, rng)
-            emb = emb * (1 + cfg.input_noise * 0.1 * torch.randn_like(emb))
-            out = head.forward_sequence(emb, luma, state)
+            emb, stats, labels, state, _ = _sample_windows(train_set, head, cfg, rng)
+            out = head.forward_sequence(emb, stats, state)
             loss = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
             optimiser.zero_grad()
             loss.backward()
@@ -189,6 +192,8 @@ def train(
         metrics = validation_metrics(head, val_set, annotations_paths)
         score = metrics["mAP"] if metrics["mAP"] is not None else -math.inf
         bar.set_postfix(loss=f"{total / steps_per_epoch:.3f}", val_mAP=f"{score:.3f}")
+        history.append({"epoch": epoch, "loss": round(total / steps_per_epoch, 4), "val_mAP": metrics["mAP"],
+                        "val_mirror": metrics["mirror_pair_accuracy"]})
         if best is None or score > best[0]:
             best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()}, {**metrics, "epoch": epoch})
     if best is None:
@@ -199,6 +204,7 @@ def train(
         "validation": best[2],
         "train_videos": len(train_set),
         "validation_videos": len(val_set),
+        "history": history,
     }
     return head, summary
 
@@ -218,6 +224,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     p.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    p.add_argument("--dropout", type=float, default=defaults.dropout)
+    p.add_argument("--input-dropout", type=float, default=defaults.input_dropout)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--quiet", action="store_true")
@@ -245,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         hidden_size=args.hidden_size,
+        dropout=args.dropout,
+        input_dropout=args.input_dropout,
     )
     streams = labelled_streams(features, args.annotations, SYNTH_ACTIONS_CLASSES)
     head, summary = train(streams, args.annotations, cfg, step_rate, progress=not args.quiet)
