@@ -53,9 +53,16 @@ class _Stage:
 
 
 class Supervisor:
-    def __init__(self, config: PipelineConfig, on_ready: Callable[[str | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        on_ready: Callable[[str | None], None] | None = None,
+        on_complete: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.config = config
         self._on_ready = on_ready
+        # Called after every stage finished, while the metrics endpoint still serves the final counts.
+        self._on_complete = on_complete
         self._ctx = mp.get_context("spawn")
         self._capture_stop = self._ctx.Event()
         self._embed_done = self._ctx.Event()  # captures are finished: embed workers drain
@@ -132,7 +139,10 @@ class Supervisor:
             if self._on_ready:
                 self._on_ready(self.metrics_url)
             results = self._cascade(captures, embeds, temporal)
-            return self._summary(results, cfg)
+            summary = self._summary(results, cfg)
+            if self._on_complete:
+                self._on_complete(self.metrics_url)
+            return summary
         finally:
             self._abort.set()
             self._capture_stop.set()

@@ -188,7 +188,7 @@ def train(
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             optimiser.step()
             scheduler.step()
-            total += float(loss)
+            total += loss.item()
         metrics = validation_metrics(head, val_set, annotations_paths)
         score = metrics["mAP"] if metrics["mAP"] is not None else -math.inf
         bar.set_postfix(loss=f"{total / steps_per_epoch:.3f}", val_mAP=f"{score:.3f}")

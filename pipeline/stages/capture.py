@@ -165,8 +165,11 @@ class CaptureWorker:
         finally:
             local_stop.set()
             thread.join(timeout=2.0)
+            # Frames the buffer dropped were read from the source: captured, then dropped.
+            self.tally.captured += buffer.dropped
             self.tally.dropped_backpressure += buffer.dropped
             if self._metrics and buffer.dropped:
+                self._metrics.frames_captured.labels(self.s.stream).inc(buffer.dropped)
                 self._metrics.frames_dropped.labels(self.s.stream, "backpressure").inc(buffer.dropped)
         if errors:
             raise SourceError(f"stream {self.s.stream}: reading failed: {errors[0]}") from errors[0]

@@ -1,0 +1,71 @@
+"""A real HTTP MJPEG server (multipart/x-mixed-replace), as IP cameras serve, for live-source tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+
+BOUNDARY = "frameboundary"
+
+
+def _jpeg_frames(video: Path, limit: int) -> list[bytes]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < limit:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    capture.release()
+    if not frames:
+        raise RuntimeError(f"no frames decoded from {video}")
+    return frames
+
+
+class MjpegServer:
+    """Serves ``video``'s frames at ``fps`` on http://127.0.0.1:PORT/stream.mjpg, then closes the stream."""
+
+    def __init__(self, video: Path, fps: float = 25.0, limit: int = 250) -> None:
+        frames = _jpeg_frames(video, limit)
+        period = 1.0 / fps
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path != "/stream.mjpg":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.end_headers()
+                start = time.monotonic()
+                for i, jpeg in enumerate(frames):
+                    delay = start + i * period - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    try:
+                        self.wfile.write(
+                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                            + jpeg + b"\r\n"
+                        )
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+
+            def log_message(self, *args) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/stream.mjpg"
+        self.frames = len(frames)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "MjpegServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

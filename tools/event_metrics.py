@@ -1,0 +1,81 @@
+"""How well emitted action events match annotations: a start event is correct
+when its class matches and it lies within ``offset_s`` of a not yet matched
+annotated start of that class in the same stream.
+
+    python -m tools.event_metrics --events EVENTS.jsonl --annotations ANN.txt [--offset 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.annotations import ActionInstance, read_annotations
+from tools.cli import UsageError, run
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    stream: str
+    action: str
+    t: float
+
+
+def match_starts(events: Sequence[StartEvent], truth: Sequence[ActionInstance], offset_s: float,
+                 streams: set[str] | None = None) -> dict:
+    """Greedy in time order: each event takes the nearest unmatched true start within the offset."""
+    relevant = [i for i in truth if streams is None or i.video_id in streams]
+    unmatched = {id(i): i for i in relevant}
+    hits = 0
+    for event in sorted(events, key=lambda e: (e.stream, e.t)):
+        candidates = [
+            i for i in unmatched.values()
+            if i.video_id == event.stream and i.action == event.action and abs(i.start - event.t) <= offset_s
+        ]
+        if candidates:
+            best = min(candidates, key=lambda i: abs(i.start - event.t))
+            del unmatched[id(best)]
+            hits += 1
+    return {
+        "true_starts": len(relevant),
+        "start_events": len(events),
+        "matched": hits,
+        "recall": hits / len(relevant) if relevant else None,
+        "precision": hits / len(events) if events else None,
+    }
+
+
+def read_start_events(path: Path) -> list[StartEvent]:
+    if not path.is_file():
+        raise UsageError(f"events file not found: {path}")
+    events = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record["kind"] == "start":
+                events.append(StartEvent(record["stream"], record["action"], float(record["t"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path}:{lineno}: not an event line ({exc})") from exc
+    return events
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.event_metrics", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=Path, required=True)
+    p.add_argument("--annotations", type=Path, required=True)
+    p.add_argument("--offset", type=float, default=1.0, help="seconds (default 1.0)")
+    args = p.parse_args(argv)
+    events = read_start_events(args.events)
+    truth = read_annotations(args.annotations)
+    print(json.dumps(match_starts(events, truth, args.offset, streams={e.stream for e in events} or None), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
