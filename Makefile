@@ -10,9 +10,21 @@ DEMO_MODEL := models/synthactions_gru.safetensors
 # The CPU build of torch for CI and laptops; see README for CUDA machines.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup models run test test-all evaluate demo-data clean
+.PHONY: setup system-deps models run test test-all evaluate clean
+
+# Debian packages the tests need: GStreamer's RTSP server (a real RTSP peer for
+# the live-source tests), run under the system Python's GObject bindings.
+SYSTEM_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base python3-gi
 
 setup: $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,10 +42,10 @@ $(ONNX): $(STAMP) engines/backbone.py engines/efficientnet_lite.py
 run: models
 	$(PY) -m tools.demo
 
-test: models
+test: models system-deps
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: models
+test-all: models system-deps
 	$(PY) -m pytest -q
 
 # Held-out figures for the README: 40+ streams from seeds never used in training.

