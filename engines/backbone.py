@@ -87,7 +87,7 @@ def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:
     return FrameEmbedder(load_pretrained(weights)).eval()
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -119,7 +119,7 @@ def export_onnx(out_path: Path, weights: Path | None = None) -> Path:
     proto = onnx.load(str(tmp_path))
     stamp = {
         "backbone": EFFICIENTNET_LITE0.to_json(),
-        "weights_sha256": _file_digest(weights),
+        "weights_sha256": file_sha256(weights),
         "export_revision": str(EXPORT_REVISION),
     }
     for key, value in stamp.items():
@@ -141,7 +141,7 @@ def onnx_is_current(path: Path, weights: Path | None = None) -> bool:
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     return props.get("export_revision") == str(EXPORT_REVISION) and props.get(
         "weights_sha256"
-    ) == _file_digest(weights or pretrained_weights_path())
+    ) == file_sha256(weights or pretrained_weights_path())
 
 
 def ensure_onnx(path: Path, weights: Path | None = None) -> Path:

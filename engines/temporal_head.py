@@ -43,6 +43,9 @@ class HeadConfig:
     num_layers: int = 1
     dropout: float = 0.2
     input_dropout: float = 0.0
+    # > 0 adds the change against an exponential moving average of past frame
+    # vectors (decay per step), exposing slow changes that one step hides.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -55,8 +58,19 @@ class HeadConfig:
         return self.backbone.embedding_dim + self.backbone.stats_dim + 1
 
     @property
+    def uses_ema(self) -> bool:
+        return self.kind == "gru" and self.ema_decay > 0.0
+
+    @property
+    def state_vector_dim(self) -> int:
+        """Per-stream carried frame state: r_{t-1}, and the EMA m_{t-1} when used."""
+        return self.frame_vector_dim * (2 if self.uses_ema else 1)
+
+    @property
     def input_dim(self) -> int:
-        return self.frame_vector_dim * (2 if self.kind == "gru" else 1)
+        if self.kind != "gru":
+            return self.frame_vector_dim
+        return self.frame_vector_dim * (3 if self.uses_ema else 2)
 
     def to_metadata(self) -> dict[str, str]:
         data = asdict(self)
@@ -91,7 +105,7 @@ class StreamState:
     """What a stream carries from one step to the next, batched over streams."""
 
     hidden: torch.Tensor  # [B, layers, hidden]
-    previous: torch.Tensor  # [B, frame_vector_dim]; r_{t-1}
+    previous: torch.Tensor  # [B, state_vector_dim]; r_{t-1} (then m_{t-1} with an EMA)
     has_previous: torch.Tensor  # [B] bool; False right after a START
 
     def select(self, rows: torch.Tensor) -> "StreamState":
@@ -134,20 +148,36 @@ class TemporalHead(nn.Module):
         cfg = self.config
         return StreamState(
             hidden=torch.zeros(batch, cfg.num_layers, cfg.hidden_size, device=device),
-            previous=torch.zeros(batch, cfg.frame_vector_dim, device=device),
+            previous=torch.zeros(batch, cfg.state_vector_dim, device=device),
             has_previous=torch.zeros(batch, dtype=torch.bool, device=device),
         )
 
     # -- features ------------------------------------------------------------
     def inputs(self, vectors: torch.Tensor, state: StreamState) -> torch.Tensor:
         """[B, T, V] frame vectors -> [B, T, input_dim] standardised model inputs."""
-        if self.config.kind == "gru":
-            first_prev = torch.where(state.has_previous[:, None], state.previous, vectors[:, 0])
-            previous = torch.cat([first_prev[:, None], vectors[:, :-1]], dim=1)
-            x = torch.cat([vectors, vectors - previous], dim=-1)
-        else:
-            x = vectors
-        return (x - self.input_mean) / self.input_std
+        return self._inputs_and_carry(vectors, state)[0]
+
+    def _inputs_and_carry(self, vectors: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs, and the frame state to carry after the last step."""
+        if self.config.kind != "gru":
+            return (vectors - self.input_mean) / self.input_std, vectors[:, -1]
+        width = self.config.frame_vector_dim
+        has_prev = state.has_previous[:, None]
+        first_prev = torch.where(has_prev, state.previous[:, :width], vectors[:, 0])
+        previous = torch.cat([first_prev[:, None], vectors[:, :-1]], dim=1)
+        parts = [vectors, vectors - previous]
+        carry = vectors[:, -1]
+        if self.config.uses_ema:
+            decay = self.config.ema_decay
+            average = torch.where(has_prev, state.previous[:, width:], vectors[:, 0])
+            averages_before = []
+            for t in range(vectors.shape[1]):
+                averages_before.append(average)
+                average = decay * average + (1.0 - decay) * vectors[:, t]
+            parts.append(vectors - torch.stack(averages_before, dim=1))
+            carry = torch.cat([carry, average], dim=-1)
+        x = torch.cat(parts, dim=-1)
+        return (x - self.input_mean) / self.input_std, carry
 
     # -- running -------------------------------------------------------------
     def forward_sequence(
@@ -158,7 +188,8 @@ class TemporalHead(nn.Module):
         if state is None:
             state = self.initial_state(batch, embedding.device)
         vectors = frame_vectors(embedding, stats)
-        hidden_seq = self.projection(self.inputs(vectors, state))
+        x, carry = self._inputs_and_carry(vectors, state)
+        hidden_seq = self.projection(x)
         if self.config.kind == "gru":
             out, h_n = self.core(hidden_seq, state.hidden.transpose(0, 1).contiguous())
             new_hidden = h_n.transpose(0, 1)
@@ -166,7 +197,7 @@ class TemporalHead(nn.Module):
             out, new_hidden = self.core(hidden_seq), state.hidden
         new_state = StreamState(
             hidden=new_hidden,
-            previous=vectors[:, -1],
+            previous=carry,
             has_previous=torch.ones(batch, dtype=torch.bool, device=embedding.device),
         )
         return SequenceOutput(logits=self.classifier(out), state=new_state)

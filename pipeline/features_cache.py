@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from engines.backbone import file_sha256
 
 # Bump when sampling or frame preparation changes: older caches are then stale.
 EXTRACTION_REVISION = 2
@@ -26,14 +27,6 @@ class StepFeatures:
     embedding: np.ndarray  # float32 [T, E]
     stats: np.ndarray  # float32 [T, L]
     key: str  # what the cache was computed from; see cache_key
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_key(video_sha256: str, step_rate: float, backbone_id: str) -> str:

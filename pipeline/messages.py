@@ -87,7 +87,7 @@ def encode_frame(header: FrameHeader, pixels: np.ndarray | None) -> list:
 
 
 def decode_frame(parts: Sequence) -> tuple[FrameHeader, np.ndarray | None]:
-    """Pixels come back as a read-only view on the received buffer (no copy)."""
+    """Pixels come back as a view on the received buffer (no copy)."""
     if len(parts) not in (2, 3) or bytes(parts[0]) != FRAME_KIND:
         raise MessageError(f"not a frame message ({len(parts)} parts)")
     header = _parse_header(bytes(parts[1]), FrameHeader, "frame")

@@ -77,12 +77,12 @@ class Supervisor:
         self._interrupted = True
         self._capture_stop.set()
 
-    def _run_dir(self) -> tuple[Path, bool]:
-        if self.config.transport.ipc_dir:
-            path = Path(self.config.transport.ipc_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix="actionpipe-", dir=path)), True
-        return Path(tempfile.mkdtemp(prefix="actionpipe-")), True
+    def _run_dir(self) -> Path:
+        """A fresh directory for this run's ipc sockets and metric files, removed at the end."""
+        parent = self.config.transport.ipc_dir
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="actionpipe-", dir=parent))
 
     def preflight(self) -> None:
         """Open every recorded source once, so a bad path fails before any process starts."""
@@ -95,7 +95,7 @@ class Supervisor:
         head, _ = load_head(cfg.model)
         self.preflight()
         spec: BackboneSpec = head.config.backbone
-        run_dir, owned = self._run_dir()
+        run_dir = self._run_dir()
         metrics_dir = run_dir / "metrics"
         metrics_dir.mkdir()
         previous_env = os.environ.get(MULTIPROC_ENV)
@@ -156,8 +156,7 @@ class Supervisor:
                 os.environ.pop(MULTIPROC_ENV, None)
             else:
                 os.environ[MULTIPROC_ENV] = previous_env
-            if owned:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     @staticmethod
     def _is_live(source) -> bool:

@@ -275,3 +275,26 @@ def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):
     assert row["captured"] == row["processed"] + sum(row["dropped"].values())
     gaps = sorted(b.t - a.t for a, b in zip(steps, steps[1:]))
     assert 0.2 <= gaps[len(gaps) // 2] <= 0.3
+
+
+# Start events of the demo model on held-out streams, measured by
+# `make evaluate` over its 48 test streams (README: "Events"). The test's few
+# streams are a small sample, so it asserts a margin below that figure.
+EVENT_RECALL_FLOOR = 0.5
+EVENT_PRECISION_FLOOR = 0.5
+
+
+def test_events_from_replayed_streams_match_their_annotations(tmp_path):
+    from pipeline.annotations import read_annotations
+    from tools.event_metrics import match_starts, read_start_events
+    from tools.synthactions import write_dataset
+
+    data = tmp_path / "events_data"
+    write_dataset(data, count=3, seed=4343, sizes="mixed", fps_range=(10, 30), duration_range=(40.0, 50.0), progress=False)
+    events_out = tmp_path / "events.jsonl"
+    _run("run_pipeline.py", *[a for p in sorted((data / "videos").glob("*.mp4")) for a in ("--source", str(p))],
+         "--model", str(MODEL), "--fast", "--events-out", str(events_out), "--no-metrics", "--quiet")
+    result = match_starts(read_start_events(events_out), read_annotations(data / "annotations.txt"), offset_s=1.0)
+    assert result["true_starts"] >= 15
+    assert result["recall"] >= EVENT_RECALL_FLOOR, result
+    assert result["precision"] >= EVENT_PRECISION_FLOOR, result

@@ -15,9 +15,11 @@ from pipeline.annotations import SYNTH_ACTIONS_CLASSES
 STEP_ATOL = 1e-6
 
 
-def _head(kind: str = "gru", seed: int = 0) -> TemporalHead:
+def _head(kind: str = "gru", seed: int = 0, ema_decay: float = 0.0) -> TemporalHead:
     torch.manual_seed(seed)
-    head = TemporalHead(HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0, kind=kind))
+    head = TemporalHead(
+        HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0, kind=kind, ema_decay=ema_decay)
+    )
     # Non-trivial standardisation, so a feature computed differently online would show.
     head.input_mean.normal_(0, 0.1)
     head.input_std.uniform_(0.5, 2.0)
@@ -31,9 +33,9 @@ def _sequence(batch: int, steps: int, seed: int = 1) -> tuple[torch.Tensor, torc
     return emb, stats
 
 
-@pytest.mark.parametrize("kind", ["gru", "frame_only"])
-def test_stepping_with_carried_state_equals_running_the_whole_sequence(kind):
-    head = _head(kind)
+@pytest.mark.parametrize("kind, ema_decay", [("gru", 0.0), ("gru", 0.7), ("frame_only", 0.0)])
+def test_stepping_with_carried_state_equals_running_the_whole_sequence(kind, ema_decay):
+    head = _head(kind, ema_decay=ema_decay)
     emb, stats = _sequence(3, 40)
     with torch.no_grad():
         offline = head.forward_sequence(emb, stats).logits.softmax(-1)
@@ -45,8 +47,9 @@ def test_stepping_with_carried_state_equals_running_the_whole_sequence(kind):
     torch.testing.assert_close(torch.stack(online, dim=1), offline, atol=STEP_ATOL, rtol=0)
 
 
-def test_chunks_of_any_length_with_carried_state_equal_one_pass():
-    head = _head()
+@pytest.mark.parametrize("ema_decay", [0.0, 0.7])
+def test_chunks_of_any_length_with_carried_state_equal_one_pass(ema_decay):
+    head = _head(ema_decay=ema_decay)
     emb, stats = _sequence(2, 37, seed=5)
     with torch.no_grad():
         whole = head.forward_sequence(emb, stats).logits

@@ -3,6 +3,11 @@ when its class matches and it lies within ``offset_s`` of a not yet matched
 annotated start of that class in the same stream.
 
     python -m tools.event_metrics --events EVENTS.jsonl --annotations ANN.txt [--offset 1.0]
+    python -m tools.event_metrics --scores SCORES.jsonl --annotations ANN.txt
+
+With ``--scores``, events are made from per-step scores by the pipeline's own
+detector (``pipeline.events``) with the default ``events:`` config: the
+events a run of the pipeline over the same streams emits.
 """
 
 from __future__ import annotations
@@ -65,15 +70,47 @@ def read_start_events(path: Path) -> list[StartEvent]:
     return events
 
 
+def events_from_scores(path: Path) -> list[StartEvent]:
+    from pipeline.config import EventsConfig
+    from pipeline.events import ActionEventDetector, HysteresisConfig
+    from pipeline.scores import read_scores
+
+    steps = read_scores(path)
+    if not steps:
+        raise UsageError(f"{path}: no steps")
+    classes = tuple(steps[0].scores)
+    cfg = EventsConfig()
+    detector = ActionEventDetector(
+        classes,
+        HysteresisConfig(on_threshold=cfg.on_threshold, off_threshold=cfg.off_threshold, min_on_steps=cfg.min_on_steps,
+                         min_off_steps=cfg.min_off_steps, warmup_steps=cfg.warmup_steps),
+    )
+    events = []
+    for step in sorted(steps, key=lambda s: (s.stream, s.t)):
+        for event in detector.update(step.stream, step.t, step.scores, wall_time=0.0):
+            if event.kind == "start":
+                events.append(StartEvent(event.stream, event.action, event.t))
+    return events
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.event_metrics", description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=Path, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", type=Path, help="events JSON lines written by run_pipeline.py --events-out")
+    source.add_argument("--scores", type=Path, help="per-step scores: run the pipeline's event detector over them")
     p.add_argument("--annotations", type=Path, required=True)
     p.add_argument("--offset", type=float, default=1.0, help="seconds (default 1.0)")
     args = p.parse_args(argv)
-    events = read_start_events(args.events)
+    if args.events:
+        events = read_start_events(args.events)
+        streams = {e.stream for e in events} or None
+    else:
+        from pipeline.scores import read_scores
+
+        events = events_from_scores(args.scores)
+        streams = {s.stream for s in read_scores(args.scores)}
     truth = read_annotations(args.annotations)
-    print(json.dumps(match_starts(events, truth, args.offset, streams={e.stream for e in events} or None), indent=2))
+    print(json.dumps(match_starts(events, truth, args.offset, streams=streams), indent=2))
     return 0
 
 

@@ -30,6 +30,8 @@ evaluate() {
     "$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); print(json.dumps({k: (round(v,3) if isinstance(v,float) else v) for k,v in m.items() if k!='per_class_cAP'}, indent=1))" \
       "$DATA/test/metrics_${kind}.json"
   done
+  echo "== start events of the GRU (pipeline detector, default events config), within 1 s, right class:"
+  "$PY" -m tools.event_metrics --scores "$DATA/test/scores_gru.jsonl" --annotations "$DATA/test/annotations.txt"
 }
 
 train() {

@@ -45,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     input_dropout: float = 0.5
     dropout: float = 0.3
+    ema_decay: float = 0.0
     val_fraction: float = 0.15
     seed: int = 0
     hidden_size: int = 256
@@ -124,9 +125,26 @@ def _sample_windows(
         # Pad by repeating the last frame, so padded steps carry no fake change into real ones.
         emb[row, n:], stats[row, n:] = stream.embedding[stop - 1], stream.stats[stop - 1]
         if start > 0:
-            state.previous[row] = frame_vectors(stream.embedding[start - 1], stream.stats[start - 1])
+            state.previous[row] = _carried_state(head, stream, start)
             state.has_previous[row] = True
     return emb, stats, labels, state, picks
+
+
+EMA_WARMUP_STEPS = 24
+
+
+def _carried_state(head: TemporalHead, stream: LabelledStream, start: int) -> torch.Tensor:
+    """The frame state a stream carries into step ``start`` (its EMA warmed up over recent steps)."""
+    previous = frame_vectors(stream.embedding[start - 1], stream.stats[start - 1])
+    if not head.config.uses_ema:
+        return previous
+    lo = max(0, start - EMA_WARMUP_STEPS)
+    vectors = frame_vectors(stream.embedding[lo:start], stream.stats[lo:start])
+    decay = head.config.ema_decay
+    average = vectors[0]
+    for v in vectors[1:]:
+        average = decay * average + (1.0 - decay) * v
+    return torch.cat([previous, average])
 
 
 def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_paths: Sequence[Path]) -> dict:
@@ -164,6 +182,7 @@ def train(
         projection_dim=cfg.projection_dim,
         dropout=cfg.dropout,
         input_dropout=cfg.input_dropout,
+        ema_decay=cfg.ema_decay,
     )
     head = TemporalHead(head_config)
     fit_standardisation(head, train_set)
@@ -226,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
     p.add_argument("--dropout", type=float, default=defaults.dropout)
     p.add_argument("--input-dropout", type=float, default=defaults.input_dropout)
+    p.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                   help="also feed the change against an EMA of past frames (0: off)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--quiet", action="store_true")
@@ -255,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hidden_size=args.hidden_size,
         dropout=args.dropout,
         input_dropout=args.input_dropout,
+        ema_decay=args.ema_decay,
     )
     streams = labelled_streams(features, args.annotations, SYNTH_ACTIONS_CLASSES)
     head, summary = train(streams, args.annotations, cfg, step_rate, progress=not args.quiet)

@@ -202,8 +202,7 @@ class TemporalWorker:
                 else:
                     idle_since = None
         # Upstream is gone: release what the reorder window still holds, in order.
-        for stream in list(self._reorder.streams):
-            self._route(self._reorder.expire(float("inf")))
+        self._route(self._reorder.expire(float("inf")))
         while self._step_round():
             pass
         return {stream: t.summary() for stream, t in self.tallies.items()}
