@@ -298,3 +298,16 @@ def test_events_from_replayed_streams_match_their_annotations(tmp_path):
     assert result["true_starts"] >= 15
     assert result["recall"] >= EVENT_RECALL_FLOOR, result
     assert result["precision"] >= EVENT_PRECISION_FLOOR, result
+
+
+def test_a_failing_stage_stops_the_run_with_exit_1_naming_the_stage(streams):
+    # This machine has no GPU: the CUDA backend cannot start in the embed stage.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so the CUDA backend would start")
+    proc = _run("run_pipeline.py", "--source", str(streams["bikes"]), "--model", str(MODEL), "--engine", "torch-cuda",
+                "--fast", "--no-metrics", "--quiet", check=False, timeout=120)
+    assert proc.returncode == 1
+    assert "stage embed:0 failed" in proc.stderr and "CUDA is not available" in proc.stderr
+    assert "Traceback" not in proc.stderr

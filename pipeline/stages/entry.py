@@ -30,7 +30,17 @@ def _report(results, stage: str, fn) -> None:
         results.put(StageResult(stage, True, detail))
     except Exception as exc:  # reported to the supervisor, which exits non-zero
         results.put(StageResult(stage, False, {}, f"{type(exc).__name__}: {exc}"))
-        traceback.print_exc(file=sys.stderr)
+        if not isinstance(exc, _expected_errors()):
+            traceback.print_exc(file=sys.stderr)  # a bug: keep the trace
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input or machine: the supervisor's one line says it all."""
+    from engines.base import EngineError
+    from engines.temporal_head import CheckpointError
+    from pipeline.sources import SourceError
+
+    return (EngineError, CheckpointError, SourceError)
 
 
 def capture_main(settings, stop, results) -> None:
