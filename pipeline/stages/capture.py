@@ -7,8 +7,10 @@ so a replay is lossless and repeatable. Live sources (cameras, network
 streams) are read by a thread into a small buffer that drops the *oldest*
 frame when full (counted as ``backpressure``), so latency stays bounded.
 
-The first frame of a sequence carries START; the last carries END (the
-stage looks one sampled frame ahead, so END rides on a real frame).
+The first frame of a sequence carries START. Frames leave as soon as they
+are ready; the sequence ends with an END-only marker (no pixels) in the same
+ordered channel, because holding a frame back to learn whether it is the last
+would add a whole step period to every frame's latency.
 """
 
 from __future__ import annotations
@@ -200,7 +202,6 @@ class CaptureWorker:
     def _run_sequence(self, reader: FrameReader, t_offset: float) -> float | None:
         sampler = StepSampler(self.s.step_rate)
         frames = self._live_frames(reader) if reader.is_live else self._replay_frames(reader)
-        pending: tuple[FrameHeader, np.ndarray] | None = None
         flags = Flags.START
         last_t = None
         for frame in frames:
@@ -220,11 +221,14 @@ class CaptureWorker:
             )
             self._seq += 1
             flags = Flags.NONE
-            if pending is not None:
-                self._send(*pending)
-            pending = (header, pixels)
+            self._send(header, pixels)
             last_t = header.t
-        if pending is not None:
-            header, pixels = pending
-            self._send(header.with_flags(header.flags | Flags.END), pixels)
+        if last_t is not None:
+            self._send_end(last_t)
         return last_t
+
+    def _send_end(self, t: float) -> None:
+        header = FrameHeader(stream=self.s.stream, seq=self._seq, t=t, capture_wall=self._wall(), height=0, width=0,
+                             flags=int(Flags.END))
+        self._seq += 1
+        self._socket.send_multipart(encode_frame(header, None))
