@@ -50,8 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     config = load_config(DEMO_CONFIG)
     metrics = evaluate(read_scores(config.outputs.scores_jsonl), read_annotations(DEMO_DIR / "annotations.txt"))
+    annotations = (DEMO_DIR / "annotations.txt").relative_to(REPO_ROOT)
     print(f"\nper-step scores of this run against the annotations (python -m tools.evaluate --scores "
-          f"{config.outputs.scores_jsonl} --annotations {DEMO_DIR / 'annotations.txt'}):")
+          f"{config.outputs.scores_jsonl} --annotations {annotations}):")
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()
                       if not k.startswith("per_class")}))
     return 0
