@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engines.backbone import EFFICIENTNET_LITE0
 from pipeline.features_cache import load_feature_dir
 from pipeline.scores import read_scores
 from tests.conftest import REPO_ROOT
@@ -50,8 +51,8 @@ def test_extracted_features_are_sampled_at_the_step_rate(dataset, features):
         expected = np.ceil(np.arange(len(item.times)) * 0.25 * 10 - 1e-6) / 10
         np.testing.assert_allclose(item.times, expected, atol=1e-9)
         assert item.times[-1] > 15.0
-        assert item.embedding.shape == (len(item.times), 1280)
-        assert item.stats.shape == (len(item.times), 5)
+        assert item.embedding.shape == (len(item.times), EFFICIENTNET_LITE0.embedding_dim)
+        assert item.stats.shape == (len(item.times), EFFICIENTNET_LITE0.stats_dim)
 
 
 def test_rerunning_extraction_uses_the_cache(dataset, features):
