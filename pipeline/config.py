@@ -73,6 +73,15 @@ class EventsConfig(_Model):
     min_off_steps: int = Field(default=2, ge=1)
     warmup_steps: int = Field(default=2, ge=0)
 
+    def hysteresis(self):
+        """The detector's own config (pipeline.events), from these validated values."""
+        from pipeline.events import HysteresisConfig
+
+        return HysteresisConfig(
+            on_threshold=self.on_threshold, off_threshold=self.off_threshold, min_on_steps=self.min_on_steps,
+            min_off_steps=self.min_off_steps, warmup_steps=self.warmup_steps,
+        )
+
     @model_validator(mode="after")
     def _hysteresis_order(self) -> "EventsConfig":
         if not self.off_threshold < self.on_threshold:

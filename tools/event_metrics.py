@@ -72,19 +72,14 @@ def read_start_events(path: Path) -> list[StartEvent]:
 
 def events_from_scores(path: Path) -> list[StartEvent]:
     from pipeline.config import EventsConfig
-    from pipeline.events import ActionEventDetector, HysteresisConfig
+    from pipeline.events import ActionEventDetector
     from pipeline.scores import read_scores
 
     steps = read_scores(path)
     if not steps:
         raise UsageError(f"{path}: no steps")
     classes = tuple(steps[0].scores)
-    cfg = EventsConfig()
-    detector = ActionEventDetector(
-        classes,
-        HysteresisConfig(on_threshold=cfg.on_threshold, off_threshold=cfg.off_threshold, min_on_steps=cfg.min_on_steps,
-                         min_off_steps=cfg.min_off_steps, warmup_steps=cfg.warmup_steps),
-    )
+    detector = ActionEventDetector(classes, EventsConfig().hysteresis())
     events = []
     for step in sorted(steps, key=lambda s: (s.stream, s.t)):
         for event in detector.update(step.stream, step.t, step.scores, wall_time=0.0):

@@ -95,7 +95,7 @@ def embed_main(settings, engine_backend: str, onnx_path: Path | None, threads: i
 def temporal_main(settings, model_path: Path, temporal_cfg, events_cfg, outputs_cfg, in_endpoint: str,
                   high_water_mark: int, any_live: bool, stop, upstream_done, results) -> None:
     from engines.temporal_head import load_head
-    from pipeline.events import ActionEventDetector, HysteresisConfig
+    from pipeline.events import ActionEventDetector
     from pipeline.metrics import StageMetrics
     from pipeline.reorder import ReorderBuffer
     from pipeline.sinks import EventSinks, ScoreSink
@@ -110,14 +110,7 @@ def temporal_main(settings, model_path: Path, temporal_cfg, events_cfg, outputs_
             reorder = ReorderBuffer(temporal_cfg.reorder_window, temporal_cfg.reorder_timeout_s, first_seq=0)
         else:
             reorder = ReorderBuffer(temporal_cfg.replay_reorder_window, temporal_cfg.replay_reorder_timeout_s, first_seq=0)
-        detector = ActionEventDetector(
-            classes,
-            HysteresisConfig(
-                on_threshold=events_cfg.on_threshold, off_threshold=events_cfg.off_threshold,
-                min_on_steps=events_cfg.min_on_steps, min_off_steps=events_cfg.min_off_steps,
-                warmup_steps=events_cfg.warmup_steps,
-            ),
-        )
+        detector = ActionEventDetector(classes, events_cfg.hysteresis())
         context = zmq.Context()
         embeddings_in = context.socket(zmq.PULL)
         embeddings_in.setsockopt(zmq.RCVHWM, high_water_mark * 4)
