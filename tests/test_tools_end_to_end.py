@@ -114,3 +114,19 @@ def test_scoring_a_file_that_is_not_a_video_names_it(tmp_path):
                 "--videos", str(bogus), "--out", str(tmp_path / "s.jsonl"), check=False)
     assert proc.returncode == 2
     assert "clip.mp4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_validation_split_is_stable_and_never_empty():
+    from types import SimpleNamespace
+
+    from tools.train_head import split_streams
+
+    few = [SimpleNamespace(video_id=f"v{i}") for i in range(3)]
+    train, val = split_streams(few, fraction=0.15, seed=0)
+    assert len(val) == 1 and len(train) == 2
+    many = [SimpleNamespace(video_id=f"v{i}") for i in range(400)]
+    train, val = split_streams(many, fraction=0.15, seed=0)
+    assert 30 <= len(val) <= 90
+    # Adding videos never moves an existing one between the splits.
+    _, val_more = split_streams(many + [SimpleNamespace(video_id=f"w{i}") for i in range(50)], fraction=0.15, seed=0)
+    assert {v.video_id for v in val} <= {v.video_id for v in val_more}

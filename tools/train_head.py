@@ -61,9 +61,26 @@ class LabelledStream:
     times: np.ndarray
 
 
-def _is_validation(video_id: str, fraction: float, seed: int) -> bool:
+def _split_score(video_id: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _is_validation(video_id: str, fraction: float, seed: int) -> bool:
+    return _split_score(video_id, seed) < fraction
+
+
+def split_streams(streams: Sequence["LabelledStream"], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation) by a seeded hash of each video id: stable as videos are added.
+
+    A small data set still gets one validation video (the lowest hash), so
+    checkpoint selection never falls back to the training streams.
+    """
+    val = [s for s in streams if _is_validation(s.video_id, fraction, seed)]
+    if not val and len(streams) >= 2:
+        val = [min(streams, key=lambda s: _split_score(s.video_id, seed))]
+    val_ids = {s.video_id for s in val}
+    return [s for s in streams if s.video_id not in val_ids], val
 
 
 def read_all_annotations(paths: Sequence[Path]) -> list[ActionInstance]:
@@ -166,8 +183,7 @@ def train(
 ) -> tuple[TemporalHead, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_set = [s for s in streams if not _is_validation(s.video_id, cfg.val_fraction, cfg.seed)]
-    val_set = [s for s in streams if _is_validation(s.video_id, cfg.val_fraction, cfg.seed)]
+    train_set, val_set = split_streams(streams, cfg.val_fraction, cfg.seed)
     if not train_set or not val_set:
         raise UsageError(
             f"need streams for both training and validation, got {len(train_set)} and {len(val_set)}: "
