@@ -130,3 +130,24 @@ def test_validation_split_is_stable_and_never_empty():
     # Adding videos never moves an existing one between the splits.
     _, val_more = split_streams(many + [SimpleNamespace(video_id=f"w{i}") for i in range(50)], fraction=0.15, seed=0)
     assert {v.video_id for v in val} <= {v.video_id for v in val_more}
+
+
+def test_training_on_your_own_classes(dataset, features, tmp_path):
+    """An ML engineer's own vocabulary: class names come from their annotations, not SynthActions."""
+    from engines.temporal_head import load_head
+
+    renamed = {"approach": "forklift_in", "recede": "forklift_out", "enter": "person_in", "exit": "person_out",
+               "lights_on": "door_open", "lights_off": "door_close"}
+    lines = (dataset / "annotations.txt").read_text().splitlines()
+    own = tmp_path / "own.txt"
+    own.write_text("".join(f"{v} {renamed[c]} {s} {e}\n" for v, c, s, e in (line.split() for line in lines)))
+    head_path = tmp_path / "own.safetensors"
+    _run("tools.train_head", "--features", str(features), "--annotations", str(own), "--out", str(head_path),
+         "--epochs", "1", "--windows-per-epoch", "16", "--window", "32", "--quiet")
+    head, _ = load_head(head_path)
+    assert head.config.classes == ("background", *sorted(renamed.values()))
+    scores = tmp_path / "own.jsonl"
+    _run("tools.score_offline", "--model", str(head_path), "--features", str(features), "--out", str(scores), "--quiet")
+    metrics = json.loads(_run("tools.evaluate", "--scores", str(scores), "--annotations", str(own)).stdout)
+    assert set(metrics["per_class_AP"]) == set(renamed.values())
+    assert metrics["mirror_pair_accuracy"] is None  # no SynthActions pairs in this vocabulary

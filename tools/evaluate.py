@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.evaluate",
         description="Per-frame mAP, mcAP, point-level start mAP and mirror-pair accuracy "
-        "of per-step class scores (SynthActions v1 classes).",
+        "of per-step class scores (classes as the scores file names them; one must be 'background').",
     )
     parser.add_argument("--scores", required=True, type=Path, help="JSON-lines per-step scores file")
     parser.add_argument("--annotations", required=True, type=Path, help="'<video_id> <class> <start> <end>' lines")
@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"warning: scored stream(s) without annotation lines, scored as all background: {', '.join(bare)}",
                 file=sys.stderr,
             )
-        metrics = evaluate(steps, instances, allow_unannotated=not args.require_annotations)
+        # The scores file names the model's classes; SynthActions' are only one vocabulary.
+        classes = tuple(steps[0].scores) if steps else ()
+        metrics = evaluate(steps, instances, classes=classes, allow_unannotated=not args.require_annotations)
         text = json.dumps(metrics, indent=2)
         if args.out is not None:
             args.out.write_text(text + "\n", encoding="utf-8")

@@ -268,6 +268,8 @@ def evaluate(
     """
     if not step_scores:
         raise EvaluationError("no scored steps to evaluate")
+    # A vocabulary without some pair (your own classes) simply has no mirror-pair figure for it.
+    mirror_pairs = [(a, b) for a, b in mirror_pairs if a in classes and b in classes]
     if background not in classes:
         raise EvaluationError(f"background class {background!r} not in classes {list(classes)}")
     actions = [c for c in classes if c != background]

@@ -26,7 +26,14 @@ from tqdm import tqdm
 
 from engines.backbone import EFFICIENTNET_LITE0
 from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, frame_vectors, save_head
-from pipeline.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, group_by_video, label_at, read_annotations
+from pipeline.annotations import (
+    BACKGROUND,
+    SYNTH_ACTIONS_CLASSES,
+    ActionInstance,
+    group_by_video,
+    label_at,
+    read_annotations,
+)
 from pipeline.features_cache import StepFeatures, load_feature_dir
 from pipeline.offline import score_steps
 from pipeline.scores import StepScores
@@ -85,6 +92,18 @@ def split_streams(streams: Sequence["LabelledStream"], fraction: float, seed: in
 
 def read_all_annotations(paths: Sequence[Path]) -> list[ActionInstance]:
     return [inst for path in paths for inst in read_annotations(path)]
+
+
+def choose_classes(instances: Sequence[ActionInstance], requested: Sequence[str] | None) -> tuple[str, ...]:
+    """The head's classes: background first, then the actions (SynthActions' order when they fit it)."""
+    if requested:
+        if BACKGROUND in requested:
+            raise UsageError(f"--classes lists actions only; '{BACKGROUND}' is always class 0")
+        return (BACKGROUND, *requested)
+    found = {inst.action for inst in instances}
+    if found <= set(SYNTH_ACTIONS_CLASSES):
+        return SYNTH_ACTIONS_CLASSES
+    return (BACKGROUND, *sorted(found))
 
 
 def labelled_streams(
@@ -179,7 +198,8 @@ def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], an
 
 
 def train(
-    streams: Sequence[LabelledStream], annotations_paths: Sequence[Path], cfg: TrainConfig, step_rate: float, progress: bool = True
+    streams: Sequence[LabelledStream], annotations_paths: Sequence[Path], cfg: TrainConfig, step_rate: float,
+    classes: Sequence[str] = SYNTH_ACTIONS_CLASSES, progress: bool = True,
 ) -> tuple[TemporalHead, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -190,7 +210,7 @@ def train(
             "add videos or change --val-fraction"
         )
     head_config = HeadConfig(
-        classes=SYNTH_ACTIONS_CLASSES,
+        classes=tuple(classes),
         step_rate_hz=step_rate,
         backbone=EFFICIENTNET_LITE0,
         kind=cfg.kind,
@@ -251,6 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", type=Path, nargs="+", required=True, help="THUMOS-style annotation file(s)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--kind", choices=HEAD_KINDS, default=defaults.kind)
+    p.add_argument("--classes", nargs="+", metavar="ACTION",
+                   help="action classes in output order (default: SynthActions' when the annotations use them, "
+                        "else the annotations' class names sorted); background is always class 0")
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--window", type=int, default=defaults.window, help="steps per training window")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -294,8 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_dropout=args.input_dropout,
         ema_decay=args.ema_decay,
     )
-    streams = labelled_streams(features, args.annotations, SYNTH_ACTIONS_CLASSES)
-    head, summary = train(streams, args.annotations, cfg, step_rate, progress=not args.quiet)
+    classes = choose_classes(read_all_annotations(args.annotations), args.classes)
+    streams = labelled_streams(features, args.annotations, classes)
+    head, summary = train(streams, args.annotations, cfg, step_rate, classes=classes, progress=not args.quiet)
     summary["train_config"] = cfg.__dict__
     save_head(args.out, head, {"training": json.dumps(summary, sort_keys=True)})
     print(json.dumps({"checkpoint": str(args.out), **summary}, indent=2))
