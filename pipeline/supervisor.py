@@ -167,61 +167,46 @@ class Supervisor:
         process.start()
         return _Stage(name, process)
 
-    def _wait_all(self, stages: list[_Stage], results: dict[str, StageResult]) -> None:
-        """Wait for ``stages`` to exit, collecting results; a failure anywhere aborts the run."""
-        pending = {s.name: s for s in stages}
-        while pending:
-            try:
-                result: StageResult = self._results.get(timeout=0.2)
-                results[result.stage] = result
-                if not result.ok:
-                    raise PipelineError(f"stage {result.stage} failed: {result.error}")
-            except queue.Empty:
-                pass
-            for name, stage in list(pending.items()):
-                if not stage.process.is_alive():
-                    stage.process.join()
-                    if name not in results:
-                        # Give its result a moment to arrive through the queue.
-                        self._drain_results(results, timeout=1.0, wanted=name)
-                    if stage.process.exitcode != 0 or name not in results:
-                        detail = results[name].error if name in results else f"exit code {stage.process.exitcode}"
-                        raise PipelineError(f"stage {name} failed: {detail}")
-                    del pending[name]
+    def _take_result(self, results: dict[str, StageResult], timeout: float) -> None:
+        """Collect one stage result if one arrives; a failed stage aborts the run."""
+        try:
+            result: StageResult = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        results[result.stage] = result
+        if not result.ok:
+            raise PipelineError(f"stage {result.stage} failed: {result.error}")
 
-    def _drain_results(self, results: dict[str, StageResult], timeout: float, wanted: str) -> None:
-        deadline = time.monotonic() + timeout
-        while wanted not in results and time.monotonic() < deadline:
-            try:
-                result = self._results.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            results[result.stage] = result
+    def _failure(self, stage: _Stage, results: dict[str, StageResult], what: str) -> PipelineError:
+        # A stage that exited has usually queued its result just before: give it a moment.
+        deadline = time.monotonic() + 1.0
+        while stage.name not in results and time.monotonic() < deadline:
+            self._take_result(results, timeout=0.1)
+        detail = results[stage.name].error if stage.name in results else f"exit code {stage.process.exitcode}"
+        return PipelineError(f"stage {stage.name} {what}: {detail}")
+
+    def _wait(self, stages: list[_Stage], results: dict[str, StageResult], must_stay_up: list[_Stage]) -> None:
+        """Wait for ``stages`` to finish with a result while ``must_stay_up`` keeps running."""
+        pending = list(stages)
+        while pending:
+            self._take_result(results, timeout=0.2)
+            for stage in must_stay_up:
+                if not stage.process.is_alive():
+                    raise self._failure(stage, results, "stopped while upstream stages were running")
+            for stage in [s for s in pending if not s.process.is_alive()]:
+                stage.process.join()
+                if stage.name not in results or stage.process.exitcode != 0:
+                    raise self._failure(stage, results, "failed")
+                pending.remove(stage)
 
     def _cascade(self, captures: list[_Stage], embeds: list[_Stage], temporal: _Stage) -> dict[str, StageResult]:
+        """Sources first; then each stage drains what its upstream sent before it is told to finish."""
         results: dict[str, StageResult] = {}
-        # The temporal and embed stages must stay up while captures run; watch them too.
-        watch_downstream = [*embeds, temporal]
-        pending_captures = list(captures)
-        while pending_captures:
-            for stage in watch_downstream:
-                if not stage.process.is_alive():
-                    self._drain_results(results, 1.0, stage.name)
-                    detail = results[stage.name].error if stage.name in results else f"exit code {stage.process.exitcode}"
-                    raise PipelineError(f"stage {stage.name} stopped while sources were running: {detail}")
-            self._wait_all([s for s in pending_captures if not s.process.is_alive()], results)
-            pending_captures = [s for s in pending_captures if s.process.is_alive()]
-            try:
-                result = self._results.get(timeout=0.2)
-                results[result.stage] = result
-                if not result.ok:
-                    raise PipelineError(f"stage {result.stage} failed: {result.error}")
-            except queue.Empty:
-                pass
+        self._wait(captures, results, must_stay_up=[*embeds, temporal])
         self._embed_done.set()
-        self._wait_all(embeds, results)
+        self._wait(embeds, results, must_stay_up=[temporal])
         self._temporal_done.set()
-        self._wait_all([temporal], results)
+        self._wait([temporal], results, must_stay_up=[])
         return results
 
     def _stop_process(self, stage: _Stage) -> None:

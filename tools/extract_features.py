@@ -16,12 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engines.backbone import file_sha256
 from engines.factory import BACKENDS, create_engine
 from pipeline.features_cache import (
     FeatureCacheError,
     StepFeatures,
     cache_key,
-    file_sha256,
     load_step_features,
     save_step_features,
 )
