@@ -18,50 +18,25 @@ average thousands of pixels, so sensor noise barely moves them.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from engines.efficientnet_lite import EMBEDDING_DIM, INPUT_SIZE, EfficientNetLite0, load_pretrained
+from engines.efficientnet_lite import EfficientNetLite0, load_pretrained
+from engines.spec import (  # noqa: F401  (the contract's names, re-exported for the tools)
+    EFFICIENTNET_LITE0,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    STATS_DIM,
+    STATS_GRID,
+    BackboneSpec,
+    file_sha256,
+)
 
-INPUT_NAME = "frames"
-OUTPUT_NAMES = ("embedding", "stats")
-STATS_GRID = 4
-STATS_DIM = 1 + 3 * STATS_GRID * STATS_GRID
 # Bump when the graph's inputs, outputs or preprocessing change: cached exports rebuild.
 EXPORT_REVISION = 2
 ONNX_OPSET = 17
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone consumes and produces; travels in model metadata."""
-
-    name: str
-    input_height: int
-    input_width: int
-    embedding_dim: int
-    stats_dim: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "BackboneSpec":
-        return cls(**json.loads(text))
-
-
-EFFICIENTNET_LITE0 = BackboneSpec(
-    name="efficientnet_lite0-imagenet",
-    input_height=INPUT_SIZE,
-    input_width=INPUT_SIZE,
-    embedding_dim=EMBEDDING_DIM,
-    stats_dim=STATS_DIM,
-)
 
 
 class FrameEmbedder(nn.Module):
@@ -85,14 +60,6 @@ class FrameEmbedder(nn.Module):
 
 def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:
     return FrameEmbedder(load_pretrained(weights)).eval()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_onnx(out_path: Path, weights: Path | None = None) -> Path:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engines.backbone import BackboneSpec
+from engines.spec import BackboneSpec
 
 
 class EngineError(RuntimeError):

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engines.spec import EMBEDDING_DIM, INPUT_SIZE  # noqa: F401  (re-exported)
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
-EMBEDDING_DIM = 1280
 NUM_IMAGENET_CLASSES = 1000
-INPUT_SIZE = 224
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.backbone import EFFICIENTNET_LITE0, INPUT_NAME, OUTPUT_NAMES, BackboneSpec
+from engines.spec import EFFICIENTNET_LITE0, INPUT_NAME, OUTPUT_NAMES, BackboneSpec
 from engines.base import EngineError, EngineUnavailableError, FrameEmbeddings, validate_frames
 
 

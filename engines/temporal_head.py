@@ -15,84 +15,13 @@ through a per-step MLP, with no recurrence and no state.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from engines.backbone import BackboneSpec
-
-CHECKPOINT_FORMAT = "streaming-action-head/1"
-HEAD_KINDS = ("gru", "frame_only")
-
-
-class CheckpointError(ValueError):
-    """A head checkpoint is missing, malformed, or does not fit the backbone."""
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    classes: tuple[str, ...]
-    step_rate_hz: float
-    backbone: BackboneSpec
-    kind: str = "gru"
-    projection_dim: int = 256
-    hidden_size: int = 256
-    num_layers: int = 1
-    dropout: float = 0.2
-    input_dropout: float = 0.0
-    # > 0 adds the change against an exponential moving average of past frame
-    # vectors (decay per step), exposing slow changes that one step hides.
-    ema_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in HEAD_KINDS:
-            raise CheckpointError(f"head kind must be one of {HEAD_KINDS}, got {self.kind!r}")
-        if len(self.classes) < 2:
-            raise CheckpointError("a head needs background plus at least one action class")
-
-    @property
-    def frame_vector_dim(self) -> int:
-        return self.backbone.embedding_dim + self.backbone.stats_dim + 1
-
-    @property
-    def uses_ema(self) -> bool:
-        return self.kind == "gru" and self.ema_decay > 0.0
-
-    @property
-    def state_vector_dim(self) -> int:
-        """Per-stream carried frame state: r_{t-1}, and the EMA m_{t-1} when used."""
-        return self.frame_vector_dim * (2 if self.uses_ema else 1)
-
-    @property
-    def input_dim(self) -> int:
-        if self.kind != "gru":
-            return self.frame_vector_dim
-        return self.frame_vector_dim * (3 if self.uses_ema else 2)
-
-    def to_metadata(self) -> dict[str, str]:
-        data = asdict(self)
-        data["classes"] = list(self.classes)
-        data["backbone"] = asdict(self.backbone)
-        return {"format": CHECKPOINT_FORMAT, "head": json.dumps(data, sort_keys=True)}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str], source: str) -> "HeadConfig":
-        if metadata.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{source}: not a head checkpoint of format {CHECKPOINT_FORMAT!r} "
-                f"(found {metadata.get('format')!r})"
-            )
-        try:
-            data = json.loads(metadata["head"])
-            data["classes"] = tuple(data["classes"])
-            data["backbone"] = BackboneSpec(**data["backbone"])
-            return cls(**data)
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{source}: head metadata is malformed: {exc}") from exc
-
+from engines.head_config import CHECKPOINT_FORMAT, HEAD_KINDS, CheckpointError, HeadConfig  # noqa: F401  (re-exported)
 
 def frame_vectors(embedding: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """[..., E], [..., L] -> [..., E + L + 1]: direction, brightness and magnitude of each frame."""

@@ -6,7 +6,6 @@ allowed (``ConfigError``); the command line prints it as one line.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,23 +13,82 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engines.factory import BACKENDS, REPO_ROOT
+from pipeline.uri import STREAM_NAME_PATTERN as _STREAM_NAME
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message says where and why."""
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReconnectConfig(_Model):
+    """How a live source that drops or cannot be opened is retried (exponential backoff with jitter)."""
+
+    initial_s: float = Field(default=0.5, ge=0.0, le=3600.0, description="wait before the first retry")
+    max_s: float = Field(default=30.0, gt=0.0, le=86400.0, description="the longest wait between retries")
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="each wait moves by up to this share of itself")
+    max_attempts: int | None = Field(default=None, ge=1, description="consecutive failures before the stream fails; null: never")
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "ReconnectConfig":
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s ({self.initial_s}) must not exceed max_s ({self.max_s})")
+        return self
+
+    def policy(self, stale_after_s: float):
+        from pipeline.backoff import Backoff
+        from pipeline.stream_state import ReconnectPolicy
+
+        return ReconnectPolicy(
+            Backoff(self.initial_s, self.max_s, self.multiplier, self.jitter), self.max_attempts, stale_after_s
+        )
+
+
+class LiveConfig(_Model):
+    """Defaults for every live source (cameras, network streams); a source may override them."""
+
+    reconnect: ReconnectConfig = ReconnectConfig()
+    stale_after_s: float = Field(default=5.0, gt=0.0, le=3600.0, description="no frame for this long: reconnect")
+    open_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    buffer_frames: int = Field(default=2, ge=1, le=1000, description="sampled frames held per stream; the oldest is dropped")
 
 
 class SourceConfig(_Model):
     uri: str = Field(min_length=1, description="file, image folder, camera index or /dev/videoN, rtsp:// or http(s):// URL")
     name: str | None = Field(default=None, description="stream name in outputs and metrics; default: the file's stem")
     mode: Literal["auto", "replay", "live"] = "auto"
+    reconnect: ReconnectConfig | None = Field(default=None, description="live sources: overrides live.reconnect")
+    stale_after_s: float | None = Field(default=None, gt=0.0, le=3600.0)
+    open_timeout_s: float | None = Field(default=None, gt=0.0, le=300.0)
+    image_fps: float | None = Field(default=None, gt=0.0, le=1000.0, description="image folders: frames per second")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_names_a_source(cls, value: str) -> str:
+        from pipeline.uri import UriError, classify
+
+        try:
+            classify(value)
+        except UriError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("name")
     @classmethod
@@ -39,10 +97,21 @@ class SourceConfig(_Model):
             raise ValueError("must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
         return value
 
+    def __repr__(self) -> str:  # the URI may hold a password
+        from pipeline.uri import redact
+
+        return f"SourceConfig(uri={redact(self.uri)!r}, name={self.name!r}, mode={self.mode!r})"
+
+    __str__ = __repr__
+
 
 class ReplayConfig(_Model):
     realtime: bool = Field(default=True, description="pace recorded sources at their own frame rate")
     loop: bool = False
+
+
+class CaptureConfig(_Model):
+    workers: int = Field(default=1, ge=1, le=64, description="capture processes; each serves many streams on threads")
 
 
 class EngineConfig(_Model):
@@ -96,12 +165,50 @@ class OutputsConfig(_Model):
     events_jsonl: Path | None = None
     scores_jsonl: Path | None = None
     events_pub: str | None = Field(default=None, description="ZeroMQ endpoint to PUB events on, e.g. tcp://127.0.0.1:5557")
+    existing: Literal["rotate", "append"] = Field(
+        default="rotate", description="an output file left by an earlier run: rotate it to FILE.1 (FILE.2, ...) or append"
+    )
+    keep_rotated: int = Field(default=5, ge=1, le=1000)
 
 
 class MetricsConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port")
+
+
+class ControlConfig(_Model):
+    """The HTTP/JSON control API: list, add and remove streams; /healthz and /readyz."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="listening beyond loopback requires a token")
+    port: int = Field(default=9109, ge=0, le=65535, description="0 picks a free port")
+    token: str | None = Field(default=None, min_length=16, description="required as 'Authorization: Bearer TOKEN'")
+    keep_running: bool = Field(default=False, description="stay up when every stream has ended, waiting for new ones")
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> "ControlConfig":
+        if self.enabled and not _is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines: set a token (16+ characters) "
+                "or listen on 127.0.0.1"
+            )
+        return self
+
+    def __repr__(self) -> str:
+        return f"ControlConfig(enabled={self.enabled}, host={self.host!r}, port={self.port}, token={'***' if self.token else None})"
+
+
+class SupervisionConfig(_Model):
+    restart_initial_s: float = Field(default=0.2, ge=0.0, le=60.0, description="wait before restarting a dead stage")
+    restart_max_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    max_restarts: int = Field(default=5, ge=0, le=1000, description="deaths of one stage within restart_window_s before the run fails")
+    restart_window_s: float = Field(default=60.0, gt=0.0)
+    stop_timeout_s: float = Field(default=20.0, gt=0.0, le=600.0, description="the longest a drain may take before stages are killed")
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class TransportConfig(_Model):
@@ -112,44 +219,73 @@ class TransportConfig(_Model):
 
 class PipelineConfig(_Model):
     model: Path = DEFAULT_MODEL
-    sources: list[SourceConfig] = Field(min_length=1)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    live: LiveConfig = LiveConfig()
     replay: ReplayConfig = ReplayConfig()
+    capture: CaptureConfig = CaptureConfig()
     engine: EngineConfig = EngineConfig()
     temporal: TemporalConfig = TemporalConfig()
     events: EventsConfig = EventsConfig()
     outputs: OutputsConfig = OutputsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
+    logging: LoggingConfig = LoggingConfig()
     transport: TransportConfig = TransportConfig()
 
     @model_validator(mode="after")
+    def _something_to_run(self) -> "PipelineConfig":
+        if not self.sources and not self.control.enabled:
+            raise ValueError("no sources and the control API is off: nothing to run")
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> "PipelineConfig":
-        names = [stream_name(s) for s in self.sources]
-        if dupes := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"stream names must be unique, {dupes} repeat: give the sources distinct 'name's")
+        if problem := duplicate_names(self.sources):
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_holds_the_sources(self) -> "PipelineConfig":
+        if len(self.sources) > self.temporal.capacity:
+            raise ValueError(
+                f"{len(self.sources)} sources but temporal.capacity holds {self.temporal.capacity} streams: raise it"
+            )
         return self
 
 
 def stream_name(source: SourceConfig) -> str:
     """The operator's name for a stream: never the URL, which may hold a password."""
-    if source.name:
-        return source.name
-    uri = source.uri
-    if "://" in uri:
-        # rtsp://user:pass@host:554/path/cam1 -> cam1 ; no credentials leak into labels.
-        tail = uri.split("://", 1)[1].split("@")[-1].split("?")[0].rstrip("/")
-        candidate = tail.rsplit("/", 1)[-1] if "/" in tail else tail.split(":")[0]
-    elif uri.isdigit():
-        candidate = f"camera{uri}"
-    else:
-        path = Path(uri)
-        candidate = path.stem if path.suffix else path.name
-    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", candidate).strip("._-") or "stream"
-    return cleaned[:64]
+    from pipeline.uri import default_stream_name
+
+    return source.name or default_stream_name(source.uri)
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def duplicate_names(sources: list[SourceConfig]) -> str | None:
+    """A message naming the sources that would share a stream name, or None."""
+    from pipeline.uri import redact
+
+    by_name: dict[str, list[str]] = {}
+    for source in sources:
+        by_name.setdefault(stream_name(source), []).append(redact(source.uri))
+    clashes = {name: uris for name, uris in by_name.items() if len(uris) > 1}
+    if not clashes:
+        return None
+    detail = "; ".join(f"{' and '.join(repr(u) for u in uris)} would all be {name!r}" for name, uris in sorted(clashes.items()))
+    return (f"stream names must be unique: {detail}. Give the sources distinct names "
+            "('name:' in a config, or --source NAME=URI)")
+
+
+def live_settings(source: SourceConfig, live: LiveConfig):
+    """The reconnect policy, open timeout and stale limit of one source (its own overrides first)."""
+    stale = source.stale_after_s or live.stale_after_s
+    reconnect = source.reconnect or live.reconnect
+    return reconnect.policy(stale), source.open_timeout_s or live.open_timeout_s
+
+
+def _allowed_keys(loc: tuple, root: type[BaseModel]) -> list[str]:
     """The keys the model at ``loc``'s parent accepts (list indices skipped)."""
-    model: type[BaseModel] = PipelineConfig
+    model: type[BaseModel] = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -160,17 +296,33 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, root: type[BaseModel]) -> str:
     loc = tuple(error["loc"])
     location = ".".join(str(p) for p in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{location}: unknown key; allowed here: {', '.join(_allowed_keys(loc))}"
+        return f"{location}: unknown key; allowed here: {', '.join(_allowed_keys(loc, root))}"
     if error["type"] == "missing":
         return f"{location}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
-        return f"{location}: {message}"
-    return f"{location}: {message}, got {error.get('input')!r}"
+    if error["type"] == "value_error" and (isinstance(error.get("input"), dict) or loc[-1:] == ("uri",)):
+        return f"{location}: {message}"  # the message already names the (redacted) URI
+    return f"{location}: {message}, got {_shown(loc, error.get('input'))}"
+
+
+def _shown(loc: tuple, value: object) -> str:
+    """A rejected value as an error may show it: secrets masked, URLs redacted."""
+    from pipeline.uri import redact
+
+    if any(str(part) in ("token", "password") for part in loc):
+        return "***"
+    if isinstance(value, str):
+        return repr(redact(value))
+    return repr(value)
+
+
+def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    """Every problem in one line: the key, what is wrong, the (redacted) value or the allowed keys."""
+    return "; ".join(_describe(e, root) for e in exc.errors())
 
 
 def validate_config(data: object, source: str = "config") -> PipelineConfig:
@@ -179,8 +331,7 @@ def validate_config(data: object, source: str = "config") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"{source}: {details}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(exc, PipelineConfig)}") from None
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -33,7 +33,11 @@ from typing import Any, Literal
 import numpy as np
 
 EventKind = Literal["start", "end"]
-EventReason = Literal["threshold", "end_of_stream", "reset"]
+# Why an event happened: "threshold" for the detector's own decisions; an end
+# forced by the stream carries the reason of its END or START marker
+# (end_of_stream, reconnect, loop, removed, stopped, failed, restart, reset,
+# idle, state_lost).
+EventReason = str
 
 
 class EventConfigError(ValueError):
@@ -155,15 +159,23 @@ class ActionEventDetector:
             return ()
         return tuple(self.classes[i] for i in self._actions if track.classes[i].active)
 
-    def reset(self, stream: str, t: float, wall_time: float) -> list[ActionEvent]:
-        """A START: ends the stream's open actions (reason ``reset``) at ``t`` and begins a warm-up."""
-        events = self._close(stream, t, wall_time, "reset")
+    def open_actions(self, stream: str) -> dict[str, float]:
+        """The stream's active actions and their confidence so far (what an end event would carry now)."""
+        track = self._streams.get(stream)
+        if track is None:
+            return {}
+        return {self.classes[i]: track.classes[i].segment_mean(exclude_run=False)
+                for i in self._actions if track.classes[i].active}
+
+    def reset(self, stream: str, t: float, wall_time: float, reason: str = "reset") -> list[ActionEvent]:
+        """A START: ends the stream's open actions (with ``reason``) at ``t`` and begins a warm-up."""
+        events = self._close(stream, t, wall_time, reason)
         self._streams[stream] = self._new_track()
         return events
 
-    def end_stream(self, stream: str, t: float, wall_time: float) -> list[ActionEvent]:
-        """Ends every open action of ``stream`` at ``t`` (reason ``end_of_stream``) and forgets it."""
-        events = self._close(stream, t, wall_time, "end_of_stream")
+    def end_stream(self, stream: str, t: float, wall_time: float, reason: str = "end_of_stream") -> list[ActionEvent]:
+        """Ends every open action of ``stream`` at ``t`` (with ``reason``) and forgets it."""
+        events = self._close(stream, t, wall_time, reason)
         self._streams.pop(stream, None)
         return events
 

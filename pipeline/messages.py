@@ -26,20 +26,25 @@ class MessageError(ValueError):
 
 class Flags(IntFlag):
     NONE = 0
-    START = 1  # first frame after open or reconnect: reset the stream's state
-    END = 2  # end of stream: flush and free the stream's state
+    START = 1  # first frame of a sequence (open, reconnect, loop, restart): reset the stream's state
+    END = 2  # end of a sequence: flush and free the stream's state
 
 
 @dataclass(frozen=True)
 class FrameHeader:
     stream: str
-    seq: int  # per stream, increasing by one per message, never restarting
+    seq: int  # per stream and generation, from 0, increasing by one per message
     t: float  # stream time in seconds (the step's timestamp)
     capture_wall: float  # time.time() when the frame was captured
     height: int
     width: int
     flags: int = 0
     dtype: str = "uint8"
+    # Bumped by the supervisor each time the stream is (re)assigned to a capture
+    # process; seq restarts at 0 with each generation.
+    generation: int = 0
+    reason: str = ""  # why a START or END happened (open, reconnect, loop, removed, ...)
+    live: bool = False  # a live source: the temporal stage waits less for a missing frame
 
     @property
     def has_pixels(self) -> bool:
@@ -60,17 +65,35 @@ class EmbeddingHeader:
     embedding_dim: int
     stats_dim: int
     worker: int = 0
+    generation: int = 0
+    reason: str = ""
+    live: bool = False
 
 
 def _header_json(header: object) -> bytes:
     return json.dumps(asdict(header), separators=(",", ":")).encode()
 
 
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def _parse_header(raw: bytes, cls: type, what: str):
     try:
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        header = cls(**data)
     except (ValueError, TypeError) as exc:
         raise MessageError(f"malformed {what} header: {exc}") from exc
+    # A header that parses but carries the wrong types would fail far from here.
+    for name, field_type in cls.__annotations__.items():
+        value = getattr(header, name)
+        allowed = _FIELD_TYPES[field_type]
+        if (isinstance(value, bool) and field_type != "bool") or not isinstance(value, allowed):
+            raise MessageError(f"malformed {what} header: {name} must be {field_type}, got {value!r}")
+    if not header.stream or header.seq < 0 or header.generation < 0:
+        raise MessageError(f"malformed {what} header: empty stream or negative seq/generation")
+    return header
 
 
 def encode_frame(header: FrameHeader, pixels: np.ndarray | None) -> list:
@@ -93,10 +116,12 @@ def decode_frame(parts: Sequence) -> tuple[FrameHeader, np.ndarray | None]:
     header = _parse_header(bytes(parts[1]), FrameHeader, "frame")
     if len(parts) == 2:
         return header, None
-    buffer = parts[2].buffer if hasattr(parts[2], "buffer") else parts[2]
+    buffer = memoryview(parts[2].buffer if hasattr(parts[2], "buffer") else parts[2]).cast("B")
     expected = header.height * header.width * 3
-    if len(buffer) != expected:
-        raise MessageError(f"frame {header.stream}#{header.seq}: {len(buffer)} pixel bytes, header says {expected}")
+    if header.dtype != "uint8" or buffer.nbytes != expected:
+        raise MessageError(
+            f"frame {header.stream}#{header.seq}: {buffer.nbytes} pixel bytes of {header.dtype}, header says {expected} uint8"
+        )
     return header, np.frombuffer(buffer, dtype=np.uint8).reshape(header.height, header.width, 3)
 
 
@@ -113,8 +138,11 @@ def decode_embedding(parts: Sequence) -> tuple[EmbeddingHeader, np.ndarray | Non
     header = _parse_header(bytes(parts[1]), EmbeddingHeader, "embedding")
     if len(parts) == 2:
         return header, None, None
-    embedding = np.frombuffer(bytes(parts[2]), dtype=np.float32)
-    stats = np.frombuffer(bytes(parts[3]), dtype=np.float32)
+    try:
+        embedding = np.frombuffer(bytes(parts[2]), dtype=np.float32)
+        stats = np.frombuffer(bytes(parts[3]), dtype=np.float32)
+    except ValueError as exc:  # a buffer whose length is not a multiple of 4
+        raise MessageError(f"embedding {header.stream}#{header.seq}: {exc}") from exc
     if embedding.size != header.embedding_dim or stats.size != header.stats_dim:
         raise MessageError(
             f"embedding {header.stream}#{header.seq}: sizes {embedding.size}/{stats.size}, header says "

@@ -11,8 +11,10 @@ soon as the gap fills. A gap never stalls a stream for long: it is skipped
   it was overdue; or
 * more than ``window`` frames are held for the stream.
 
-A frame older than the next expected seq (it arrived after its gap was
-skipped, or it is a duplicate) is rejected, never delivered.
+A frame older than the next expected seq is rejected, never delivered:
+``skipped`` when its gap was already skipped (it is counted in that Gap, so
+the caller must not count it again), ``late`` otherwise (a duplicate of a
+delivered frame, or older than the stream's first seq).
 
 Sequence numbers: the capture stage numbers a stream's frames monotonically
 across reconnects (seq never restarts), so a START frame only marks the reset
@@ -33,8 +35,10 @@ from typing import Generic, Literal, TypeVar, Union
 
 T = TypeVar("T")
 
-GapReason = Literal["timeout", "window"]
-RejectReason = Literal["late", "duplicate", "stream_ended"]
+GapReason = Literal["timeout", "window", "flush", "lost"]
+RejectReason = Literal["late", "skipped", "duplicate", "stream_ended"]
+# Skipped ranges remembered per stream, to tell a skipped frame arriving late from a duplicate.
+_SKIPPED_RANGES_KEPT = 64
 
 
 class ReorderConfigError(ValueError):
@@ -83,6 +87,10 @@ class _Held(Generic[T]):
 class _StreamWindow(Generic[T]):
     expected: int
     held: dict[int, _Held[T]] = field(default_factory=dict)
+    skipped: list[tuple[int, int]] = field(default_factory=list)  # [first, last] seqs of skipped gaps
+
+    def was_skipped(self, seq: int) -> bool:
+        return any(first <= seq <= last for first, last in self.skipped)
 
     def overdue_since(self) -> float | None:
         # The window holds at most `window` + 1 frames, so a scan is cheap.
@@ -139,7 +147,7 @@ class ReorderBuffer(Generic[T]):
         if state is None:
             state = self._streams[stream] = _StreamWindow(expected=seq if self.first_seq is None else self.first_seq)
         if seq < state.expected:
-            return [Rejected(stream, seq, item, "late")]
+            return [Rejected(stream, seq, item, "skipped" if state.was_skipped(seq) else "late")]
         if seq in state.held:
             # Keep the first copy: it may already be part of a contiguous run.
             return [Rejected(stream, seq, item, "duplicate")]
@@ -160,6 +168,25 @@ class ReorderBuffer(Generic[T]):
         for stream, state in self._streams.items():
             while (since := state.overdue_since()) is not None and now - since >= self.timeout_s:
                 released.extend(self._skip_gap(stream, state, "timeout"))
+        return released
+
+    def skip_all_gaps(self, reason: GapReason = "lost") -> list[Released[T]]:
+        """Skip every gap now (their frames are known to be gone); returns the gaps and what they free."""
+        released: list[Released[T]] = []
+        for stream, state in self._streams.items():
+            while state.held:
+                released.extend(self._skip_gap(stream, state, reason))
+        return released
+
+    def flush(self, stream: str) -> list[Released[T]]:
+        """Deliver everything held for ``stream`` in order (gaps skipped), then forget the stream."""
+        state = self._streams.get(stream)
+        if state is None:
+            return []
+        released: list[Released[T]] = []
+        while state.held:
+            released.extend(self._skip_gap(stream, state, "flush"))
+        del self._streams[stream]
         return released
 
     def start(self, stream: str, seq: int) -> list[Released[T]]:
@@ -197,5 +224,7 @@ class ReorderBuffer(Generic[T]):
     def _skip_gap(self, stream: str, state: _StreamWindow[T], reason: GapReason) -> list[Released[T]]:
         next_held = min(state.held)
         gap = Gap(stream, state.expected, next_held - state.expected, reason)
+        state.skipped.append((state.expected, next_held - 1))
+        del state.skipped[:-_SKIPPED_RANGES_KEPT]
         state.expected = next_held
         return [gap, *self._drain(stream, state)]

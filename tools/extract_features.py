@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engines.backbone import file_sha256
+from engines.spec import file_sha256
 from engines.factory import BACKENDS, create_engine
 from pipeline.features_cache import (
     FeatureCacheError,

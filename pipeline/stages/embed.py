@@ -9,16 +9,22 @@ the temporal stage puts their outputs back in sequence order.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import zmq
 
 from engines.base import EmbeddingEngine
 from pipeline.batching import DynamicBatcher
-from pipeline.messages import EmbeddingHeader, FrameHeader, decode_frame, encode_embedding
+from pipeline.control import Drain, Heartbeat, ParentWatch, StageLink
+from pipeline.messages import EmbeddingHeader, FrameHeader, MessageError, decode_frame, encode_embedding
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,20 @@ class EmbedSettings:
     max_batch_size: int
     max_wait_s: float
     drain_idle_s: float = 0.3
+    # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
+    stage: str = "embed:0"
+    backend: str = "onnxruntime"
+    onnx_path: str | None = None
+    threads: int = 0
+    in_endpoint: str = ""
+    out_endpoint: str = ""
+    control_endpoint: str = ""
+    high_water_mark: int = 4
+    parent_pid: int = 0
+
+    @property
+    def onnx(self) -> Path | None:
+        return Path(self.onnx_path) if self.onnx_path else None
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,7 @@ class _Pending:
 class EmbedTally:
     frames: int = 0
     batches: int = 0
+    malformed: int = 0
 
 
 class EmbedWorker:
@@ -62,6 +83,17 @@ class EmbedWorker:
         self._wall = wall_clock
         self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(settings.max_batch_size, settings.max_wait_s)
         self.tally = EmbedTally()
+        self._malformed_logged = 0
+
+    def _malformed(self, exc: Exception) -> None:
+        """A message that is not a frame: count it, say so (not a thousand times), keep serving."""
+        self.tally.malformed += 1
+        if self._metrics:
+            self._metrics.malformed_messages.labels("embed").inc()
+        if self._malformed_logged < 5:
+            self._malformed_logged += 1
+            logger.warning("%s: dropped a malformed message (%s)%s", self.s.stage, exc,
+                           "; further ones are only counted" if self._malformed_logged == 5 else "")
 
     def _receive(self, timeout_s: float) -> int:
         """Take every frame waiting (up to a batch's worth), waiting at most ``timeout_s`` for the first."""
@@ -73,7 +105,11 @@ class EmbedWorker:
                 parts = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            header, pixels = decode_frame(parts)
+            try:
+                header, pixels = decode_frame(parts)
+            except MessageError as exc:
+                self._malformed(exc)
+                continue
             # Copy out of the ZeroMQ buffer now: it is stacked into a batch anyway.
             item = _Pending(header, None if pixels is None else np.array(pixels), self._wall())
             self._batcher.add(item, self._clock())
@@ -100,7 +136,7 @@ class EmbedWorker:
             header = EmbeddingHeader(
                 stream=h.stream, seq=h.seq, t=h.t, capture_wall=h.capture_wall, flags=h.flags, embed_wall=done,
                 embedding_dim=0 if emb_row is None else emb_row.size, stats_dim=0 if stats_row is None else stats_row.size,
-                worker=self.s.worker,
+                worker=self.s.worker, generation=h.generation, reason=h.reason, live=h.live,
             )
             self._out.send_multipart(encode_embedding(header, emb_row, stats_row))
             if self._metrics:
@@ -111,17 +147,31 @@ class EmbedWorker:
             self._metrics.batch_size.labels("embed").observe(len(with_pixels))
             self._metrics.stage_latency.labels("embed").observe(done - started)
 
-    def run(self, stop, upstream_done) -> EmbedTally:
-        """Serve until ``stop``; after ``upstream_done``, drain what is in flight, then return."""
+    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> EmbedTally:
+        """Serve until told to drain (then process what is in flight and return) or the supervisor is gone."""
+        draining = False
         idle_since: float | None = None
-        while not stop.is_set():
+        next_heartbeat = 0.0
+        if link is not None:
+            link.hello()
+        while True:
             now = self._clock()
+            if link is not None:
+                for command in link.receive(0.0):
+                    if isinstance(command, Drain):
+                        draining = True
+                if now >= next_heartbeat:
+                    link.send(Heartbeat(self.s.stage, detail={"frames": self.tally.frames, "batches": self.tally.batches}))
+                    next_heartbeat = now + HEARTBEAT_S
+            if parent is not None and not parent.parent_alive():
+                logger.error("%s: the supervisor is gone; stopping", self.s.stage)
+                break
             due = self._batcher.time_until_due(now)
             got = self._receive(0.05 if due is None else min(due, 0.05))
             now = self._clock()
             while self._batcher.ready(now):
                 self._process(self._batcher.take(now))
-            if upstream_done.is_set():
+            if draining:
                 if got == 0 and self._batcher.pending == 0:
                     idle_since = idle_since if idle_since is not None else now
                     if now - idle_since >= self.s.drain_idle_s:

@@ -1,136 +1,185 @@
-"""Process entry points: each builds its stage's sockets, engine and metrics
-inside its own process, runs it, and reports a result (or its error) to the
-supervisor. Nothing heavy is inherited: stages start with the spawn method.
+"""Stage process entry points: each builds its stage's sockets, engine and metrics
+inside its own process, runs it, and reports the result (or its error) to the
+supervisor over the control channel.
+
+Every stage process:
+
+* ignores SIGINT and SIGTERM (the supervisor decides how to stop, so a
+  signal to the whole process group drains like one to the supervisor);
+* watches its parent and exits within a second when the supervisor is gone;
+* imports only what its stage uses: a capture process never loads PyTorch
+  or an inference runtime.
+
+Exit status: 0 after ``StageDone``; 1 after ``StageFailed`` (``fatal`` when
+a restart would fail the same way, such as an engine this machine cannot
+run); 2 for a malformed start.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
-import zmq
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class StageResult:
-    stage: str
-    ok: bool
-    detail: dict
-    error: str = ""
+STAGE_KINDS = ("capture", "embed", "temporal")
 
 
-def _report(results, stage: str, fn) -> None:
-    # Ctrl-C reaches the whole process group; the supervisor alone decides how to stop.
+def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        detail = fn()
-        results.put(StageResult(stage, True, detail))
-    except Exception as exc:  # reported to the supervisor, which exits non-zero
-        results.put(StageResult(stage, False, {}, f"{type(exc).__name__}: {exc}"))
-        if not isinstance(exc, _expected_errors()):
-            traceback.print_exc(file=sys.stderr)  # a bug: keep the trace
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The supervisor starts us with these blocked, so no signal lands before we ignore them.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors about the user's input or machine: the supervisor's one line says it all."""
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input or machine: a restart would meet them again."""
     from engines.base import EngineError
-    from engines.temporal_head import CheckpointError
-    from pipeline.sources import SourceError
+    from engines.head_config import CheckpointError
 
-    return (EngineError, CheckpointError, SourceError)
+    return (EngineError, CheckpointError, FileNotFoundError, PermissionError)
 
 
-def capture_main(settings, stop, results) -> None:
+def main(argv: list[str]) -> int:
+    _ignore_stop_signals()
+    if len(argv) != 1 or argv[0] not in STAGE_KINDS:
+        print(f"usage: python -m pipeline.stages {{{','.join(STAGE_KINDS)}}} < settings.json", file=sys.stderr)
+        return 2
+    kind = argv[0]
+    if kind == "capture":
+        # Our own messages name the stream and say what to do; FFmpeg's and OpenCV's own would only repeat
+        # them (and may print a URL). Set before cv2 is first imported.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    settings = json.loads(sys.stdin.read())
+    stage = settings["stage"]
+    from pipeline.logs import setup_logging
+
+    setup_logging(settings.get("log_level", "info"), stage)
+    import zmq
+
+    from pipeline.control import ParentWatch, StageDone, StageFailed, StageLink
+
+    context = zmq.Context()
+    link = StageLink(context, settings["control_endpoint"], stage)
+    parent = ParentWatch(settings["parent_pid"])
+    runner: Callable[[dict, object, object, zmq.Context], dict] = {
+        "capture": _run_capture, "embed": _run_embed, "temporal": _run_temporal,
+    }[kind]
+    code = 0
+    try:
+        detail = runner(settings, link, parent, context)
+        link.send(StageDone(stage, detail))
+    except Exception as exc:  # reported to the supervisor, which restarts the stage or ends the run
+        fatal = isinstance(exc, _fatal_errors())
+        link.send(StageFailed(stage, f"{type(exc).__name__}: {exc}", fatal))
+        if not fatal:
+            traceback.print_exc(file=sys.stderr)  # a bug or a machine fault: keep the trace
+        code = 1
+    finally:
+        link.close()
+        context.term()
+    return code
+
+
+def _run_capture(settings: dict, link, parent, context) -> dict:
+    import zmq
+
     from pipeline.metrics import StageMetrics
-    from pipeline.stages.capture import CaptureWorker
+    from pipeline.stages.capture import CaptureSettings, CaptureStage
 
-    def work() -> dict:
-        context = zmq.Context()
-        socket = context.socket(zmq.PUSH)
-        socket.setsockopt(zmq.SNDHWM, settings.high_water_mark)
-        socket.setsockopt(zmq.LINGER, -1)  # never drop what was sent when this process exits
-        for endpoint in settings.embed_endpoints:
-            socket.connect(endpoint)
-        try:
-            tally = CaptureWorker(settings, socket, stop, StageMetrics.create()).run()
-        finally:
-            socket.close()
-            context.term()
-        return {"stream": settings.stream, **tally.__dict__}
+    s = CaptureSettings(
+        stage=settings["stage"], control_endpoint=settings["control_endpoint"],
+        embed_endpoints=tuple(settings["embed_endpoints"]), high_water_mark=settings["high_water_mark"],
+        width=settings["width"], height=settings["height"], step_rate=settings["step_rate"],
+        parent_pid=settings["parent_pid"],
+    )
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.SNDHWM, s.high_water_mark)
+    # What was sent must reach the embed workers even as this process exits; a dead peer cannot
+    # keep it alive past the supervisor's stop deadline, which kills what is left.
+    socket.setsockopt(zmq.LINGER, -1)
+    for endpoint in s.embed_endpoints:
+        socket.connect(endpoint)
+    try:
+        return CaptureStage(s, link, socket, StageMetrics.create(), parent).run()
+    finally:
+        socket.close()
 
-    _report(results, f"capture:{settings.stream}", work)
 
+def _run_embed(settings: dict, link, parent, context) -> dict:
+    import zmq
 
-def embed_main(settings, engine_backend: str, onnx_path: Path | None, threads: int, in_endpoint: str,
-               out_endpoint: str, high_water_mark: int, stop, upstream_done, results) -> None:
     from engines.factory import create_engine
     from pipeline.metrics import StageMetrics
-    from pipeline.stages.embed import EmbedWorker
+    from pipeline.stages.embed import EmbedSettings, EmbedWorker
 
-    def work() -> dict:
-        engine = create_engine(engine_backend, onnx_path=onnx_path, threads=threads)
-        context = zmq.Context()
-        frames_in = context.socket(zmq.PULL)
-        frames_in.setsockopt(zmq.RCVHWM, high_water_mark)
-        frames_in.bind(in_endpoint)
-        out = context.socket(zmq.PUSH)
-        out.setsockopt(zmq.SNDHWM, high_water_mark * 4)
-        out.setsockopt(zmq.LINGER, -1)
-        out.connect(out_endpoint)
-        try:
-            tally = EmbedWorker(settings, engine, frames_in, out, StageMetrics.create()).run(stop, upstream_done)
-        finally:
-            frames_in.close()
-            out.close()
-            context.term()
-            engine.close()
-        return {"worker": settings.worker, "engine": engine.name, **tally.__dict__}
-
-    _report(results, f"embed:{settings.worker}", work)
+    s = EmbedSettings(**{k: v for k, v in settings.items() if k in EmbedSettings.__dataclass_fields__})
+    engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads)
+    logger.info("%s: engine %s", s.stage, engine.name)
+    frames_in = context.socket(zmq.PULL)
+    frames_in.setsockopt(zmq.RCVHWM, s.high_water_mark)
+    frames_in.bind(s.in_endpoint)
+    out = context.socket(zmq.PUSH)
+    out.setsockopt(zmq.SNDHWM, s.high_water_mark * 4)
+    out.setsockopt(zmq.LINGER, -1)
+    out.connect(s.out_endpoint)
+    try:
+        tally = EmbedWorker(s, engine, frames_in, out, StageMetrics.create()).run(link, parent)
+    finally:
+        frames_in.close()
+        out.close()
+        engine.close()
+    return {"worker": s.worker, "engine": engine.name, **tally.__dict__}
 
 
-def temporal_main(settings, model_path: Path, temporal_cfg, events_cfg, outputs_cfg, in_endpoint: str,
-                  high_water_mark: int, any_live: bool, stop, upstream_done, results) -> None:
+def _run_temporal(settings: dict, link, parent, context) -> dict:
+    import zmq
+
     from engines.temporal_head import load_head
+    from pipeline.config import EventsConfig, OutputsConfig, TemporalConfig
     from pipeline.events import ActionEventDetector
     from pipeline.metrics import StageMetrics
     from pipeline.reorder import ReorderBuffer
-    from pipeline.sinks import EventSinks, ScoreSink
-    from pipeline.stages.temporal import TemporalWorker
+    from pipeline.sinks import JsonlEventSink, JsonlScoreSink, PubEventSink, SinkFanOut, StdoutEventSink
+    from pipeline.stages.temporal import TemporalSettings, TemporalWorker
     from pipeline.state_table import StreamStateTable
 
-    def work() -> dict:
-        head, _ = load_head(model_path)
-        classes = head.config.classes
-        table = StreamStateTable(head, temporal_cfg.capacity, temporal_cfg.idle_timeout_s)
-        if any_live:
-            reorder = ReorderBuffer(temporal_cfg.reorder_window, temporal_cfg.reorder_timeout_s, first_seq=0)
-        else:
-            reorder = ReorderBuffer(temporal_cfg.replay_reorder_window, temporal_cfg.replay_reorder_timeout_s, first_seq=0)
-        detector = ActionEventDetector(classes, events_cfg.hysteresis())
-        context = zmq.Context()
-        embeddings_in = context.socket(zmq.PULL)
-        embeddings_in.setsockopt(zmq.RCVHWM, high_water_mark * 4)
-        embeddings_in.bind(in_endpoint)
-        sinks = EventSinks(
-            stdout=sys.stdout if outputs_cfg.stdout else None,
-            jsonl_path=outputs_cfg.events_jsonl,
-            pub_endpoint=outputs_cfg.events_pub,
-            context=context,
-        )
-        scores = ScoreSink(outputs_cfg.scores_jsonl)
-        try:
-            worker = TemporalWorker(settings, table, reorder, detector, embeddings_in, sinks, scores, classes,
-                                    StageMetrics.create())
-            summary = worker.run(stop, upstream_done)
-        finally:
+    s = TemporalSettings(**{k: v for k, v in settings.items() if k in TemporalSettings.__dataclass_fields__})
+    temporal_cfg = TemporalConfig(**s.temporal)
+    events_cfg = EventsConfig(**s.events)
+    outputs_cfg = OutputsConfig(**s.outputs)
+    metrics = StageMetrics.create()
+    head, _ = load_head(s.model_path)
+    classes = head.config.classes
+    table = StreamStateTable(head, temporal_cfg.capacity, temporal_cfg.idle_timeout_s)
+    live_reorder = ReorderBuffer(temporal_cfg.reorder_window, temporal_cfg.reorder_timeout_s, first_seq=0)
+    replay_reorder = ReorderBuffer(temporal_cfg.replay_reorder_window, temporal_cfg.replay_reorder_timeout_s, first_seq=0)
+    detector = ActionEventDetector(classes, events_cfg.hysteresis())
+    embeddings_in = context.socket(zmq.PULL)
+    embeddings_in.setsockopt(zmq.RCVHWM, s.high_water_mark * 4)
+    embeddings_in.bind(s.in_endpoint)
+    event_sinks = []
+    if outputs_cfg.stdout:
+        event_sinks.append(StdoutEventSink(sys.stdout))
+    if outputs_cfg.events_jsonl:
+        event_sinks.append(JsonlEventSink(outputs_cfg.events_jsonl))
+    if outputs_cfg.events_pub:
+        event_sinks.append(PubEventSink(outputs_cfg.events_pub, context))
+    events = SinkFanOut(event_sinks, metrics)
+    scores = SinkFanOut([JsonlScoreSink(outputs_cfg.scores_jsonl)], metrics) if outputs_cfg.scores_jsonl else None
+    try:
+        worker = TemporalWorker(s, table, replay_reorder, detector, embeddings_in, events, scores, classes, metrics,
+                                live_reorder=live_reorder)
+        summary = worker.run(link, parent)
+    finally:
+        if scores is not None:
             scores.close()
-            sinks.close()
-            embeddings_in.close()
-            context.term()
-        return {"streams": summary}
-
-    _report(results, "temporal", work)
+        events.close()
+        embeddings_in.close()
+    return {"streams": summary}

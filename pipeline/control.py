@@ -1,0 +1,183 @@
+"""The control channel between the supervisor and its stage processes.
+
+The supervisor binds a ZeroMQ ROUTER socket; every stage process connects a
+DEALER whose identity is its stage name (``capture:0``, ``embed:1``,
+``temporal``). Messages are small JSON objects, one typed frozen dataclass
+each. The supervisor tells (add and remove streams, stop reading, drain);
+stages report (hello, stream state changes, heartbeats, their result). A
+stage killed mid-message takes nothing else down with it, which a lock
+shared between processes cannot promise.
+
+Stream URIs travel here, over the run's private ipc socket, never on a
+command line where ``ps`` would show their passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import zmq
+
+
+class ControlMessageError(ValueError):
+    """A control message that does not follow the protocol."""
+
+
+# -- supervisor -> stage -----------------------------------------------------
+@dataclass(frozen=True)
+class AddStream:
+    """Capture: start serving a stream."""
+
+    stream: str
+    uri: str = field(repr=False)  # may hold credentials
+    live: bool
+    realtime: bool
+    loop: bool
+    generation: int
+    open_timeout_s: float
+    stale_after_s: float
+    buffer_frames: int
+    reconnect: dict[str, Any]  # Backoff fields and max_attempts
+    image_fps: float | None = None
+    # After a capture process restart: the stream time its last step was sent at.
+    resume_after_t: float | None = None
+    start_reason: str = "open"
+
+
+@dataclass(frozen=True)
+class RemoveStream:
+    """Capture: end the stream's sequence (END, reason ``removed``) and forget it."""
+
+    stream: str
+
+
+@dataclass(frozen=True)
+class StopReading:
+    """Capture: stop every source, send what was read and each stream's END, then exit."""
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Embed and temporal: upstream has finished; process what is in flight, then exit."""
+
+
+@dataclass(frozen=True)
+class UpstreamLost:
+    """Temporal: an embed worker died; frames it held are gone, so stop waiting for them."""
+
+    worker: str
+
+
+# -- stage -> supervisor -----------------------------------------------------
+@dataclass(frozen=True)
+class Hello:
+    stage: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class StreamChanged:
+    """A stream moved to another state (capture owns each stream's state machine)."""
+
+    stream: str
+    generation: int
+    state: str
+    reason: str
+    error: str = ""
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Periodic: what a stage knows that the supervisor needs if the stage dies."""
+
+    stage: str
+    # capture: {stream: {"last_t": ..., "fps": ...}}; temporal: {stream: {"open_actions": [...], "last_t": ...}}
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageDone:
+    """The stage finished its work and exits 0."""
+
+    stage: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageFailed:
+    """The stage cannot go on. ``fatal``: a restart would fail the same way (bad engine, bad model)."""
+
+    stage: str
+    error: str
+    fatal: bool
+
+
+MESSAGE_TYPES = {cls.__name__: cls for cls in (
+    AddStream, RemoveStream, StopReading, Drain, UpstreamLost,
+    Hello, StreamChanged, Heartbeat, StageDone, StageFailed,
+)}
+
+
+def encode(message: object) -> bytes:
+    kind = type(message).__name__
+    if kind not in MESSAGE_TYPES:
+        raise ControlMessageError(f"not a control message: {kind}")
+    return json.dumps({"kind": kind, **asdict(message)}, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> object:
+    try:
+        data = json.loads(raw)
+        cls = MESSAGE_TYPES[data.pop("kind")]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ControlMessageError(f"malformed control message: {exc}") from exc
+
+
+class StageLink:
+    """A stage's end of the control channel. Used from the stage's main thread only."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, stage: str) -> None:
+        self.stage = stage
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.IDENTITY, stage.encode())
+        self._socket.setsockopt(zmq.LINGER, 2000)  # the final StageDone must get out
+        self._socket.connect(endpoint)
+
+    def hello(self) -> None:
+        """Tell the supervisor this stage is set up and can work."""
+        self.send(Hello(self.stage, os.getpid()))
+
+    def send(self, message: object) -> None:
+        self._socket.send(encode(message))
+
+    def receive(self, timeout_s: float = 0.0) -> list[object]:
+        """Every command waiting, after waiting up to ``timeout_s`` for the first."""
+        messages: list[object] = []
+        if not self._socket.poll(int(timeout_s * 1000)):
+            return messages
+        while True:
+            try:
+                raw = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return messages
+            messages.append(decode(raw))
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class ParentWatch:
+    """Notices that the supervisor is gone (its child is re-parented), so a stage never runs orphaned."""
+
+    def __init__(self, parent_pid: int) -> None:
+        self.parent_pid = parent_pid
+
+    def parent_alive(self) -> bool:
+        return os.getppid() == self.parent_pid

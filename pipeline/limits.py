@@ -1,0 +1,83 @@
+"""How many worker processes this machine can hold, so that an absurd count
+is refused with a clear message instead of running the machine out of memory.
+
+Each embed worker holds a whole engine (about 300-400 MB with ONNX Runtime on
+the CPU) and wants a core of its own: more CPU workers than cores only adds
+contention. Capture workers are lighter, but a worker per core is still the
+most that helps, since each one serves many streams on threads. Pure: the
+machine's facts are passed in (:func:`machine_facts` reads them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+EMBED_WORKER_MEMORY_BYTES = 400 * 1024**2
+CAPTURE_WORKER_MEMORY_BYTES = 120 * 1024**2
+# Keep half of what is free for the streams' buffers, the temporal worker and everything else.
+MEMORY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    cpu_count: int
+    available_memory_bytes: int | None  # None when unknown
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    embed: int
+    capture: int
+    why: str
+
+
+def machine_facts() -> MachineFacts:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return MachineFacts(cpus, available)
+
+
+def worker_limits(facts: MachineFacts, gpu_backend: bool = False) -> WorkerLimits:
+    """The most embed and capture workers worth running here, and why."""
+    # A GPU engine waits on the device, not a core: a few per core can keep it busy.
+    embed_by_cpu = facts.cpu_count * (4 if gpu_backend else 1)
+    capture_by_cpu = facts.cpu_count
+    parts = [f"{facts.cpu_count} CPU core{'s' if facts.cpu_count != 1 else ''}"]
+    embed, capture = embed_by_cpu, capture_by_cpu
+    if facts.available_memory_bytes is not None:
+        budget = facts.available_memory_bytes * MEMORY_SHARE
+        embed = min(embed, int(budget // EMBED_WORKER_MEMORY_BYTES))
+        capture = min(capture, int(budget // CAPTURE_WORKER_MEMORY_BYTES))
+        parts.append(f"{facts.available_memory_bytes / 1024**3:.1f} GB of memory available")
+    return WorkerLimits(max(1, embed), max(1, capture), " and ".join(parts))
+
+
+def check_worker_counts(embed_workers: int, capture_workers: int, facts: MachineFacts,
+                        gpu_backend: bool = False) -> list[str]:
+    """One message per count this machine cannot hold; empty when both fit."""
+    limits = worker_limits(facts, gpu_backend)
+    problems = []
+    if embed_workers > limits.embed:
+        problems.append(
+            f"engine.workers={embed_workers} is more than this machine can run ({limits.why}: at most "
+            f"{limits.embed} embed worker{'s' if limits.embed != 1 else ''}, each holding a whole engine); "
+            "lower --embed-workers"
+        )
+    if capture_workers > limits.capture:
+        problems.append(
+            f"capture.workers={capture_workers} is more than this machine can use ({limits.why}: at most "
+            f"{limits.capture}; each capture worker serves many streams on threads)"
+        )
+    return problems

@@ -1,0 +1,204 @@
+"""One stream's life as an explicit state machine: connecting, live,
+reconnecting, ended, failed. Pure logic: the caller passes the monotonic
+time in and carries out what :meth:`StreamStateMachine.next_action` asks.
+
+::
+
+    connecting --opened--> live --source ended / read failed / stale--> reconnecting --opened--> live
+        |  ^                 |                                              |
+        |  +--open failed----+-(retry after backoff, live sources only)-----+
+        |
+        +--(permanent error, attempts used up, or a recorded source)--> failed
+    live --end of file--> ended        any --stop / remove--> ended
+
+Live sources (cameras, network streams) never end on their own: a drop, a
+stall or a failed open is retried with exponential backoff and jitter, until
+``max_attempts`` consecutive failures (``None``: forever) or an error that
+retrying cannot fix (HTTP 404, a missing device). Recorded sources (files,
+image folders) are opened once: failing to open fails the stream, the end of
+the file ends it. The backoff resets once a reconnected source delivers a
+frame, so a camera that flaps does not climb to the maximum delay for good.
+
+Every change of state is returned as a :class:`Transition`; the caller logs
+it (naming the stream) and reports it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+from pipeline.backoff import Backoff
+
+
+class StreamState(str, Enum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (StreamState.ENDED, StreamState.FAILED)
+
+
+STATES = tuple(s.value for s in StreamState)
+
+
+class Action(str, Enum):
+    OPEN = "open"  # open the source now
+    WAIT = "wait"  # nothing to do until ``until``
+    READ = "read"  # read frames
+    DONE = "done"  # the stream is over
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    until: float | None = None  # for WAIT: the monotonic time of the next attempt
+
+
+@dataclass(frozen=True)
+class Transition:
+    stream: str
+    before: StreamState
+    after: StreamState
+    reason: str
+    at: float
+    error: str = ""
+    retry_in_s: float | None = None
+    attempt: int = 0
+
+
+class IllegalTransition(RuntimeError):
+    """An event that cannot happen in the stream's current state (a bug in the caller)."""
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    backoff: Backoff = Backoff()
+    max_attempts: int | None = None  # consecutive failed opens before giving up; None: never
+    stale_after_s: float = 5.0  # a live stream with no frame for this long is reconnected
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1 or None, got {self.max_attempts}")
+        if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
+            raise ValueError(f"stale_after_s must be a positive number of seconds, got {self.stale_after_s}")
+
+
+class StreamStateMachine:
+    """Owns one stream's state; decides when to open, retry, give up or stop."""
+
+    def __init__(self, stream: str, live: bool, policy: ReconnectPolicy, rng: random.Random, now: float) -> None:
+        self.stream = stream
+        self.live = live
+        self.policy = policy
+        self._rng = rng
+        self.state = StreamState.CONNECTING
+        self.attempts = 0  # consecutive failed opens (or drops) since the last good frame
+        self.reconnects = 0  # times the stream went from live to reconnecting
+        self.retry_at: float | None = now  # the first open is due at once
+        self.last_frame_at: float | None = None
+        self.last_error = ""
+        self.reason = "starting"
+        self._frames_since_open = 0
+        self._opened_at = now
+
+    # -- queries ---------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def next_action(self, now: float) -> Step:
+        if self.state.finished:
+            return Step(Action.DONE)
+        if self.state is StreamState.LIVE:
+            return Step(Action.READ)
+        if self.retry_at is None or now >= self.retry_at:
+            return Step(Action.OPEN)
+        return Step(Action.WAIT, self.retry_at)
+
+    def is_stale(self, now: float) -> bool:
+        """A live stream that has not delivered a frame for ``stale_after_s``."""
+        if self.state is not StreamState.LIVE or not self.live:
+            return False
+        since = self.last_frame_at if self.last_frame_at is not None else self._opened_at
+        return now - since >= self.policy.stale_after_s
+
+    # -- events ----------------------------------------------------------------
+    def opened(self, now: float) -> Transition:
+        self._require(StreamState.CONNECTING, StreamState.RECONNECTING, event="opened")
+        self._opened_at = now
+        self._frames_since_open = 0
+        self.retry_at = None
+        return self._move(StreamState.LIVE, "opened", now)
+
+    def frame(self, now: float) -> None:
+        """A frame arrived; the first one after an open proves the source works again."""
+        self._require(StreamState.LIVE, event="frame")
+        self.last_frame_at = now
+        self._frames_since_open += 1
+        if self._frames_since_open == 1:
+            self.attempts = 0
+
+    def open_failed(self, now: float, error: str, permanent: bool = False) -> Transition:
+        self._require(StreamState.CONNECTING, StreamState.RECONNECTING, event="open_failed")
+        self.last_error = error
+        if permanent or not self.live:
+            return self._move(StreamState.FAILED, "open_failed", now, error)
+        return self._retry_later(now, self.state, "open_failed", error)
+
+    def dropped(self, now: float, reason: str, error: str = "") -> Transition:
+        """A live stream ended, failed a read or went stale: reconnect after a backoff."""
+        self._require(StreamState.LIVE, event="dropped")
+        if not self.live:
+            raise IllegalTransition(f"stream {self.stream}: a recorded source does not reconnect; call ended()")
+        self.last_error = error
+        self.reconnects += 1
+        return self._retry_later(now, StreamState.RECONNECTING, reason, error)
+
+    def ended(self, now: float, reason: str = "end_of_stream") -> Transition:
+        """A recorded source reached its end (or could not be read any further)."""
+        self._require(StreamState.LIVE, event="ended")
+        return self._move(StreamState.ENDED, reason, now)
+
+    def failed(self, now: float, error: str) -> Transition:
+        """An error that retrying cannot fix, in any state."""
+        self._require(StreamState.CONNECTING, StreamState.LIVE, StreamState.RECONNECTING, event="failed")
+        self.last_error = error
+        return self._move(StreamState.FAILED, "failed", now, error)
+
+    def stop(self, now: float, reason: str = "stopped") -> Transition | None:
+        """The operator removed the stream or the pipeline stops; None if already over."""
+        if self.state.finished:
+            return None
+        return self._move(StreamState.ENDED, reason, now)
+
+    # -- internals -------------------------------------------------------------
+    def _retry_later(self, now: float, state: StreamState, reason: str, error: str) -> Transition:
+        self.attempts += 1
+        limit = self.policy.max_attempts
+        if limit is not None and self.attempts >= limit:
+            detail = f"{error} (gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
+            self.last_error = detail
+            return self._move(StreamState.FAILED, "attempts_exhausted", now, detail)
+        delay = self.policy.backoff.delay(self.attempts, self._rng)
+        self.retry_at = now + delay
+        return self._move(state, reason, now, error, retry_in_s=delay)
+
+    def _move(self, after: StreamState, reason: str, now: float, error: str = "",
+              retry_in_s: float | None = None) -> Transition:
+        transition = Transition(self.stream, self.state, after, reason, now, error, retry_in_s, self.attempts)
+        self.state = after
+        self.reason = reason
+        return transition
+
+    def _require(self, *states: StreamState, event: str) -> None:
+        if self.state not in states:
+            raise IllegalTransition(
+                f"stream {self.stream}: {event} while {self.state.value} (allowed in {[s.value for s in states]})"
+            )
