@@ -45,7 +45,7 @@ class Backoff:
         try:
             delay = self.initial_s * self.multiplier**exponent
         except OverflowError:
-            delay = math.inf
+            delay = math.inf if self.initial_s > 0 else 0.0
         return min(self.max_s, delay)
 
     def delay(self, attempt: int, rng: random.Random) -> float:

@@ -121,6 +121,10 @@ class EngineConfig(_Model):
     workers: int = Field(default=1, ge=1, le=64, description="embed worker processes")
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_wait_ms: float = Field(default=20.0, ge=0.0, le=10_000.0)
+    max_frames_per_s: float = Field(
+        default=0.0, ge=0.0, le=1_000_000.0,
+        description="cap each embed worker's throughput (0: none), to share a machine or see how the pipeline degrades",
+    )
 
 
 class TemporalConfig(_Model):

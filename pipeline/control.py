@@ -169,8 +169,8 @@ class StageLink:
                 return messages
             messages.append(decode(raw))
 
-    def close(self) -> None:
-        self._socket.close()
+    def close(self, linger: int | None = None) -> None:
+        self._socket.close(linger=linger)
 
 
 class ParentWatch:

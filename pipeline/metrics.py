@@ -111,39 +111,82 @@ class StageMetrics:
         )
 
 
-@dataclass
-class SupervisorMetrics:
-    """What only the supervisor knows: stream states and stage restarts."""
+class SupervisorCollector:
+    """The supervisor's own metrics, read from its state at each scrape (no files: it is one process).
 
-    stream_state: object
-    stage_restarts: object
-    stages_up: object
+    ``state()`` returns ``(stream_states, stage_restarts, stages_up, extra_drops)``:
+    ``{stream: state}``, ``{stage: restarts}``, ``{kind: running}`` and
+    ``{(stream, reason): frames}`` -- frames the supervisor knows were lost with a
+    dead stage, added into ``actionpipe_frames_dropped_total``.
+    """
 
-    @classmethod
-    def create(cls) -> "SupervisorMetrics":
-        _require_multiproc_dir()
-        from prometheus_client import Gauge
+    def __init__(self, multiproc_dir: Path, state) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        return cls(
-            stream_state=Gauge(
-                f"{PREFIX}_stream_state", "1 for the state each stream is in (connecting, live, reconnecting, ended, failed).",
-                ("stream", "state"), registry=None, multiprocess_mode="livesum",
-            ),
-            stage_restarts=_counter("stage_restarts_total", "Stage processes restarted after dying.", ("stage",)),
-            stages_up=Gauge(
-                f"{PREFIX}_stages_up", "Stage processes running, by kind.", ("kind",), registry=None,
-                multiprocess_mode="livesum",
-            ),
-        )
+        self._stages = MultiProcessCollector(None, path=str(multiproc_dir))
+        self._state = state
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from pipeline.stream_state import STATES
+
+        streams, restarts, stages_up, extra_drops = self._state()
+        for family in self._stages.collect():
+            if family.name == f"{PREFIX}_frames_dropped" and extra_drops:
+                family = _with_extra_drops(family, extra_drops)
+            yield family
+        if extra_drops and not any(f.name == f"{PREFIX}_frames_dropped" for f in self._stages.collect()):
+            family = CounterMetricFamily(f"{PREFIX}_frames_dropped", "Frames not processed, by reason.",
+                                         labels=("stream", "reason"))
+            for (stream, reason), value in sorted(extra_drops.items()):
+                family.add_metric((stream, reason), value)
+            yield family
+        state = GaugeMetricFamily(f"{PREFIX}_stream_state",
+                                  "1 for the state each stream is in (connecting, live, reconnecting, ended, failed).",
+                                  labels=("stream", "state"))
+        for stream, current in sorted(streams.items()):
+            for name in STATES:
+                state.add_metric((stream, name), 1.0 if name == current else 0.0)
+        yield state
+        restarted = CounterMetricFamily(f"{PREFIX}_stage_restarts", "Stage processes restarted after dying.",
+                                        labels=("stage",))
+        for stage, count in sorted(restarts.items()):
+            restarted.add_metric((stage,), count)
+        yield restarted
+        up = GaugeMetricFamily(f"{PREFIX}_stages_up", "Stage processes running, by kind.", labels=("kind",))
+        for kind, count in sorted(stages_up.items()):
+            up.add_metric((kind,), count)
+        yield up
 
 
-def build_registry(multiproc_dir: Path):
-    """The supervisor's registry: sums what every process wrote."""
+def _with_extra_drops(family, extra_drops: dict):
+    from prometheus_client.core import CounterMetricFamily
+
+    totals: dict[tuple[str, str], float] = {}
+    for sample in family.samples:
+        if sample.name.endswith("_total"):
+            key = (sample.labels["stream"], sample.labels["reason"])
+            totals[key] = totals.get(key, 0.0) + sample.value
+    for key, value in extra_drops.items():
+        totals[key] = totals.get(key, 0.0) + value
+    merged = CounterMetricFamily(family.name, family.documentation, labels=("stream", "reason"))
+    for (stream, reason), value in sorted(totals.items()):
+        merged.add_metric((stream, reason), value)
+    return merged
+
+
+def build_registry(multiproc_dir: Path, supervisor_state=None):
+    """The supervisor's registry: sums what every process wrote, plus the supervisor's own state."""
     from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(multiproc_dir))
+    if supervisor_state is None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry, path=str(multiproc_dir))
+    else:
+        registry.register(SupervisorCollector(multiproc_dir, supervisor_state))
     return registry
 
 

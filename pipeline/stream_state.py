@@ -13,8 +13,8 @@ time in and carries out what :meth:`StreamStateMachine.next_action` asks.
 
 Live sources (cameras, network streams) never end on their own: a drop, a
 stall or a failed open is retried with exponential backoff and jitter, until
-``max_attempts`` consecutive failures (``None``: forever) or an error that
-retrying cannot fix (HTTP 404, a missing device). Recorded sources (files,
+``max_attempts`` consecutive failed opens (``None``: forever) or an error
+that retrying cannot fix (HTTP 404, credentials refused). Recorded sources (files,
 image folders) are opened once: failing to open fails the stream, the end of
 the file ends it. The backoff resets once a reconnected source delivers a
 frame, so a camera that flaps does not climb to the maximum delay for good.
@@ -99,7 +99,8 @@ class StreamStateMachine:
         self.policy = policy
         self._rng = rng
         self.state = StreamState.CONNECTING
-        self.attempts = 0  # consecutive failed opens (or drops) since the last good frame
+        self.attempts = 0  # consecutive failures (drops and failed opens) since the last good frame: the backoff
+        self.failed_opens = 0  # consecutive failed opens since the last good frame: what max_attempts limits
         self.reconnects = 0  # times the stream went from live to reconnecting
         self.retry_at: float | None = now  # the first open is due at once
         self.last_frame_at: float | None = None
@@ -134,6 +135,7 @@ class StreamStateMachine:
         self._require(StreamState.CONNECTING, StreamState.RECONNECTING, event="opened")
         self._opened_at = now
         self._frames_since_open = 0
+        self.last_frame_at = None  # staleness counts from this open, not the previous connection
         self.retry_at = None
         return self._move(StreamState.LIVE, "opened", now)
 
@@ -143,7 +145,7 @@ class StreamStateMachine:
         self.last_frame_at = now
         self._frames_since_open += 1
         if self._frames_since_open == 1:
-            self.attempts = 0
+            self.attempts = self.failed_opens = 0
 
     def open_failed(self, now: float, error: str, permanent: bool = False) -> Transition:
         self._require(StreamState.CONNECTING, StreamState.RECONNECTING, event="open_failed")
@@ -159,7 +161,12 @@ class StreamStateMachine:
             raise IllegalTransition(f"stream {self.stream}: a recorded source does not reconnect; call ended()")
         self.last_error = error
         self.reconnects += 1
-        return self._retry_later(now, StreamState.RECONNECTING, reason, error)
+        # A drop grows the backoff (a source that accepts and drops at once is not hammered),
+        # but only failed opens count towards max_attempts.
+        self.attempts += 1
+        delay = self.policy.backoff.delay(self.attempts, self._rng)
+        self.retry_at = now + delay
+        return self._move(StreamState.RECONNECTING, reason, now, error, retry_in_s=delay)
 
     def ended(self, now: float, reason: str = "end_of_stream") -> Transition:
         """A recorded source reached its end (or could not be read any further)."""
@@ -181,9 +188,10 @@ class StreamStateMachine:
     # -- internals -------------------------------------------------------------
     def _retry_later(self, now: float, state: StreamState, reason: str, error: str) -> Transition:
         self.attempts += 1
+        self.failed_opens += 1
         limit = self.policy.max_attempts
-        if limit is not None and self.attempts >= limit:
-            detail = f"{error} (gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
+        if limit is not None and self.failed_opens >= limit:
+            detail = f"{error} (gave up after {self.failed_opens} attempt{'s' if self.failed_opens != 1 else ''})"
             self.last_error = detail
             return self._move(StreamState.FAILED, "attempts_exhausted", now, detail)
         delay = self.policy.backoff.delay(self.attempts, self._rng)

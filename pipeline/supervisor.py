@@ -73,17 +73,10 @@ from pipeline.control import (
     encode,
 )
 from pipeline.limits import MachineFacts, check_worker_counts, machine_facts
-from pipeline.metrics import (
-    MULTIPROC_ENV,
-    StageMetrics,
-    SupervisorMetrics,
-    build_registry,
-    mark_process_dead,
-    read_stream_counters,
-)
+from pipeline.metrics import MULTIPROC_ENV, build_registry, mark_process_dead, read_stream_counters
 from pipeline.outputs import OutputError, prepare_output
 from pipeline.restart import RestartPolicy, StageRestarts
-from pipeline.stream_state import STATES, StreamState
+from pipeline.stream_state import StreamState
 from pipeline.stream_table import StreamEntry, StreamRequestError, StreamTable
 from pipeline.uri import SourceKind, UriError, classify, redact
 
@@ -171,6 +164,8 @@ class Supervisor:
         self._ready_announced = False
         self._stop_deadline: float | None = None
         self._registry = None
+        self._extra_drops: dict[tuple[str, str], int] = {}  # frames known lost with a dead stage
+        self._stream_states: dict[str, str] = {}
         self.metrics_url: str | None = None
         self.control_url: str | None = None
         restart = config.supervision
@@ -279,9 +274,7 @@ class Supervisor:
         servers: list = []
         self._run_dir, self._metrics_dir = run_dir, metrics_dir
         try:
-            self._registry = build_registry(metrics_dir)
-            self._own_metrics = SupervisorMetrics.create()
-            self._drop_metrics = StageMetrics.create()
+            self._registry = build_registry(metrics_dir, self._metrics_state)
             servers = self._start_servers()
             self._control = context.socket(zmq.ROUTER)
             self._control.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -357,7 +350,7 @@ class Supervisor:
 
     def _define_stages(self, head: HeadConfig, onnx_path: str | None, run_dir: Path) -> None:
         cfg = self.config
-        base = {"control_endpoint": self._control_endpoint, "parent_pid": os.getpid(),
+        base = {"control_endpoint": self._control_endpoint, "parent_pid": os.getpid(), "run_dir": str(run_dir),
                 "log_level": cfg.logging.level, "high_water_mark": cfg.transport.high_water_mark}
         temporal_endpoint = f"ipc://{run_dir}/temporal"
         embed_endpoints = [f"ipc://{run_dir}/embed-{i}" for i in range(cfg.engine.workers)]
@@ -375,6 +368,7 @@ class Supervisor:
                 **base, "worker": i, "max_batch_size": cfg.engine.max_batch_size,
                 "max_wait_s": cfg.engine.max_wait_ms / 1000, "backend": cfg.engine.backend, "onnx_path": onnx_path,
                 "threads": cfg.engine.threads, "in_endpoint": endpoint, "out_endpoint": temporal_endpoint,
+                "max_frames_per_s": cfg.engine.max_frames_per_s,
             })
         for i in range(cfg.capture.workers):
             self._add_stage(f"capture:{i}", "capture", {
@@ -413,7 +407,6 @@ class Supervisor:
         stage.failed = None
         stage.restart_at = None
         stage.last_seen = self._clock()
-        self._own_metrics.stages_up.labels(stage.kind).inc()
         logger.debug("started %s (pid %d)", stage.name, process.pid)
 
     def _temporal_restart_settings(self) -> dict:
@@ -439,7 +432,6 @@ class Supervisor:
     def _reap(self, stage: _Stage) -> None:
         stage.exited = True
         stage.ready = False
-        self._own_metrics.stages_up.labels(stage.kind).dec()
         mark_process_dead(stage.process.pid, self._metrics_dir)
 
     def _send(self, stage: _Stage, message: object) -> bool:
@@ -561,7 +553,6 @@ class Supervisor:
         if not decision.restart:
             self._give_up(stage, decision.reason, fatal)
             return
-        self._own_metrics.stage_restarts.labels(stage.name).inc()
         stage.restart_at = now + decision.delay_s
         logger.error("%s died (%s); restarting it in %.1f s", stage.name, error, decision.delay_s)
         if stage.kind == "capture":
@@ -724,8 +715,14 @@ class Supervisor:
                 future.set_exception(exc)
 
     def _set_state_gauge(self, entry: StreamEntry) -> None:
-        for state in STATES:
-            self._own_metrics.stream_state.labels(entry.name, state).set(1 if state == entry.state else 0)
+        self._stream_states[entry.name] = entry.state
+
+    def _metrics_state(self):
+        """What the supervisor's collector exports at each scrape (read from the scrape's thread)."""
+        stages_up: dict[str, int] = {}
+        for stage in list(self._stages.values()):
+            stages_up[stage.kind] = stages_up.get(stage.kind, 0) + (1 if stage.alive else 0)
+        return dict(self._stream_states), dict(self._restarts.total), stages_up, dict(self._extra_drops)
 
     def _row(self, entry: StreamEntry) -> dict:
         return {
@@ -762,7 +759,7 @@ class Supervisor:
             if lost > 0:
                 # Sent, but neither scored nor counted downstream: it was inside a stage that died.
                 row["dropped"]["stage_crash"] = row["dropped"].get("stage_crash", 0) + lost
-                self._drop_metrics.frames_dropped.labels(entry.name, "stage_crash").inc(lost)
+                self._extra_drops[(entry.name, "stage_crash")] = lost
             timing = temporal.get(entry.name, {})
             row["step_rate_hz"] = timing.get("step_rate_hz")
             row["latency_p50_s"] = timing.get("latency_p50_s")

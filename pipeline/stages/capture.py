@@ -242,6 +242,7 @@ class FrameSender(threading.Thread):
         self.wake = threading.Event()
         self._stop_when_empty = threading.Event()
         self.error: BaseException | None = None
+        self._turn = 0  # who goes first rotates, so no stream owns the free slots
 
     def attach(self, outbox: StreamOutbox) -> None:
         with self._registry_lock:
@@ -266,6 +267,9 @@ class FrameSender(threading.Thread):
                 outboxes = list(self._outboxes.values())
                 for name in [o.stream for o in outboxes if o.finished]:
                     del self._outboxes[name]
+            if outboxes:
+                self._turn = (self._turn + 1) % len(outboxes)
+                outboxes = outboxes[self._turn:] + outboxes[:self._turn]
             sent = blocked = 0
             for outbox in outboxes:
                 result = self._send_one(outbox)
@@ -445,7 +449,7 @@ class StreamRunner(threading.Thread):
             logger.warning(
                 "stream %s: the source runs at %.2f frames/s, slower than the model's %.2f steps/s; "
                 "each frame becomes a step and steps are %.2f s apart instead of %.2f s",
-                self.spec.stream, reader.fps, self.s.step_rate, self.s.step_rate, 1 / reader.fps, 1 / self.s.step_rate,
+                self.spec.stream, reader.fps, self.s.step_rate, 1 / reader.fps, 1 / self.s.step_rate,
             )
         return reader
 
@@ -615,9 +619,10 @@ class CaptureStage:
                 self._link.send(Heartbeat(self.s.stage, self._stream_progress()))
                 next_heartbeat = now + HEARTBEAT_S
             if self._parent is not None and not self._parent.parent_alive():
+                # Nobody is left to drain to: stop now, leaving blocked threads to die with the process.
                 logger.error("%s: the supervisor is gone; stopping", self.s.stage)
                 self._stop_all("stopped")
-                self._stopping = True
+                return {"streams": self._stream_progress(), "orphaned": True}
             if self._stopping and not self._runners:
                 break
         self._sender.finish()

@@ -33,6 +33,7 @@ class EmbedSettings:
     max_batch_size: int
     max_wait_s: float
     drain_idle_s: float = 0.3
+    max_frames_per_s: float = 0.0  # 0: as fast as the engine goes
     # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
     stage: str = "embed:0"
     backend: str = "onnxruntime"
@@ -73,9 +74,11 @@ class EmbedWorker:
         metrics=None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.s = settings
         self._engine = engine
+        self._sleep = sleep
         self._in = frames_in
         self._out = embeddings_out
         self._metrics = metrics
@@ -125,6 +128,8 @@ class EmbedWorker:
         if with_pixels:
             out = self._engine.embed(np.stack([p.pixels for p in with_pixels]))
             embedding, stats = out.embedding, out.stats
+            if self.s.max_frames_per_s > 0:
+                self._sleep(max(0.0, started + len(with_pixels) / self.s.max_frames_per_s - self._wall()))
         done = self._wall()
         row = 0
         for item in batch:

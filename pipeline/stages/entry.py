@@ -82,8 +82,15 @@ def main(argv: list[str]) -> int:
             traceback.print_exc(file=sys.stderr)  # a bug or a machine fault: keep the trace
         code = 1
     finally:
-        link.close()
+        orphaned = not parent.parent_alive()
+        # With the supervisor gone nobody is left to drain to: drop what is queued rather than wait on it.
+        link.close(linger=0 if orphaned else None)
         context.term()
+        if orphaned and settings.get("run_dir"):
+            # The supervisor was killed and cannot clean up: the last stage out removes the run's sockets.
+            import shutil
+
+            shutil.rmtree(settings.get("run_dir", ""), ignore_errors=True)
     return code
 
 
@@ -109,7 +116,7 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
     try:
         return CaptureStage(s, link, socket, StageMetrics.create(), parent).run()
     finally:
-        socket.close()
+        socket.close(linger=None if parent.parent_alive() else 0)
 
 
 def _run_embed(settings: dict, link, parent, context) -> dict:
@@ -132,8 +139,9 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
     try:
         tally = EmbedWorker(s, engine, frames_in, out, StageMetrics.create()).run(link, parent)
     finally:
-        frames_in.close()
-        out.close()
+        linger = None if parent.parent_alive() else 0
+        frames_in.close(linger=linger)
+        out.close(linger=linger)
         engine.close()
     return {"worker": s.worker, "engine": engine.name, **tally.__dict__}
 
@@ -181,5 +189,5 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
         if scores is not None:
             scores.close()
         events.close()
-        embeddings_in.close()
+        embeddings_in.close(linger=None if parent.parent_alive() else 0)
     return {"streams": summary}

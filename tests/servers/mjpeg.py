@@ -12,13 +12,15 @@ import cv2
 BOUNDARY = "frameboundary"
 
 
-def _jpeg_frames(video: Path, limit: int) -> list[bytes]:
+def _jpeg_frames(video: Path, limit: int, sizes: list[tuple[int, int]] | None) -> list[bytes]:
     capture = cv2.VideoCapture(str(video))
     frames = []
     while len(frames) < limit:
         ok, image = capture.read()
         if not ok:
             break
+        if sizes:  # the camera changes resolution every len(frames) // len(sizes) frames
+            image = cv2.resize(image, sizes[len(frames) * len(sizes) // limit])
         frames.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
     capture.release()
     if not frames:
@@ -27,22 +29,30 @@ def _jpeg_frames(video: Path, limit: int) -> list[bytes]:
 
 
 class MjpegServer:
-    """Serves ``video``'s frames at ``fps`` on http://127.0.0.1:PORT/stream.mjpg, then closes the stream."""
+    """Serves ``video``'s frames at ``fps`` on http://127.0.0.1:PORT/stream.mjpg (any other path: 404).
 
-    def __init__(self, video: Path, fps: float = 25.0, limit: int = 250) -> None:
-        frames = _jpeg_frames(video, limit)
+    Each connection gets the frames once and is closed, or forever with ``loop``.
+    ``sizes`` makes the stream change resolution part-way, as a reconfigured camera does.
+    """
+
+    def __init__(self, video: Path, fps: float = 25.0, limit: int = 250, loop: bool = False,
+                 sizes: list[tuple[int, int]] | None = None) -> None:
+        frames = _jpeg_frames(video, limit, sizes)
         period = 1.0 / fps
+        stopping = self._stopping = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path != "/stream.mjpg":
+                if self.path.split("?")[0] != "/stream.mjpg":
                     self.send_error(404)
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.end_headers()
                 start = time.monotonic()
-                for i, jpeg in enumerate(frames):
+                i = 0
+                while not stopping.is_set() and (loop or i < len(frames)):
+                    jpeg = frames[i % len(frames)]
                     delay = start + i * period - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
@@ -53,12 +63,15 @@ class MjpegServer:
                         )
                     except (BrokenPipeError, ConnectionResetError):
                         return
+                    i += 1
 
             def log_message(self, *args) -> None:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/stream.mjpg"
+        self._server.daemon_threads = True
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
         self.frames = len(frames)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -67,5 +80,6 @@ class MjpegServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
