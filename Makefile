@@ -13,8 +13,11 @@ TORCH_PIN ?= torch==2.13.0
 .PHONY: setup system-deps models run test test-all evaluate clean
 
 # Debian packages the tests need: GStreamer's RTSP server (a real RTSP peer for
-# the live-source tests), run under the system Python's GObject bindings.
-SYSTEM_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base python3-gi
+# the live-source tests, run under the system Python's GObject bindings; -bad
+# brings openh264 for the endless live camera), and ffmpeg/ffprobe (damaged,
+# cut and variable-frame-rate test files, and an independent reader of their times).
+SYSTEM_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-bad python3-gi ffmpeg
 
 setup: $(STAMP)
 

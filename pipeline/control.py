@@ -42,8 +42,10 @@ class AddStream:
     buffer_frames: int
     reconnect: dict[str, Any]  # Backoff fields and max_attempts
     image_fps: float | None = None
-    # After a capture process restart: the stream time its last step was sent at.
+    # After a capture process restart: a replay skips what was sent up to this stream time...
     resume_after_t: float | None = None
+    # ...and a live stream's time continues from here instead of 0.
+    start_t: float | None = None
     start_reason: str = "open"
 
 

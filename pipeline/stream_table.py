@@ -47,6 +47,7 @@ class StreamEntry:
     reason: str = "starting"
     error: str = ""
     last_t: float | None = None
+    last_t_at: float | None = None  # the supervisor's monotonic time when last_t was reported
     resume_after_t: float | None = None
     start_reason: str = "open"
     removing: bool = False
@@ -115,10 +116,18 @@ class StreamTable:
             entry.error = error
         return entry
 
-    def progress(self, name: str, generation: int, last_t: float | None) -> None:
+    def progress(self, name: str, generation: int, last_t: float | None, now: float) -> None:
         entry = self._entries.get(name)
         if entry is not None and generation == entry.generation and last_t is not None:
-            entry.last_t = last_t
+            entry.last_t, entry.last_t_at = last_t, now
+
+    @staticmethod
+    def start_time(entry: StreamEntry, now: float) -> float | None:
+        """Where a live stream's time resumes in a new capture process: after every step the dead one
+        may have sent (it ran at most until now), so stream time never goes back."""
+        if not entry.live or entry.last_t is None or entry.last_t_at is None:
+            return None
+        return entry.last_t + max(0.0, now - entry.last_t_at)
 
     def reassign(self, worker: str) -> list[StreamEntry]:
         """``worker``'s process died: its unfinished streams start a new generation on its successor."""

@@ -491,7 +491,7 @@ class Supervisor:
         elif isinstance(message, Heartbeat):
             if stage.kind == "capture":
                 for name, info in message.streams.items():
-                    self.table.progress(name, info.get("generation", -1), info.get("last_t"))
+                    self.table.progress(name, info.get("generation", -1), info.get("last_t"), self._clock())
             elif stage.kind == "temporal":
                 self._open_actions = message.streams
                 if failing := message.detail.get("failing_outputs"):
@@ -700,7 +700,9 @@ class Supervisor:
             stale_after_s=policy.stale_after_s, buffer_frames=cfg.live.buffer_frames,
             reconnect={"initial_s": backoff.initial_s, "max_s": backoff.max_s, "multiplier": backoff.multiplier,
                        "jitter": backoff.jitter, "max_attempts": policy.max_attempts},
-            image_fps=source.image_fps, resume_after_t=entry.resume_after_t, start_reason=entry.start_reason,
+            image_fps=source.image_fps, resume_after_t=entry.resume_after_t,
+            start_t=self.table.start_time(entry, self._clock()) if entry.start_reason == "restart" else None,
+            start_reason=entry.start_reason,
         )
 
     def _serve_requests(self) -> None:

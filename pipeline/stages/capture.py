@@ -361,7 +361,8 @@ class StreamRunner(threading.Thread):
         backoff = Backoff(**{k: spec.reconnect[k] for k in ("initial_s", "max_s", "multiplier", "jitter")})
         policy = ReconnectPolicy(backoff, spec.reconnect.get("max_attempts"), spec.stale_after_s)
         self.machine = StreamStateMachine(spec.stream, spec.live, policy, rng or random.Random(), clock())
-        self._origin = clock()  # live stream time counts from here, across reconnects
+        # Live stream time counts from here, across reconnects (and across a restart of this process).
+        self._origin = clock() - (spec.start_t or 0.0)
         self._sequence = 0
         self._next_start_reason = spec.start_reason
         self._t_offset = 0.0

@@ -1,13 +1,13 @@
 """A real RTSP server (GStreamer's gst-rtsp-server), run under the system Python, which has
 Debian's GObject bindings (installed by `make system-deps`):
 
-    /usr/bin/python3 tests/servers/rtsp_server.py PORT --file CLIP.mp4
+    /usr/bin/python3 tools/cameras/rtsp_server.py PORT --file CLIP.mp4
         rtsp://127.0.0.1:PORT/clip  re-streams the MP4's H.264 as is, once, in real time
-    /usr/bin/python3 tests/servers/rtsp_server.py PORT --frames DIR [--fps 25]
+    /usr/bin/python3 tools/cameras/rtsp_server.py PORT --frames DIR [--fps 25]
         rtsp://127.0.0.1:PORT/cam   a live camera that never ends: DIR's JPEG frames
                                     (00000.jpg, ...) in a loop, encoded live to H.264
 
-Prints "ready" once listening. ``RtspServer`` (tests/servers/__init__.py) runs it
+Prints "ready" once listening. ``RtspServer`` (tools/cameras/__init__.py) runs it
 from a test, and can stop and restart it on the same port.
 """
 

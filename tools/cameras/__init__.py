@@ -1,4 +1,6 @@
-"""Real servers on loopback for the live-source tests: RTSP (GStreamer), HTTP MJPEG, and misbehaving ones."""
+"""Simulated cameras on loopback, real servers all: GStreamer's RTSP server (a file re-streamed,
+or an endless live H.264 camera), an HTTP MJPEG server, and misbehaving ones (a server that
+accepts and never sends, a closed port). The live-source tests and ``tools.soak`` use them."""
 
 from __future__ import annotations
 
