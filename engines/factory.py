@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines.base import EmbeddingEngine, EngineError, EngineUnavailableError
+
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ONNX_PATH = REPO_ROOT / "build" / "models" / "efficientnet_lite0.onnx"
@@ -48,7 +51,10 @@ def choose_engine(onnx_path: Path | None = None, threads: int = 0) -> EngineChoi
     skipped: list[str] = []
     for backend in BACKENDS:
         try:
-            return EngineChoice(create_engine(backend, onnx_path, threads), tuple(skipped))
+            engine = create_engine(backend, onnx_path, threads)
         except EngineUnavailableError as exc:
             skipped.append(f"{backend}: {exc}")
+            continue
+        logger.info("engine auto: chose %s%s", engine.name, f" (skipped {'; '.join(skipped)})" if skipped else "")
+        return EngineChoice(engine, tuple(skipped))
     raise EngineUnavailableError("no embedding backend can run here: " + "; ".join(skipped))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.spec import file_sha256
 
 # Bump when sampling or frame preparation changes: older caches are then stale.
 EXTRACTION_REVISION = 2

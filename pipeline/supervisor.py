@@ -27,8 +27,9 @@ then the temporal worker. Nothing read is lost, and the whole drain is
 bounded by ``supervision.stop_timeout_s``.
 
 Exit status (:attr:`RunSummary.exit_code`): 0 when the run did its job (or
-was stopped) and no stream failed; 1 when a stage could not run or every
-stream failed; 3 when it finished with some streams failed.
+was stopped and drained) and no stream failed; 1 when a stage could not run,
+every stream failed, or a second stop request cut the drain short; 3 when it
+finished with some streams failed.
 """
 
 from __future__ import annotations
@@ -505,19 +506,31 @@ class Supervisor:
             logger.log(logging.DEBUG if message.fatal else logging.ERROR, "%s failed: %s", stage.name, message.error)
 
     def _on_stage_up(self, stage: _Stage) -> None:
-        if stage.kind == "capture":
-            if self._phase >= Phase.STOPPING_CAPTURE:
-                self._send(stage, StopReading())
-                return
-            for entry in self.table.served_by(stage.name):
-                if not entry.delivered:
-                    entry.delivered = self._send(stage, self._add_message(entry))
-                if entry.removing:
-                    self._send(stage, RemoveStream(entry.name))
+        if stage.kind == "capture" and self._phase >= Phase.STOPPING_CAPTURE:
+            self._send(stage, StopReading())
         elif stage.kind == "embed" and self._phase >= Phase.DRAINING_EMBED:
             stage.drain_sent = self._send(stage, Drain())
         elif stage.kind == "temporal" and self._phase >= Phase.DRAINING_TEMPORAL:
             stage.drain_sent = self._send(stage, Drain())
+        self._deliver_streams()
+
+    def _downstream_ready(self) -> bool:
+        """Frames can be processed: the temporal worker and an embed worker are up.
+        Streams start only then, so that the first frames do not wait for an engine to load."""
+        return self._stages["temporal"].ready and any(s.ready for s in self._stages.values() if s.kind == "embed")
+
+    def _deliver_streams(self) -> None:
+        """Hand every stream not yet served by its worker's current process to that process."""
+        if self._phase is not Phase.RUNNING or not self._downstream_ready():
+            return
+        for stage in self._stages.values():
+            if stage.kind != "capture" or not stage.ready:
+                continue
+            for entry in self.table.served_by(stage.name):
+                if not entry.delivered:
+                    entry.delivered = self._send(stage, self._add_message(entry))
+                    if entry.removing:
+                        self._send(stage, RemoveStream(entry.name))
 
     def _check_processes(self, now: float) -> None:
         for stage in self._stages.values():
@@ -611,8 +624,9 @@ class Supervisor:
         if self._phase is Phase.DONE:
             return
         if self._hurry.is_set():
-            logger.warning("stopping without draining (second stop request)")
+            logger.warning("stopping without draining (second stop request): frames in flight are lost")
             self._interrupted = True
+            self._failure = "stopped without draining (a second stop request): frames in flight were lost"
             self._stop_now()
             return
         if self._phase is Phase.RUNNING:
@@ -670,10 +684,8 @@ class Supervisor:
         if from_api and kind in (SourceKind.FILE, SourceKind.FOLDER):
             _check_recorded_source(source)
         entry = self.table.add(name, source, live, self._capture_names())
-        worker = self._stages[entry.worker]
         self._set_state_gauge(entry)
-        if worker.ready and self._phase is Phase.RUNNING:
-            entry.delivered = self._send(worker, self._add_message(entry))
+        self._deliver_streams()
         if from_api:
             logger.info("stream %s added (%s) on %s", name, redact(source.uri), entry.worker)
         return self._row(entry)
@@ -681,7 +693,11 @@ class Supervisor:
     def _remove_stream(self, name: str) -> dict:
         entry = self.table.mark_removing(name)
         worker = self._stages.get(entry.worker or "")
-        if worker is not None and worker.ready:
+        if not entry.delivered:
+            # Never handed to a capture process: nothing was read, nothing to end but the entry.
+            entry.state, entry.reason = StreamState.ENDED.value, "removed"
+            self._set_state_gauge(entry)
+        elif worker is not None and worker.ready:
             self._send(worker, RemoveStream(name))
         logger.info("stream %s: removal requested", name)
         return self._row(entry)

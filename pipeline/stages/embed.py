@@ -87,6 +87,7 @@ class EmbedWorker:
         self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(settings.max_batch_size, settings.max_wait_s)
         self.tally = EmbedTally()
         self._malformed_logged = 0
+        self._paused_until = 0.0
 
     def _malformed(self, exc: Exception) -> None:
         """A message that is not a frame: count it, say so (not a thousand times), keep serving."""
@@ -128,9 +129,10 @@ class EmbedWorker:
         if with_pixels:
             out = self._engine.embed(np.stack([p.pixels for p in with_pixels]))
             embedding, stats = out.embedding, out.stats
-            if self.s.max_frames_per_s > 0:
-                self._sleep(max(0.0, started + len(with_pixels) / self.s.max_frames_per_s - self._wall()))
         done = self._wall()
+        if with_pixels and self.s.max_frames_per_s > 0:
+            # Throttled: take no new batch before this batch's share of time is over.
+            self._paused_until = self._clock() + max(0.0, started + len(with_pixels) / self.s.max_frames_per_s - done)
         row = 0
         for item in batch:
             h = item.header
@@ -171,6 +173,9 @@ class EmbedWorker:
             if parent is not None and not parent.parent_alive():
                 logger.error("%s: the supervisor is gone; stopping", self.s.stage)
                 break
+            if now < self._paused_until:
+                self._sleep(min(0.05, self._paused_until - now))
+                continue
             due = self._batcher.time_until_due(now)
             got = self._receive(0.05 if due is None else min(due, 0.05))
             now = self._clock()
