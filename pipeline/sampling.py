@@ -33,6 +33,13 @@ class StepSampler:
         self._next_due = start_t
         self._last_t = -math.inf
 
+    def resume_after(self, t: float) -> None:
+        """Continue a sampling whose last step was the frame at ``t`` (taken by another process):
+        the next step is the first frame at or after the grid point following it."""
+        period = 1.0 / self.step_rate
+        self._next_due = (math.floor((t + _TOLERANCE_S) / period) + 1) * period
+        self._last_t = -math.inf
+
     def accept(self, t: float) -> bool:
         """True when the frame at stream time ``t`` is the next step."""
         if t < self._last_t:

@@ -542,7 +542,7 @@ class Supervisor:
                     logger.error("%s sent nothing for %.0f s: killing it", stage.name, now - stage.last_seen)
                     stage.process.kill()
                 continue
-            self._receive(0)  # its last words (StageDone / StageFailed) may be waiting
+            self._receive(0.1)  # its last words (StageDone, StageFailed, a last report) may still be on the way
             self._reap(stage)
             if stage.done and code == 0:
                 logger.debug("%s finished", stage.name)

@@ -262,3 +262,4 @@ def test_an_end_marker_is_skipped_when_nothing_of_its_sequence_was_sent(socket_p
     sender.finish()
     sender.join(5)
     assert [(h.seq, h.flags, h.reason) for h in headers] == [(0, int(Flags.START), "reconnect"), (1, int(Flags.END), "removed")]
+

@@ -60,3 +60,15 @@ def test_timestamps_going_backwards_are_an_error():
 def test_bad_rate_rejected(rate):
     with pytest.raises(ValueError, match="step_rate"):
         StepSampler(rate)
+
+
+def test_a_resumed_sampling_takes_exactly_the_steps_an_unbroken_one_takes():
+    """A replay resumed by a new capture process after the step at t: the same steps follow."""
+    frames = [i / 30 for i in range(300)]  # 30 fps
+    whole = StepSampler(4.0)
+    steps = [t for t in frames if whole.accept(t)]
+    for cut in (3, 10, 17):  # resume after the cut-th step
+        resumed = StepSampler(4.0)
+        resumed.resume_after(steps[cut])
+        after = [t for t in frames if t > steps[cut] and resumed.accept(t)]
+        assert after == steps[cut + 1:]

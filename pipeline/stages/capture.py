@@ -495,6 +495,10 @@ class StreamRunner(threading.Thread):
         resume_after = self._resume_after_t if not self.spec.loop else None
         if self._resume_after_t is not None and self.spec.loop:
             self._t_offset = self._resume_after_t + 1.0 / self.s.step_rate
+        if resume_after is not None:
+            # Continue the step grid of the process that died, so a resumed replay takes exactly
+            # the steps it would have taken (the first frame at or after each k / step_rate).
+            sampler.resume_after(resume_after)
         self._resume_after_t = None
         decode_errors = reader.decode_errors
         first_seen: tuple[float, float] | None = None

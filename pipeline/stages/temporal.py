@@ -18,9 +18,9 @@ generation may repeat steps already scored: they are dropped
 (``stage_crash``) rather than scored twice.
 
 A restarted temporal worker (its predecessor died, and with it every
-stream's GRU state) closes the actions its predecessor reported open
-(reason ``restart``), and streams then start new sequences (counted as
-``state_lost``).
+stream's GRU state) closes the actions its predecessor reported open (it
+reports them whenever they change; reason ``restart``), and streams then
+start new sequences (counted as ``state_lost``).
 """
 
 from __future__ import annotations
@@ -136,6 +136,8 @@ class TemporalWorker:
         self._positions: dict[str, _StreamPosition] = {}
         self._upstream_lost_at: float | None = None
         self._malformed_logged = 0
+        self._link: StageLink | None = None
+        self._actions_changed = False
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
 
     # -- intake ----------------------------------------------------------------
@@ -226,6 +228,7 @@ class TemporalWorker:
     # -- stepping --------------------------------------------------------------
     def _emit(self, events: list[ActionEvent]) -> None:
         for event in events:
+            self._actions_changed = True
             self._events.emit(event)
             self.tallies[event.stream].events += 1
             if self._metrics:
@@ -279,7 +282,15 @@ class TemporalWorker:
             self._metrics.batch_size.labels("temporal").observe(len(batch))
             self._metrics.stage_latency.labels("temporal").observe(now_wall - started)
             self._metrics.active_streams.set(len(self._table.active_streams))
+        self._report_open_actions()
         return len(batch)
+
+    def _report_open_actions(self) -> None:
+        """Tell the supervisor at once when the open actions change: if this process dies, its
+        successor ends exactly those (a periodic report would miss the ones started since)."""
+        if self._actions_changed and self._link is not None:
+            self._link.send(self._heartbeat())
+            self._actions_changed = False
 
     def _after_step(self, header: EmbeddingHeader, out, now_wall: float) -> None:
         stream = header.stream
@@ -348,6 +359,7 @@ class TemporalWorker:
                                                      self._scores.failing if self._scores else [])})
 
     def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> dict[str, dict]:
+        self._link = link
         self.close_orphaned_actions()
         draining = False
         idle_since: float | None = None
