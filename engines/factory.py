@@ -25,10 +25,11 @@ class EngineChoice:
     reasons_skipped: tuple[str, ...]
 
 
-def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, threads: int = 0) -> EmbeddingEngine:
+def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, threads: int = 0,
+                  spinning: bool = True) -> EmbeddingEngine:
     """Build one backend; raises EngineUnavailableError if it cannot run on this machine."""
     if backend == "auto":
-        return choose_engine(onnx_path=onnx_path, threads=threads).engine
+        return choose_engine(onnx_path=onnx_path, threads=threads, spinning=spinning).engine
     if backend not in BACKENDS:
         raise EngineError(f"unknown engine backend {backend!r}; choose one of {('auto',) + BACKENDS}")
     if backend.startswith("onnxruntime"):
@@ -37,7 +38,7 @@ def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, t
 
         path = onnx_path or ensure_onnx(DEFAULT_ONNX_PATH)
         providers = ("CUDAExecutionProvider",) if backend == "onnxruntime-cuda" else ("CPUExecutionProvider",)
-        return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads)
+        return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads, allow_spinning=spinning)
     from engines.torch_engine import TorchEngine
 
     if threads:
@@ -47,11 +48,11 @@ def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, t
     return TorchEngine(device="cuda" if backend == "torch-cuda" else "cpu")
 
 
-def choose_engine(onnx_path: Path | None = None, threads: int = 0) -> EngineChoice:
+def choose_engine(onnx_path: Path | None = None, threads: int = 0, spinning: bool = True) -> EngineChoice:
     skipped: list[str] = []
     for backend in BACKENDS:
         try:
-            engine = create_engine(backend, onnx_path, threads)
+            engine = create_engine(backend, onnx_path, threads, spinning)
         except EngineUnavailableError as exc:
             skipped.append(f"{backend}: {exc}")
             continue

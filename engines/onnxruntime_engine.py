@@ -18,6 +18,7 @@ class OnnxRuntimeEngine:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_threads: int = 0,
         spec: BackboneSpec = EFFICIENTNET_LITE0,
+        allow_spinning: bool = True,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -33,6 +34,10 @@ class OnnxRuntimeEngine:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        if not allow_spinning:
+            # Idle intra-op threads sleep instead of spinning: with other processes on the same
+            # cores (decoders, the temporal worker), spinning only takes CPU from them.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=list(providers))
         self._providers = tuple(providers)

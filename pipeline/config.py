@@ -112,12 +112,19 @@ class ReplayConfig(_Model):
 
 class CaptureConfig(_Model):
     workers: int = Field(default=1, ge=1, le=64, description="capture processes; each serves many streams on threads")
+    decoder_threads: int = Field(
+        default=1, ge=0, le=64,
+        description="FFmpeg threads per stream (0: FFmpeg's choice); streams already decode in parallel",
+    )
 
 
 class EngineConfig(_Model):
     backend: Literal[("auto",) + BACKENDS] = "onnxruntime"  # type: ignore[valid-type]
     onnx_path: Path | None = None
-    threads: int = Field(default=0, ge=0, le=256)
+    threads: int = Field(default=0, ge=0, le=256, description="intra-op threads per engine (0: the backend's default)")
+    spinning: bool = Field(
+        default=False, description="ONNX Runtime's idle threads spin: faster alone, slower beside decoders"
+    )
     workers: int = Field(default=1, ge=1, le=64, description="embed worker processes")
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_wait_ms: float = Field(default=20.0, ge=0.0, le=10_000.0)
@@ -129,6 +136,7 @@ class EngineConfig(_Model):
 
 class TemporalConfig(_Model):
     capacity: int = Field(default=256, ge=1, le=100_000, description="streams held at once")
+    threads: int = Field(default=1, ge=1, le=256, description="PyTorch threads for the GRU (its matrices are small)")
     idle_timeout_s: float = Field(default=30.0, gt=0.0)
     reorder_window: int = Field(default=64, ge=0, le=100_000, description="frames held per stream (live sources)")
     reorder_timeout_s: float = Field(default=2.0, gt=0.0, description="wait for a missing frame (live sources)")

@@ -77,9 +77,10 @@ class VideoFileReader:
 
     is_live = False
 
-    def __init__(self, path: Path, max_consecutive_failures: int = MAX_CONSECUTIVE_READ_FAILURES) -> None:
+    def __init__(self, path: Path, max_consecutive_failures: int = MAX_CONSECUTIVE_READ_FAILURES,
+                 decoder_threads: int = 0) -> None:
         self._path = path
-        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, decoder_threads])
         if not self._capture.isOpened():
             self._capture.release()
             raise SourceOpenError(f"{path}: OpenCV cannot open it: {_what_the_file_looks_like(path)}", True)
@@ -240,6 +241,7 @@ def open_source(
     read_timeout_s: float = 10.0,
     origin: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    decoder_threads: int = 0,
 ) -> FrameReader:
     """Open a source; raises SourceOpenError (saying whether retrying can help) when it cannot be used."""
     if isinstance(source, str):
@@ -249,7 +251,7 @@ def open_source(
         capture = cv2.VideoCapture(
             uri, cv2.CAP_FFMPEG,
             [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)],
+             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000), cv2.CAP_PROP_N_THREADS, decoder_threads],
         )
         if not capture.isOpened():
             capture.release()
@@ -282,4 +284,4 @@ def open_source(
         raise SourceOpenError(f"{uri}: not a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of images", True)
     if path.stat().st_size == 0:
         raise SourceOpenError(f"{uri}: the file is empty (0 bytes)", True)
-    return VideoFileReader(path)
+    return VideoFileReader(path, decoder_threads=decoder_threads)

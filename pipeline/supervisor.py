@@ -368,13 +368,15 @@ class Supervisor:
             self._add_stage(f"embed:{i}", "embed", {
                 **base, "worker": i, "max_batch_size": cfg.engine.max_batch_size,
                 "max_wait_s": cfg.engine.max_wait_ms / 1000, "backend": cfg.engine.backend, "onnx_path": onnx_path,
-                "threads": cfg.engine.threads, "in_endpoint": endpoint, "out_endpoint": temporal_endpoint,
+                "threads": cfg.engine.threads, "spinning": cfg.engine.spinning, "in_endpoint": endpoint,
+                "out_endpoint": temporal_endpoint,
                 "max_frames_per_s": cfg.engine.max_frames_per_s,
             })
         for i in range(cfg.capture.workers):
             self._add_stage(f"capture:{i}", "capture", {
                 **base, "embed_endpoints": embed_endpoints, "width": head.backbone.input_width,
                 "height": head.backbone.input_height, "step_rate": head.step_rate_hz,
+                "decoder_threads": cfg.capture.decoder_threads,
             })
 
     def _add_stage(self, name: str, kind: str, settings: dict) -> None:
@@ -542,7 +544,8 @@ class Supervisor:
                     logger.error("%s sent nothing for %.0f s: killing it", stage.name, now - stage.last_seen)
                     stage.process.kill()
                 continue
-            self._receive(0.1)  # its last words (StageDone, StageFailed, a last report) may still be on the way
+            if not stage.done:
+                self._receive(0.1)  # its last words (StageFailed, a last report) may still be on the way
             self._reap(stage)
             if stage.done and code == 0:
                 logger.debug("%s finished", stage.name)
@@ -782,6 +785,8 @@ class Supervisor:
             row["step_rate_hz"] = timing.get("step_rate_hz")
             row["latency_p50_s"] = timing.get("latency_p50_s")
             row["latency_p99_s"] = timing.get("latency_p99_s")
+            row["first_step_wall"] = timing.get("first_step_wall")
+            row["last_step_wall"] = timing.get("last_step_wall")
             summary.streams[entry.name] = row
         summary.engines = sorted({s.result.get("engine", "") for s in self._stages.values()
                                   if s.kind == "embed" and s.result.get("engine")})

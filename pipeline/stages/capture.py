@@ -76,6 +76,7 @@ class CaptureSettings:
     height: int
     step_rate: float
     parent_pid: int
+    decoder_threads: int = 1
 
 
 class ReplayPacer:
@@ -440,6 +441,7 @@ class StreamRunner(threading.Thread):
             reader = self._opener(
                 self._source, image_fps=self.spec.image_fps, open_timeout_s=self.spec.open_timeout_s,
                 read_timeout_s=self.spec.stale_after_s, origin=self._origin, clock=self._clock,
+                decoder_threads=self.s.decoder_threads,
             )
         except SourceOpenError as exc:
             self._transition(self.machine.open_failed(self._clock(), str(exc), exc.permanent))
@@ -478,7 +480,8 @@ class StreamRunner(threading.Thread):
                 self._next_start_reason = "loop"
                 reader.close()
                 try:
-                    reader = self._opener(self._source, image_fps=self.spec.image_fps)
+                    reader = self._opener(self._source, image_fps=self.spec.image_fps,
+                                          decoder_threads=self.s.decoder_threads)
                 except SourceOpenError as exc:
                     self._transition(self.machine.failed(self._clock(), f"cannot reopen for the next loop: {exc}"))
                     return

@@ -32,13 +32,15 @@ class EmbedSettings:
     worker: int
     max_batch_size: int
     max_wait_s: float
-    drain_idle_s: float = 0.3
+    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
+    drain_idle_s: float = 0.1
     max_frames_per_s: float = 0.0  # 0: as fast as the engine goes
     # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
     stage: str = "embed:0"
     backend: str = "onnxruntime"
     onnx_path: str | None = None
     threads: int = 0
+    spinning: bool = False
     in_endpoint: str = ""
     out_endpoint: str = ""
     control_endpoint: str = ""

@@ -104,7 +104,7 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
         stage=settings["stage"], control_endpoint=settings["control_endpoint"],
         embed_endpoints=tuple(settings["embed_endpoints"]), high_water_mark=settings["high_water_mark"],
         width=settings["width"], height=settings["height"], step_rate=settings["step_rate"],
-        parent_pid=settings["parent_pid"],
+        parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads", 1),
     )
     socket = context.socket(zmq.PUSH)
     socket.setsockopt(zmq.SNDHWM, s.high_water_mark)
@@ -127,7 +127,7 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
     from pipeline.stages.embed import EmbedSettings, EmbedWorker
 
     s = EmbedSettings(**{k: v for k, v in settings.items() if k in EmbedSettings.__dataclass_fields__})
-    engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads)
+    engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads, spinning=s.spinning)
     logger.info("%s: engine %s", s.stage, engine.name)
     frames_in = context.socket(zmq.PULL)
     frames_in.setsockopt(zmq.RCVHWM, s.high_water_mark)
@@ -163,6 +163,9 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
     events_cfg = EventsConfig(**s.events)
     outputs_cfg = OutputsConfig(**s.outputs)
     metrics = StageMetrics.create()
+    import torch
+
+    torch.set_num_threads(temporal_cfg.threads)
     head, _ = load_head(s.model_path)
     classes = head.config.classes
     table = StreamStateTable(head, temporal_cfg.capacity, temporal_cfg.idle_timeout_s)

@@ -54,7 +54,8 @@ FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "stopped", "failed"})
 @dataclass(frozen=True)
 class TemporalSettings:
     max_batch_size: int
-    drain_idle_s: float = 0.3
+    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
+    drain_idle_s: float = 0.1
     stage: str = "temporal"
     # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
     model_path: str = ""
@@ -80,6 +81,8 @@ class StreamTally:
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     first_t: float | None = None
     last_t: float | None = None
+    first_wall: float | None = None  # when the first step was scored (time.time())
+    last_wall: float | None = None
     ended: bool = False
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES_KEPT))
 
@@ -93,6 +96,8 @@ class StreamTally:
             "step_rate_hz": (self.processed - 1) / span if span > 0 else None,
             "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
             "latency_p99_s": float(np.percentile(lat, 99)) if lat is not None else None,
+            "first_step_wall": self.first_wall,
+            "last_step_wall": self.last_wall,
         }
 
 
@@ -313,6 +318,8 @@ class TemporalWorker:
         tally.latencies.append(latency)
         tally.first_t = header.t if tally.first_t is None else tally.first_t
         tally.last_t = header.t
+        tally.first_wall = now_wall if tally.first_wall is None else tally.first_wall
+        tally.last_wall = now_wall
         self._positions[stream].last_t = header.t
         if self._metrics:
             self._metrics.steps_processed.labels(stream).inc()

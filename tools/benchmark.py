@@ -1,0 +1,526 @@
+"""The speed benchmark: every stage alone, a hand-written loop, and the whole pipeline, in one run.
+
+    python -m tools.benchmark                      # everything (about an hour on 2 cores)
+    python -m tools.benchmark --parts stages,naive,pipeline   # without the real-time capacity search
+    python -m tools.benchmark --quick              # short videos and trials: for trying a change
+
+Test video is real H.264 (libx264, camera-like bitrates, sensor noise) made
+from SynthActions streams with ffmpeg and cached in ``build/bench``:
+
+    720p25     1280x720 at 25 fps, 2 Mbit/s
+    1080p30    1920x1080 at 30 fps, 4 Mbit/s
+    360p5      640x360 at 5 fps, 512 kbit/s (the substream Frigate users give detection)
+
+Measured, on the demo model at its 4 steps/s:
+
+* decode alone: decode every frame, convert and resize the sampled ones
+  (what capture does), one decoder thread, one stream at a time;
+* the engine alone at batch 1, 2, 4, 8, 16 (its best batch is used below);
+* one batched GRU step for 1 to 256 streams;
+* ``ideal`` = cores / (decode CPU-s per step + engine CPU-s per step);
+* the naive loop: read, sample, resize, embed at batch 1, GRU step, four
+  streams round-robin in one Python loop (what people write by hand);
+* the pipeline replaying N = 1, 2, 4, 8 streams as fast as possible
+  (``run_pipeline.py --fast``): steps/s between its first and last step,
+  ``pipeline/ideal``, ``pipeline/naive``, start-up (launch to first step)
+  and shutdown (last step to exit);
+* real-time capacity: the most live-paced streams of each kind held for
+  ``--capacity-seconds`` with p99 end-to-end latency <= 250 ms and no frame
+  dropped or late (only sampling), with p50/p99 per stage;
+* memory: private memory (USS) of all pipeline processes with 1 and with 32
+  live 720p streams, per added stream.
+
+Prints a table, writes ``build/bench/benchmark.json``, and appends the run to
+``docs/benchmarks.md`` with the machine and the command. Ratios compare
+figures measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from engines.factory import DEFAULT_ONNX_PATH, REPO_ROOT
+from tools.cli import run
+
+BENCH_DIR = REPO_ROOT / "build" / "bench"
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
+PARTS = ("stages", "naive", "pipeline", "capacity", "memory")
+LATENCY_BOUND_S = 0.25
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    width: int
+    height: int
+    fps: int
+    bitrate: str
+
+
+KINDS = {
+    "720p25": Kind("720p25", 1280, 720, 25, "2M"),
+    "1080p30": Kind("1080p30", 1920, 1080, 30, "4M"),
+    "360p5": Kind("360p5", 640, 360, 5, "512k"),
+}
+
+
+# -- media ---------------------------------------------------------------------------------------
+def make_videos(kind: Kind, count: int, seconds: float, out: Path = BENCH_DIR) -> list[Path]:
+    """``count`` H.264 videos of ``kind`` (cached): SynthActions content, scaled, with temporal noise."""
+    from tools.synthactions import write_dataset
+
+    folder = out / f"{kind.name}_{int(seconds)}s"
+    videos = [folder / f"{kind.name}_{i}.mp4" for i in range(count)]
+    if all(v.is_file() for v in videos):
+        return videos
+    folder.mkdir(parents=True, exist_ok=True)
+    source = out / f"source_{kind.fps}fps_{int(seconds)}s"
+    if not (source / "videos").is_dir() or len(list((source / "videos").glob("*.mp4"))) < count:
+        write_dataset(source, count=count, seed=9100, sizes=(640, 360), fps=float(kind.fps),
+                      duration_range=(seconds, seconds), progress=False, overwrite=True)
+    sources = sorted((source / "videos").glob("*.mp4"))
+    for src, dst in zip(sources, videos):
+        if dst.is_file():
+            continue
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-vf",
+             f"scale={kind.width}:{kind.height},noise=alls=6:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+             "-g", str(2 * kind.fps), "-b:v", kind.bitrate, "-maxrate", kind.bitrate, "-bufsize", kind.bitrate,
+             "-pix_fmt", "yuv420p", str(dst)], check=True,
+        )
+    return videos
+
+
+# -- the stages alone ------------------------------------------------------------------------------
+def decode_alone(videos: list[Path], step_rate: float, size: int = 224) -> dict:
+    """Capture's work without the sending: decode all, convert and resize the sampled frames."""
+    import cv2
+
+    from pipeline.sampling import StepSampler
+    from pipeline.video_io import prepare_frame
+
+    frames = steps = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for video in videos:
+        capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        sampler = StepSampler(step_rate)
+        while capture.grab():
+            frames += 1
+            t = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if sampler.accept(t):
+                ok, image = capture.retrieve()
+                if ok:
+                    prepare_frame(image, size, size)
+                    steps += 1
+        capture.release()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"frames": frames, "steps": steps, "frames_per_s": frames / wall, "steps_per_s": steps / wall,
+            "cpu_s_per_step": cpu / steps}
+
+
+def sample_frames(video: Path, count: int = 64, size: int = 224) -> np.ndarray:
+    import cv2
+
+    from pipeline.video_io import prepare_frame
+
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < count:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(prepare_frame(image, size, size))
+    capture.release()
+    return np.stack(frames)
+
+
+def engine_alone(frames: np.ndarray, seconds: float) -> list[dict]:
+    """Frames/s and CPU-s per frame at each batch size, for the ONNX Runtime settings worth comparing."""
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    rows = []
+    for threads, spinning in ((0, True), (0, False), (1, False)):
+        engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH, intra_op_threads=threads, allow_spinning=spinning)
+        for batch in (1, 2, 4, 8, 16):
+            engine.embed(frames[:batch])  # warm-up: the arena grows to this batch once
+            done = 0
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            while time.perf_counter() - wall0 < seconds:
+                start = done % (len(frames) - batch + 1)
+                engine.embed(frames[start:start + batch])
+                done += batch
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            rows.append({"threads": threads or "default", "spinning": spinning, "batch": batch,
+                         "frames_per_s": done / wall, "cpu_s_per_frame": cpu / done})
+        engine.close()
+    return rows
+
+
+def gru_alone(seconds: float) -> list[dict]:
+    from engines.temporal_head import load_head
+    from pipeline.state_table import StepInput, StreamStateTable
+
+    head, _ = load_head(MODEL)
+    rng = np.random.default_rng(0)
+    rows = []
+    for streams in (1, 4, 16, 64, 256):
+        table = StreamStateTable(head, streams, 3600.0)
+        inputs = [StepInput(f"s{i}", 0, 0.0, rng.normal(size=1280).astype(np.float32),
+                            rng.uniform(size=49).astype(np.float32)) for i in range(streams)]
+        table.step(inputs, 0.0)
+        steps = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            table.step(inputs, 0.0)
+            steps += 1
+        elapsed = time.perf_counter() - start
+        rows.append({"streams": streams, "ms_per_step": 1000 * elapsed / steps, "stream_steps_per_s": streams * steps / elapsed})
+    return rows
+
+
+def naive_loop(videos: list[Path], step_rate: float) -> dict:
+    """What a hand-written OpenCV loop does: every stream in turn, one frame at a time, batch 1."""
+    import cv2
+    import torch
+
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from engines.temporal_head import load_head
+    from pipeline.sampling import StepSampler
+    from pipeline.video_io import prepare_frame
+
+    engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH)
+    head, _ = load_head(MODEL)
+    captures = [cv2.VideoCapture(str(v)) for v in videos]
+    samplers = [StepSampler(step_rate) for _ in videos]
+    states = [head.initial_state(1) for _ in videos]
+    steps = 0
+    start = time.perf_counter()
+    live = list(range(len(videos)))
+    with torch.inference_mode():
+        while live:
+            for i in list(live):
+                ok, image = captures[i].read()
+                if not ok:
+                    live.remove(i)
+                    continue
+                if not samplers[i].accept(captures[i].get(cv2.CAP_PROP_POS_MSEC) / 1000.0):
+                    continue
+                out = engine.embed(prepare_frame(image, 224, 224)[None])
+                _, states[i] = head.step(torch.from_numpy(out.embedding), torch.from_numpy(out.stats), states[i])
+                steps += 1
+    elapsed = time.perf_counter() - start
+    return {"steps": steps, "steps_per_s": steps / elapsed}
+
+
+# -- the pipeline ----------------------------------------------------------------------------------
+def _write_config(path: Path, sources: list[dict], **sections) -> Path:
+    config = {"model": str(MODEL), "sources": sources, "outputs": {"stdout": False},
+              "metrics": {"enabled": False}, "control": {"enabled": False}, "logging": {"level": "warning"}}
+    config.update(sections)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def pipeline_replay(videos: list[Path], streams: int, workdir: Path) -> dict:
+    """``run_pipeline.py --fast`` on ``streams`` streams, timed from launch to exit."""
+    sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}"} for i in range(streams)]
+    config = _write_config(workdir / f"replay_{streams}.yaml", sources, replay={"realtime": False})
+    summary_path = workdir / f"replay_{streams}.json"
+    launched = time.time()
+    proc = subprocess.run([sys.executable, "run_pipeline.py", "--config", str(config), "--summary-json",
+                           str(summary_path)], cwd=REPO_ROOT, capture_output=True, text=True)
+    exited = time.time()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pipeline failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    rows = json.loads(summary_path.read_text())["streams"].values()
+    first = min(r["first_step_wall"] for r in rows)
+    last = max(r["last_step_wall"] for r in rows)
+    steps = sum(r["processed"] for r in rows)
+    return {"streams": streams, "steps": steps, "steps_per_s": steps / (last - first),
+            "startup_s": first - launched, "shutdown_s": exited - last, "wall_s": exited - launched}
+
+
+def _scrape(url: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _quantile(samples: dict, metric: str, label: str, value: str, q: float) -> float | None:
+    buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in samples.items()
+                     if name == f"{metric}_bucket" and dict(labels).get(label) == value)
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return previous_bound
+            return previous_bound + (bound - previous_bound) * ((rank - previous_count) / max(count - previous_count, 1e-9))
+        previous_bound, previous_count = bound, count
+    return None
+
+
+def live_trial(videos: list[Path], streams: int, seconds: float, workdir: Path) -> dict:
+    """``streams`` live-paced streams for ``seconds``: held when nothing but sampling dropped and p99 <= 250 ms."""
+    from tools.soak import free_port
+
+    port = free_port()
+    sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}", "mode": "live"} for i in range(streams)]
+    config = _write_config(workdir / f"live_{streams}.yaml", sources, replay={"loop": True},
+                           metrics={"port": port})
+    summary_path = workdir / f"live_{streams}.json"
+    proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config), "--summary-json",
+                             str(summary_path)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(seconds)
+        samples = _scrape(f"http://127.0.0.1:{port}/metrics")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    rows = json.loads(summary_path.read_text())["streams"]
+    dropped = {}
+    for row in rows.values():
+        for reason, count in row["dropped"].items():
+            if reason != "sampling":
+                dropped[reason] = dropped.get(reason, 0) + count
+    p99 = max((r["latency_p99_s"] or 0.0) for r in rows.values())
+    stages = {stage: {"p50_ms": _ms(_quantile(samples, "actionpipe_stage_latency_seconds", "stage", stage, 0.5)),
+                      "p99_ms": _ms(_quantile(samples, "actionpipe_stage_latency_seconds", "stage", stage, 0.99))}
+              for stage in ("capture", "embed_queue", "embed", "temporal")}
+    return {"streams": streams, "held": not dropped and p99 <= LATENCY_BOUND_S, "dropped": dropped,
+            "e2e_p50_ms": round(1000 * float(np.median([r["latency_p50_s"] or 0 for r in rows.values()])), 1),
+            "e2e_p99_ms": round(1000 * p99, 1), "stages": stages}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(1000 * value, 1)
+
+
+def capacity(videos: list[Path], seconds: float, workdir: Path, start: int, limit: int = 64) -> dict:
+    """The largest N that holds: double from ``start`` until a trial fails, then bisect."""
+    trials: dict[int, dict] = {}
+
+    def held(n: int) -> bool:
+        if n not in trials:
+            trials[n] = live_trial(videos, n, seconds, workdir)
+            print(f"    {n} streams: {'held' if trials[n]['held'] else 'not held'} "
+                  f"(p99 {trials[n]['e2e_p99_ms']} ms, dropped {trials[n]['dropped'] or 'nothing'})", flush=True)
+        return trials[n]["held"]
+
+    low, high = 0, None
+    n = max(1, start)
+    while high is None and n <= limit:
+        if held(n):
+            low, n = n, n * 2
+        else:
+            high = n
+    high = high or limit + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if held(middle):
+            low = middle
+        else:
+            high = middle
+    return {"streams": low, "trials": [trials[k] for k in sorted(trials)], "best": trials.get(low)}
+
+
+def memory_per_stream(videos: list[Path], workdir: Path, counts: tuple[int, int] = (1, 32),
+                      seconds: float = 25.0) -> dict:
+    from tools.soak import free_port
+
+    totals = {}
+    for streams in counts:
+        control = free_port()
+        sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}", "mode": "live"} for i in range(streams)]
+        config = _write_config(workdir / f"memory_{streams}.yaml", sources, replay={"loop": True},
+                               control={"port": control})
+        proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config)], cwd=REPO_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            time.sleep(seconds)
+            stages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{control}/stages", timeout=10).read())
+            pids = [proc.pid] + [s["pid"] for s in stages["stages"] if s["pid"]]
+            totals[streams] = sum(_uss_mb(pid) for pid in pids)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    low, high = counts
+    return {"uss_mb": totals, "per_added_stream_mb": (totals[high] - totals[low]) / (high - low)}
+
+
+def _uss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    private = sum(int(m) for m in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+) kB", text, re.M))
+    return private / 1024
+
+
+# -- report ----------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    import cv2
+    import onnxruntime
+
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(memory_gb, 1),
+            "python": platform.python_version(), "opencv": cv2.__version__, "onnxruntime": onnxruntime.__version__,
+            "gpu": "none"}
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"## {result['date']}: `{result['command']}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, no GPU; Python {m['python']}, "
+             f"OpenCV {m['opencv']}, ONNX Runtime {m['onnxruntime']}.", ""]
+    for kind, r in result["kinds"].items():
+        lines += [f"### {kind}", ""]
+        if "decode" in r:
+            d, best = r["decode"], r["engine_best"]
+            lines += [
+                "| what | steps/s | CPU ms per step |", "|---|---|---|",
+                f"| decode alone (one decoder thread; {d['frames_per_s']:.0f} frames/s) | {d['steps_per_s']:.1f} | "
+                f"{1000 * d['cpu_s_per_step']:.2f} |",
+                f"| engine alone, best (batch {best['batch']}, threads {best['threads']}, spinning "
+                f"{'on' if best['spinning'] else 'off'}) | {best['frames_per_s']:.1f} | {1000 * best['cpu_s_per_frame']:.2f} |",
+                f"| ideal: {m['cores']} cores / (decode + engine CPU per step) | {r['ideal_steps_per_s']:.1f} | |",
+            ]
+            if "naive" in r:
+                lines.append(f"| naive loop (read, sample, resize, embed at batch 1, GRU step) | {r['naive']['steps_per_s']:.1f} | |")
+            lines.append("")
+        if "pipeline" in r:
+            lines += ["| pipeline, streams replayed `--fast` | steps/s | pipeline/ideal | pipeline/naive | start-up s | shutdown s |",
+                      "|---|---|---|---|---|---|"]
+            for p in r["pipeline"]:
+                naive = f"{p['vs_naive']:.2f}" if p.get("vs_naive") else "-"
+                lines.append(f"| {p['streams']} | {p['steps_per_s']:.1f} | {p['vs_ideal']:.2f} | {naive} | "
+                             f"{p['startup_s']:.2f} | {p['shutdown_s']:.2f} |")
+            lines.append("")
+        if "capacity" in r:
+            c = r["capacity"]
+            best = c["best"]
+            ideal_streams = r.get("ideal_steps_per_s", 0) / result["step_rate"] if r.get("ideal_steps_per_s") else None
+            ratio = f" = {c['streams'] / ideal_streams:.2f} of the ideal {ideal_streams:.1f}" if ideal_streams else ""
+            lines += [f"Real-time capacity: **{c['streams']} streams**{ratio} held for {result['capacity_seconds']:.0f} s "
+                      f"(p99 <= {LATENCY_BOUND_S * 1000:.0f} ms, nothing dropped but sampling)."]
+            if best:
+                stages = ", ".join(f"{k} {v['p50_ms']}/{v['p99_ms']}" for k, v in best["stages"].items())
+                lines += [f"At {best['streams']} streams: end-to-end p50 {best['e2e_p50_ms']} ms, p99 "
+                          f"{best['e2e_p99_ms']} ms; per stage p50/p99 ms: {stages}."]
+            lines += ["Trials: " + "; ".join(f"{t['streams']} {'held' if t['held'] else 'not held'} "
+                                            f"(p99 {t['e2e_p99_ms']} ms{', dropped ' + str(t['dropped']) if t['dropped'] else ''})"
+                                            for t in c["trials"]), ""]
+    if "gru" in result:
+        lines += ["GRU step alone (CPU): " + "; ".join(f"{g['streams']} streams {g['ms_per_step']:.2f} ms "
+                                                     f"({g['stream_steps_per_s']:.0f} stream-steps/s)" for g in result["gru"]), ""]
+    if "memory" in result:
+        mem = result["memory"]
+        lines += [f"Memory (USS of all pipeline processes, live 720p25): " + ", ".join(
+            f"{k} streams {v:.0f} MB" for k, v in mem["uss_mb"].items())
+            + f"; **{mem['per_added_stream_mb']:.1f} MB per added stream**.", ""]
+    lines += ["GPU rows (engine at batch 1/8/32/128 against FP16 peak, GRU for 1..1024 streams, NVDEC, 1080p30 "
+              "streams at p99 < 100 ms): not measured (no GPU on this machine).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--kinds", default="720p25,1080p30,360p5", help="comma-separated: " + ", ".join(KINDS))
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    p.add_argument("--videos", type=int, default=4, help="videos per kind")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of each test video")
+    p.add_argument("--capacity-seconds", type=float, default=120.0, help="how long each real-time trial runs")
+    p.add_argument("--quick", action="store_true", help="20 s videos, 30 s trials, fewer repeats")
+    p.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.capacity_seconds = 20.0, 30.0
+    kinds = [KINDS[k] for k in args.kinds.split(",")]
+    parts = set(args.parts.split(","))
+    from engines.head_config import read_head_config
+
+    step_rate = read_head_config(MODEL).step_rate_hz
+    workdir = BENCH_DIR / "runs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = "python -m tools.benchmark" + ("" if argv is None else " " + " ".join(argv))
+    result: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+                    "machine": machine(), "step_rate": step_rate, "capacity_seconds": args.capacity_seconds, "kinds": {}}
+    engine_seconds = 2.0 if args.quick else 5.0
+    for kind in kinds:
+        print(f"== {kind.name}", flush=True)
+        videos = make_videos(kind, args.videos, args.seconds)
+        r: dict = result["kinds"].setdefault(kind.name, {})
+        if parts & {"stages", "pipeline", "capacity"}:
+            r["decode"] = decode_alone(videos, step_rate)
+            print(f"  decode alone: {r['decode']['steps_per_s']:.1f} steps/s", flush=True)
+            if "engine" not in result:
+                result["engine"] = engine_alone(sample_frames(videos[0]), engine_seconds)
+            r["engine_best"] = min(result["engine"], key=lambda e: e["cpu_s_per_frame"])
+            cores = result["machine"]["cores"]
+            r["ideal_steps_per_s"] = cores / (r["decode"]["cpu_s_per_step"] + r["engine_best"]["cpu_s_per_frame"])
+            print(f"  ideal: {r['ideal_steps_per_s']:.1f} steps/s", flush=True)
+        if "naive" in parts:
+            r["naive"] = naive_loop(videos, step_rate)
+            print(f"  naive loop: {r['naive']['steps_per_s']:.1f} steps/s", flush=True)
+        if "pipeline" in parts:
+            r["pipeline"] = []
+            for n in (1, 2, 4, 8):
+                row = pipeline_replay(videos, n, workdir)
+                row["vs_ideal"] = row["steps_per_s"] / r["ideal_steps_per_s"]
+                if "naive" in r:
+                    row["vs_naive"] = row["steps_per_s"] / r["naive"]["steps_per_s"]
+                r["pipeline"].append(row)
+                print(f"  pipeline x{n}: {row['steps_per_s']:.1f} steps/s ({row['vs_ideal']:.2f} of ideal), "
+                      f"start-up {row['startup_s']:.2f} s, shutdown {row['shutdown_s']:.2f} s", flush=True)
+        if "capacity" in parts:
+            print("  real-time capacity:", flush=True)
+            ideal_streams = r["ideal_steps_per_s"] / step_rate
+            r["capacity"] = capacity(videos, args.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)))
+    if "stages" in parts:
+        result["gru"] = gru_alone(1.0 if args.quick else 3.0)
+    if "memory" in parts:
+        result["memory"] = memory_per_stream(make_videos(KINDS["720p25"], args.videos, args.seconds), workdir)
+        print(f"  memory per added stream: {result['memory']['per_added_stream_mb']:.1f} MB", flush=True)
+    (BENCH_DIR / "benchmark.json").write_text(json.dumps(result, indent=1))
+    report = markdown(result)
+    print("\n" + report)
+    if not args.no_doc:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        if not DOC.is_file():
+            DOC.write_text("# Benchmarks\n\nEach run of `python -m tools.benchmark` appends a section; newest last.\n"
+                           "Ratios compare figures measured in the same run on the same machine.\n\n")
+        with DOC.open("a") as doc:
+            doc.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
