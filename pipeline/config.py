@@ -126,7 +126,11 @@ class EngineConfig(_Model):
         default=False, description="ONNX Runtime's idle threads spin: faster alone, slower beside decoders"
     )
     workers: int = Field(default=1, ge=1, le=64, description="embed worker processes")
-    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="frames per engine call; default 2 on a CPU (larger batches thrash its caches beside the "
+                    "decoders), 32 on a GPU",
+    )
     max_wait_ms: float = Field(default=20.0, ge=0.0, le=10_000.0)
     max_frames_per_s: float = Field(
         default=0.0, ge=0.0, le=1_000_000.0,

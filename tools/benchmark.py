@@ -91,9 +91,10 @@ def make_videos(kind: Kind, count: int, seconds: float, out: Path = BENCH_DIR) -
     if all(v.is_file() for v in videos):
         return videos
     folder.mkdir(parents=True, exist_ok=True)
-    source = out / f"source_{kind.fps}fps_{int(seconds)}s"
+    render_fps = max(10, kind.fps)  # the renderer makes 10 to 30 fps; ffmpeg thins a 5 fps substream
+    source = out / f"source_{render_fps}fps_{int(seconds)}s"
     if not (source / "videos").is_dir() or len(list((source / "videos").glob("*.mp4"))) < count:
-        write_dataset(source, count=count, seed=9100, sizes=(640, 360), fps=float(kind.fps),
+        write_dataset(source, count=count, seed=9100, sizes=(640, 360), fps=float(render_fps),
                       duration_range=(seconds, seconds), progress=False, overwrite=True)
     sources = sorted((source / "videos").glob("*.mp4"))
     for src, dst in zip(sources, videos):
@@ -101,7 +102,8 @@ def make_videos(kind: Kind, count: int, seconds: float, out: Path = BENCH_DIR) -
             continue
         subprocess.run(
             ["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-vf",
-             f"scale={kind.width}:{kind.height},noise=alls=6:allf=t", "-c:v", "libx264", "-preset", "veryfast",
+             f"fps={kind.fps},scale={kind.width}:{kind.height},noise=alls=6:allf=t", "-c:v", "libx264",
+             "-preset", "veryfast",
              "-g", str(2 * kind.fps), "-b:v", kind.bitrate, "-maxrate", kind.bitrate, "-bufsize", kind.bitrate,
              "-pix_fmt", "yuv420p", str(dst)], check=True,
         )

@@ -124,11 +124,12 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
 
     from engines.factory import create_engine
     from pipeline.metrics import StageMetrics
-    from pipeline.stages.embed import EmbedSettings, EmbedWorker
+    from pipeline.stages.embed import EmbedSettings, EmbedWorker, default_batch_size
 
     s = EmbedSettings(**{k: v for k, v in settings.items() if k in EmbedSettings.__dataclass_fields__})
     engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads, spinning=s.spinning)
-    logger.info("%s: engine %s", s.stage, engine.name)
+    logger.info("%s: engine %s, batches of up to %s frames", s.stage, engine.name,
+                s.max_batch_size or f"{default_batch_size(engine.name)} (its default)")
     frames_in = context.socket(zmq.PULL)
     frames_in.setsockopt(zmq.RCVHWM, s.high_water_mark)
     frames_in.bind(s.in_endpoint)
