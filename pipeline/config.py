@@ -112,10 +112,15 @@ class ReplayConfig(_Model):
 
 class CaptureConfig(_Model):
     workers: int = Field(default=1, ge=1, le=64, description="capture processes; each serves many streams on threads")
-    decoder_threads: int = Field(
-        default=1, ge=0, le=64,
-        description="FFmpeg threads per stream (0: FFmpeg's choice); streams already decode in parallel",
+    decoder_threads: int | None = Field(
+        default=None, ge=0, le=64,
+        description="FFmpeg threads per stream; null: FFmpeg's own choice while a capture worker has fewer "
+                    "streams than cores, then one each (the streams decode in parallel already)",
     )
+    decoder: Literal["opencv", "nvdec"] = Field(
+        default="opencv", description="nvdec: decode files and network streams on an NVIDIA GPU (PyNvVideoCodec)",
+    )
+    gpu: int = Field(default=0, ge=0, le=64, description="the GPU NVDEC decodes on")
 
 
 class EngineConfig(_Model):
@@ -124,6 +129,9 @@ class EngineConfig(_Model):
     threads: int = Field(default=0, ge=0, le=256, description="intra-op threads per engine (0: the backend's default)")
     spinning: bool = Field(
         default=False, description="ONNX Runtime's idle threads spin: faster alone, slower beside decoders"
+    )
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32", description="fp16 (torch-cuda, tensorrt) and int8 (tensorrt) are opt-in: judge the head on them",
     )
     workers: int = Field(default=1, ge=1, le=64, description="embed worker processes")
     max_batch_size: int | None = Field(
@@ -141,6 +149,7 @@ class EngineConfig(_Model):
 class TemporalConfig(_Model):
     capacity: int = Field(default=256, ge=1, le=100_000, description="streams held at once")
     threads: int = Field(default=1, ge=1, le=256, description="PyTorch threads for the GRU (its matrices are small)")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where the GRU and every stream's state live")
     idle_timeout_s: float = Field(default=30.0, gt=0.0)
     reorder_window: int = Field(default=64, ge=0, le=100_000, description="frames held per stream (live sources)")
     reorder_timeout_s: float = Field(default=2.0, gt=0.0, description="wait for a missing frame (live sources)")

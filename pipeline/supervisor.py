@@ -234,7 +234,7 @@ class Supervisor:
         cfg = self.config
         head = read_head_config(cfg.model)
         problems = check_worker_counts(cfg.engine.workers, cfg.capture.workers, self._machine or machine_facts(),
-                                       gpu_backend=cfg.engine.backend.endswith("cuda"))
+                                       gpu_backend=cfg.engine.backend.endswith("cuda") or cfg.engine.backend == "tensorrt")
         if problems:
             raise ConfigError("; ".join(problems))
         for setting, path in (("outputs.events_jsonl", cfg.outputs.events_jsonl),
@@ -250,7 +250,7 @@ class Supervisor:
 
     def _onnx_path(self) -> str | None:
         cfg = self.config.engine
-        if not (cfg.backend.startswith("onnxruntime") or cfg.backend == "auto"):
+        if not (cfg.backend.startswith("onnxruntime") or cfg.backend in ("auto", "tensorrt")):
             return None
         if cfg.onnx_path is not None:
             if not Path(cfg.onnx_path).is_file():
@@ -368,7 +368,8 @@ class Supervisor:
             self._add_stage(f"embed:{i}", "embed", {
                 **base, "worker": i, "max_batch_size": cfg.engine.max_batch_size,
                 "max_wait_s": cfg.engine.max_wait_ms / 1000, "backend": cfg.engine.backend, "onnx_path": onnx_path,
-                "threads": cfg.engine.threads, "spinning": cfg.engine.spinning, "in_endpoint": endpoint,
+                "threads": cfg.engine.threads, "spinning": cfg.engine.spinning, "precision": cfg.engine.precision,
+                "in_endpoint": endpoint,
                 "out_endpoint": temporal_endpoint,
                 "max_frames_per_s": cfg.engine.max_frames_per_s,
             })
@@ -376,7 +377,7 @@ class Supervisor:
             self._add_stage(f"capture:{i}", "capture", {
                 **base, "embed_endpoints": embed_endpoints, "width": head.backbone.input_width,
                 "height": head.backbone.input_height, "step_rate": head.step_rate_hz,
-                "decoder_threads": cfg.capture.decoder_threads,
+                "decoder_threads": cfg.capture.decoder_threads, "decoder": cfg.capture.decoder, "gpu": cfg.capture.gpu,
             })
 
     def _add_stage(self, name: str, kind: str, settings: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engines.spec import file_sha256
-from engines.factory import BACKENDS, create_engine
+from engines.factory import BACKENDS, PRECISIONS, create_engine
 from pipeline.features_cache import (
     FeatureCacheError,
     StepFeatures,
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the per-video .npz caches")
     parser.add_argument("--step-rate", type=float, default=DEFAULT_STEP_RATE, help="steps per second (default 4)")
     parser.add_argument("--engine", default="onnxruntime", choices=("auto",) + BACKENDS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp16/int8 (GPU backends): embeddings as that engine makes them, to judge a head on")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: the backend's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,7 +57,8 @@ def _is_current(target: Path, key: str) -> bool:
 
 
 def extract_folder(
-    videos: Sequence[Path], out: Path, step_rate: float, engine_name: str, batch_size: int, threads: int, progress: bool
+    videos: Sequence[Path], out: Path, step_rate: float, engine_name: str, batch_size: int, threads: int, progress: bool,
+    precision: str = "fp32",
 ) -> tuple[int, int]:
     """Returns (videos embedded, videos already cached)."""
     paths = [path for folder in videos for path in list_videos(folder)]
@@ -64,8 +67,9 @@ def extract_folder(
     stems = [p.stem for p in paths]
     if dupes := sorted({s for s in stems if stems.count(s) > 1}):
         raise UsageError(f"--videos: several files share the video id(s) {dupes[:5]}; ids must be unique")
-    engine = create_engine(engine_name, threads=threads)
-    backbone_id = engine.spec.name
+    engine = create_engine(engine_name, threads=threads, precision=precision, max_batch_size=batch_size)
+    # Reduced-precision embeddings differ from FP32 ones: they must not share a cache entry.
+    backbone_id = engine.spec.name if precision == "fp32" else f"{engine.spec.name}@{precision}"
     done = cached = 0
     try:
         for path in tqdm(paths, desc="embedding", unit="video", disable=not progress):
@@ -92,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     done, cached = extract_folder(
-        args.videos, args.out, args.step_rate, args.engine, args.batch_size, args.threads, not args.quiet
+        args.videos, args.out, args.step_rate, args.engine, args.batch_size, args.threads, not args.quiet,
+        args.precision,
     )
     print(f"embedded {done} videos, {cached} already cached, into {args.out}", file=sys.stderr)
     return 0

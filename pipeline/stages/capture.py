@@ -54,7 +54,7 @@ from pipeline.messages import Flags, FrameHeader, encode_frame
 from pipeline.sampling import StepSampler
 from pipeline.sources import FrameReader, SourceOpenError, open_source
 from pipeline.stream_state import Action, ReconnectPolicy, StreamState, StreamStateMachine, Transition
-from pipeline.uri import classify
+from pipeline.uri import SourceKind, classify
 from pipeline.video_io import prepare_frame
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,15 @@ class CaptureSettings:
     height: int
     step_rate: float
     parent_pid: int
-    decoder_threads: int = 1
+    decoder_threads: int | None = None  # None: decoder_threads_for(streams served, cores)
+    decoder: str = "opencv"  # or "nvdec"
+    gpu: int = 0
+
+
+def decoder_threads_for(streams: int, cores: int) -> int:
+    """FFmpeg threads for a stream opened while ``streams`` are served: with a core to spare, let FFmpeg
+    use its own threads (0); once streams fill the cores, one each (frame threads only add overhead)."""
+    return 0 if streams < cores else 1
 
 
 class ReplayPacer:
@@ -344,8 +352,10 @@ class StreamRunner(threading.Thread):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        streams_served: Callable[[], int] = lambda: 1,
     ) -> None:
         super().__init__(name=f"stream-{spec.stream}", daemon=True)
+        self._streams_served = streams_served
         self.spec = spec
         self.s = settings
         self.outbox = outbox
@@ -436,13 +446,26 @@ class StreamRunner(threading.Thread):
                 if reader is not None:
                     self._read(reader)
 
+    def _decoder_threads(self) -> int:
+        if self.s.decoder_threads is not None:
+            return self.s.decoder_threads
+        import os
+
+        return decoder_threads_for(self._streams_served(), len(os.sched_getaffinity(0)))
+
     def _open(self) -> FrameReader | None:
         try:
-            reader = self._opener(
-                self._source, image_fps=self.spec.image_fps, open_timeout_s=self.spec.open_timeout_s,
-                read_timeout_s=self.spec.stale_after_s, origin=self._origin, clock=self._clock,
-                decoder_threads=self.s.decoder_threads,
-            )
+            if self.s.decoder == "nvdec" and self._source.kind in (SourceKind.FILE, SourceKind.NETWORK):
+                from pipeline.nvdec import NvdecReader
+
+                reader = NvdecReader(self._source.raw, self.spec.live, self.s.width, self.s.height, self.s.gpu,
+                                     origin=self._origin, clock=self._clock)
+            else:
+                reader = self._opener(
+                    self._source, image_fps=self.spec.image_fps, open_timeout_s=self.spec.open_timeout_s,
+                    read_timeout_s=self.spec.stale_after_s, origin=self._origin, clock=self._clock,
+                    decoder_threads=self._decoder_threads(),
+                )
         except SourceOpenError as exc:
             self._transition(self.machine.open_failed(self._clock(), str(exc), exc.permanent))
             return None
@@ -481,7 +504,7 @@ class StreamRunner(threading.Thread):
                 reader.close()
                 try:
                     reader = self._opener(self._source, image_fps=self.spec.image_fps,
-                                          decoder_threads=self.s.decoder_threads)
+                                          decoder_threads=self._decoder_threads())
                 except SourceOpenError as exc:
                     self._transition(self.machine.failed(self._clock(), f"cannot reopen for the next loop: {exc}"))
                     return
@@ -542,7 +565,9 @@ class StreamRunner(threading.Thread):
             if realtime and (delay := pacer.delay(t)) > 0 and self._stop_event.wait(delay):
                 # Stopped while pacing: this frame was read, so it still goes out.
                 pass
-            pixels = prepare_frame(frame.image, self.s.width, self.s.height)
+            # NVDEC hands over frames already converted and resized on the GPU.
+            pixels = frame.image if getattr(reader, "prepared", False) else prepare_frame(frame.image, self.s.width,
+                                                                                           self.s.height)
             out = OutFrame(self._sequence, start_reason, t, self._wall(), pixels)
             if not self.outbox.put_frame(out, self._stop_event):
                 return "stopped"
@@ -659,7 +684,8 @@ class CaptureStage:
         outbox = StreamOutbox(spec.stream, spec.generation, spec.live, spec.buffer_frames if spec.live else 2,
                               spec.stale_after_s, counters, self._sender.wake)
         self._sender.attach(outbox)
-        runner = StreamRunner(spec, self.s, outbox, self._reports.put, self._metrics, self._opener)
+        runner = StreamRunner(spec, self.s, outbox, self._reports.put, self._metrics, self._opener,
+                              streams_served=lambda: len(self._runners))
         self._runners[spec.stream] = runner
         runner.start()
 

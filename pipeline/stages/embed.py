@@ -51,6 +51,7 @@ class EmbedSettings:
     onnx_path: str | None = None
     threads: int = 0
     spinning: bool = False
+    precision: str = "fp32"
     in_endpoint: str = ""
     out_endpoint: str = ""
     control_endpoint: str = ""

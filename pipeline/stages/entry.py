@@ -104,7 +104,8 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
         stage=settings["stage"], control_endpoint=settings["control_endpoint"],
         embed_endpoints=tuple(settings["embed_endpoints"]), high_water_mark=settings["high_water_mark"],
         width=settings["width"], height=settings["height"], step_rate=settings["step_rate"],
-        parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads", 1),
+        parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads"),
+        decoder=settings.get("decoder", "opencv"), gpu=settings.get("gpu", 0),
     )
     socket = context.socket(zmq.PUSH)
     socket.setsockopt(zmq.SNDHWM, s.high_water_mark)
@@ -127,7 +128,8 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
     from pipeline.stages.embed import EmbedSettings, EmbedWorker, default_batch_size
 
     s = EmbedSettings(**{k: v for k, v in settings.items() if k in EmbedSettings.__dataclass_fields__})
-    engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads, spinning=s.spinning)
+    engine = create_engine(s.backend, onnx_path=s.onnx, threads=s.threads, spinning=s.spinning,
+                           precision=s.precision, max_batch_size=s.max_batch_size or 32)
     logger.info("%s: engine %s, batches of up to %s frames", s.stage, engine.name,
                 s.max_batch_size or f"{default_batch_size(engine.name)} (its default)")
     frames_in = context.socket(zmq.PULL)
@@ -166,10 +168,14 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
     metrics = StageMetrics.create()
     import torch
 
+    from engines.base import EngineUnavailableError
+
     torch.set_num_threads(temporal_cfg.threads)
-    head, _ = load_head(s.model_path)
+    if temporal_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailableError("temporal.device is cuda, but CUDA is not available here")
+    head, _ = load_head(s.model_path, device=temporal_cfg.device)
     classes = head.config.classes
-    table = StreamStateTable(head, temporal_cfg.capacity, temporal_cfg.idle_timeout_s)
+    table = StreamStateTable(head, temporal_cfg.capacity, temporal_cfg.idle_timeout_s, device=temporal_cfg.device)
     live_reorder = ReorderBuffer(temporal_cfg.reorder_window, temporal_cfg.reorder_timeout_s, first_seq=0)
     replay_reorder = ReorderBuffer(temporal_cfg.replay_reorder_window, temporal_cfg.replay_reorder_timeout_s, first_seq=0)
     detector = ActionEventDetector(classes, events_cfg.hysteresis())
