@@ -185,11 +185,30 @@ class EventsConfig(_Model):
         return self
 
 
+class WebhookConfig(_Model):
+    """Each event POSTed as JSON to ``url``, in order; retried with backoff while the receiver is down."""
+
+    url: str = Field(description="http(s)://...; credentials in it become a Basic header and never reach the logs")
+    timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    buffer: int = Field(default=1000, ge=1, le=1_000_000,
+                        description="events held while the receiver is down; when full the oldest make room (counted)")
+    retry_max_s: float = Field(default=30.0, gt=0.0, le=3600.0, description="the longest wait between retries")
+    flush_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0, description="at shutdown, time to deliver what is left")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url
+
+
 class OutputsConfig(_Model):
     stdout: bool = True
     events_jsonl: Path | None = None
     scores_jsonl: Path | None = None
     events_pub: str | None = Field(default=None, description="ZeroMQ endpoint to PUB events on, e.g. tcp://127.0.0.1:5557")
+    webhook: WebhookConfig | None = None
     existing: Literal["rotate", "append"] = Field(
         default="rotate", description="an output file left by an earlier run: rotate it to FILE.1 (FILE.2, ...) or append"
     )

@@ -61,6 +61,7 @@ class StageMetrics:
     reconnects: object
     sequences_started: object
     sink_errors: object
+    sink_dropped: object
     malformed_messages: object
 
     @classmethod
@@ -103,6 +104,10 @@ class StageMetrics:
             sink_errors=_counter(
                 "sink_errors_total", "Outputs that failed to take a record (the record is lost to that sink only).",
                 ("sink",),
+            ),
+            sink_dropped=_counter(
+                "sink_dropped_total", "Records a network output (webhook, MQTT) gave up: its buffer was full, the "
+                "receiver refused them, or they were still unsent at shutdown.", ("sink", "reason"),
             ),
             malformed_messages=_counter(
                 "malformed_messages_total", "Messages on a stage's socket that did not follow the wire format.",

@@ -65,7 +65,7 @@ from tools.cli import run
 BENCH_DIR = REPO_ROOT / "build" / "bench"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
-PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "memory")
+PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "memory", "gpu")
 LATENCY_BOUND_S = 0.25
 
 
@@ -179,15 +179,16 @@ def engine_alone(frames: np.ndarray, seconds: float) -> list[dict]:
     return rows
 
 
-def gru_alone(seconds: float) -> list[dict]:
+def gru_alone(seconds: float, device: str = "cpu", counts: tuple[int, ...] = (1, 4, 16, 64, 256)) -> list[dict]:
+    """One batched GRU step (state table gather, step, scatter, scores back on the host) for N streams."""
     from engines.temporal_head import load_head
     from pipeline.state_table import StepInput, StreamStateTable
 
-    head, _ = load_head(MODEL)
+    head, _ = load_head(MODEL, device=device)
     rng = np.random.default_rng(0)
     rows = []
-    for streams in (1, 4, 16, 64, 256):
-        table = StreamStateTable(head, streams, 3600.0)
+    for streams in counts:
+        table = StreamStateTable(head, streams, 3600.0, device=device)
         inputs = [StepInput(f"s{i}", 0, 0.0, rng.normal(size=1280).astype(np.float32),
                             rng.uniform(size=49).astype(np.float32)) for i in range(streams)]
         table.step(inputs, 0.0)
@@ -340,14 +341,16 @@ def _quantile(samples: dict, metric: str, label: str, value: str, q: float) -> f
     return None
 
 
-def live_trial(videos: list[Path], streams: int, seconds: float, workdir: Path) -> dict:
-    """``streams`` live-paced streams for ``seconds``: held when nothing but sampling dropped and p99 <= 250 ms."""
+def live_trial(videos: list[Path], streams: int, seconds: float, workdir: Path,
+               bound_s: float = LATENCY_BOUND_S, sections: dict | None = None) -> dict:
+    """``streams`` live-paced streams for ``seconds``: held when nothing but sampling dropped and p99 <= ``bound_s``.
+    ``sections``: more configuration (engine, capture, temporal) for the run."""
     from tools.soak import free_port
 
     port = free_port()
     sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}", "mode": "live"} for i in range(streams)]
     config = _write_config(workdir / f"live_{streams}.yaml", sources, replay={"loop": True},
-                           metrics={"port": port})
+                           metrics={"port": port}, **(sections or {}))
     summary_path = workdir / f"live_{streams}.json"
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config), "--summary-json",
                              str(summary_path)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -370,7 +373,7 @@ def live_trial(videos: list[Path], streams: int, seconds: float, workdir: Path) 
     stages = {stage: {"p50_ms": _ms(_quantile(samples, "actionpipe_stage_latency_seconds", "stage", stage, 0.5)),
                       "p99_ms": _ms(_quantile(samples, "actionpipe_stage_latency_seconds", "stage", stage, 0.99))}
               for stage in ("capture", "embed_queue", "embed", "temporal")}
-    return {"streams": streams, "held": not dropped and p99 <= LATENCY_BOUND_S, "dropped": dropped,
+    return {"streams": streams, "held": not dropped and p99 <= bound_s, "dropped": dropped,
             "e2e_p50_ms": round(1000 * float(np.median([r["latency_p50_s"] or 0 for r in rows.values()])), 1),
             "e2e_p99_ms": round(1000 * p99, 1), "stages": stages}
 
@@ -379,13 +382,14 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(1000 * value, 1)
 
 
-def capacity(videos: list[Path], seconds: float, workdir: Path, start: int, limit: int = 64) -> dict:
+def capacity(videos: list[Path], seconds: float, workdir: Path, start: int, limit: int = 64,
+             bound_s: float = LATENCY_BOUND_S, sections: dict | None = None) -> dict:
     """The largest N that holds: double from ``start`` until a trial fails, then bisect."""
     trials: dict[int, dict] = {}
 
     def held(n: int) -> bool:
         if n not in trials:
-            trials[n] = live_trial(videos, n, seconds, workdir)
+            trials[n] = live_trial(videos, n, seconds, workdir, bound_s, sections)
             print(f"    {n} streams: {'held' if trials[n]['held'] else 'not held'} "
                   f"(p99 {trials[n]['e2e_p99_ms']} ms, dropped {trials[n]['dropped'] or 'nothing'})", flush=True)
         return trials[n]["held"]
@@ -405,6 +409,63 @@ def capacity(videos: list[Path], seconds: float, workdir: Path, start: int, limi
         else:
             high = middle
     return {"streams": low, "trials": [trials[k] for k in sorted(trials)], "best": trials.get(low)}
+
+
+def gpu_rows(videos_1080: list[Path], workdir: Path, capacity_seconds: float, peak_tflops: float | None,
+             step_rate: float) -> dict:
+    """The GPU figures: engine frames/s at batch 1, 8, 32, 128 (FP16; against the peak when given), one GRU
+    step for 1..1024 streams, NVDEC decode, and the 1080p30 streams held with p99 under 100 ms."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"not_measured": "no CUDA device on this machine"}
+    from engines.factory import choose_engine
+    from tools.benchmark_engines import flops_per_frame
+
+    out: dict = {"gpu": torch.cuda.get_device_name(0), "gflop_per_frame": flops_per_frame() / 1e9}
+    choice = choose_engine(precision="fp16", max_batch_size=128)
+    engine = choice.engine
+    frames = sample_frames(videos_1080[0])
+    frames = np.concatenate([frames] * -(-128 // len(frames)))[:128]
+    out["engine"] = {"backend": engine.name, "rows": []}
+    try:
+        for batch in (1, 8, 32, 128):
+            engine.embed(frames[:batch])
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 5.0:
+                engine.embed(frames[:batch])
+                done += batch
+            fps = done / (time.perf_counter() - start)
+            tflops = fps * out["gflop_per_frame"] / 1e3
+            out["engine"]["rows"].append({"batch": batch, "frames_per_s": fps, "tflops": tflops,
+                                          "of_peak": tflops / peak_tflops if peak_tflops else None})
+    finally:
+        engine.close()
+    out["gru"] = gru_alone(3.0, "cuda", (1, 4, 16, 64, 256, 1024))
+    out["nvdec"] = nvdec_decode_alone(videos_1080, step_rate)
+    sections = {"engine": {"backend": "auto", "precision": "fp16"}, "capture": {"decoder": "nvdec"},
+                "temporal": {"device": "cuda"}}
+    out["capacity_1080p30"] = capacity(videos_1080, capacity_seconds, workdir, start=8, limit=256, bound_s=0.1,
+                                       sections=sections)
+    return out
+
+
+def nvdec_decode_alone(videos: list[Path], step_rate: float) -> dict:
+    from pipeline.nvdec import NvdecReader
+    from pipeline.sampling import StepSampler
+
+    frames = steps = 0
+    start = time.perf_counter()
+    for video in videos:
+        reader, sampler = NvdecReader(str(video), False, 224, 224), StepSampler(step_rate)
+        try:
+            while (frame := reader.read(sampler.accept)) is not None:
+                frames += 1
+                steps += frame.image is not None
+        finally:
+            reader.close()
+    elapsed = time.perf_counter() - start
+    return {"frames_per_s": frames / elapsed, "steps_per_s": steps / elapsed}
 
 
 def memory_per_stream(videos: list[Path], workdir: Path, counts: tuple[int, int] = (1, 32),
@@ -449,16 +510,18 @@ def machine() -> dict:
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     import cv2
     import onnxruntime
+    import torch
 
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(memory_gb, 1),
             "python": platform.python_version(), "opencv": cv2.__version__, "onnxruntime": onnxruntime.__version__,
-            "gpu": "none"}
+            "gpu": gpu}
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"## {result['date']}: `{result['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, no GPU; Python {m['python']}, "
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, GPU: {m['gpu']}; Python {m['python']}, "
              f"OpenCV {m['opencv']}, ONNX Runtime {m['onnxruntime']}.", ""]
     for kind, r in result["kinds"].items():
         lines += [f"### {kind}", ""]
@@ -523,8 +586,22 @@ def markdown(result: dict) -> str:
         lines += [f"Memory (USS of all pipeline processes, live 720p25): " + ", ".join(
             f"{k} streams {v:.0f} MB" for k, v in mem["uss_mb"].items())
             + f"; **{mem['per_added_stream_mb']:.1f} MB per added stream**.", ""]
-    lines += ["GPU rows (engine at batch 1/8/32/128 against FP16 peak, GRU for 1..1024 streams, NVDEC, 1080p30 "
-              "streams at p99 < 100 ms): not measured (no GPU on this machine).", ""]
+    gpu = result.get("gpu") or {"not_measured": "the gpu part was not run"}
+    if "not_measured" in gpu:
+        lines += ["GPU rows (engine at batch 1/8/32/128 against FP16 peak, GRU for 1..1024 streams, NVDEC, 1080p30 "
+                  f"streams at p99 < 100 ms): not measured ({gpu['not_measured']}).", ""]
+    else:
+        lines += [f"### GPU: {gpu['gpu']}", "",
+                  f"Engine `{gpu['engine']['backend']}`, {gpu['gflop_per_frame']:.2f} GFLOP per frame:", "",
+                  "| batch | frames/s | TFLOP/s | of FP16 peak |", "|---|---|---|---|"]
+        for row in gpu["engine"]["rows"]:
+            peak = f"{row['of_peak']:.3f}" if row["of_peak"] else "peak not given (--gpu-peak-tflops)"
+            lines.append(f"| {row['batch']} | {row['frames_per_s']:.0f} | {row['tflops']:.2f} | {peak} |")
+        c = gpu["capacity_1080p30"]
+        lines += ["", "GRU step on the GPU: " + "; ".join(f"{g['streams']} streams {g['ms_per_step']:.2f} ms"
+                                                          for g in gpu["gru"]),
+                  f"NVDEC decode (1080p30): {gpu['nvdec']['frames_per_s']:.0f} frames/s.",
+                  f"1080p30 streams held with p99 <= 100 ms (NVDEC, FP16 engine, GRU on the GPU): **{c['streams']}**.", ""]
     return "\n".join(lines)
 
 
@@ -537,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--capacity-seconds", type=float, default=120.0, help="how long each real-time trial runs")
     p.add_argument("--repeats", type=int, default=3, help="runs of each throughput measurement; the median is reported")
     p.add_argument("--quick", action="store_true", help="20 s videos, 30 s trials, one run of each")
+    p.add_argument("--gpu-peak-tflops", type=float, help="the GPU's dense FP16 peak, for the engine's share of it")
     p.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
     args = p.parse_args(argv)
     if args.quick:
@@ -601,6 +679,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["capacity"] = capacity(videos, args.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)))
     if "stages" in parts:
         result["gru"] = gru_alone(1.0 if args.quick else 3.0)
+    if "gpu" in parts:
+        result["gpu"] = gpu_rows(make_videos(KINDS["1080p30"], args.videos, args.seconds), workdir,
+                                 args.capacity_seconds, args.gpu_peak_tflops, step_rate)
     if "memory" in parts:
         result["memory"] = memory_per_stream(make_videos(KINDS["720p25"], args.videos, args.seconds), workdir)
         print(f"  memory per added stream: {result['memory']['per_added_stream_mb']:.1f} MB", flush=True)

