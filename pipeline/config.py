@@ -114,8 +114,8 @@ class CaptureConfig(_Model):
     workers: int = Field(default=1, ge=1, le=64, description="capture processes; each serves many streams on threads")
     decoder_threads: int | None = Field(
         default=None, ge=0, le=64,
-        description="FFmpeg threads per stream; null: FFmpeg's own choice while a capture worker has fewer "
-                    "streams than cores, then one each (the streams decode in parallel already)",
+        description="FFmpeg threads per stream; null: FFmpeg's own choice when the configured streams per capture "
+                    "worker are fewer than the cores, else one each (the streams decode in parallel already)",
     )
     decoder: Literal["opencv", "nvdec"] = Field(
         default="opencv", description="nvdec: decode files and network streams on an NVIDIA GPU (PyNvVideoCodec)",
@@ -185,15 +185,18 @@ class EventsConfig(_Model):
         return self
 
 
-class WebhookConfig(_Model):
-    """Each event POSTed as JSON to ``url``, in order; retried with backoff while the receiver is down."""
-
-    url: str = Field(description="http(s)://...; credentials in it become a Basic header and never reach the logs")
-    timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+class _NetworkOutput(_Model):
     buffer: int = Field(default=1000, ge=1, le=1_000_000,
                         description="events held while the receiver is down; when full the oldest make room (counted)")
     retry_max_s: float = Field(default=30.0, gt=0.0, le=3600.0, description="the longest wait between retries")
     flush_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0, description="at shutdown, time to deliver what is left")
+
+
+class WebhookConfig(_NetworkOutput):
+    """Each event POSTed as JSON to ``url``, in order; retried with backoff while the receiver is down."""
+
+    url: str = Field(description="http(s)://...; credentials in it become a Basic header and never reach the logs")
+    timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
 
     @field_validator("url")
     @classmethod
@@ -203,12 +206,33 @@ class WebhookConfig(_Model):
         return url
 
 
+class MqttConfig(_NetworkOutput):
+    """Events to an MQTT broker: TOPIC_PREFIX/events, TOPIC_PREFIX/<stream>/events, retained
+    TOPIC_PREFIX/<stream>/<action> (ON/OFF) and TOPIC_PREFIX/<stream>/state, TOPIC_PREFIX/available."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = "actionpipe"
+    client_id: str | None = Field(default=None, description="default: actionpipe-<pid>")
+    username: str | None = None
+    password: str | None = None
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic(cls, prefix: str) -> str:
+        from pipeline.mqtt import TopicLayout
+
+        TopicLayout(prefix)  # raises ValueError naming what is wrong
+        return prefix
+
+
 class OutputsConfig(_Model):
     stdout: bool = True
     events_jsonl: Path | None = None
     scores_jsonl: Path | None = None
     events_pub: str | None = Field(default=None, description="ZeroMQ endpoint to PUB events on, e.g. tcp://127.0.0.1:5557")
     webhook: WebhookConfig | None = None
+    mqtt: MqttConfig | None = None
     existing: Literal["rotate", "append"] = Field(
         default="rotate", description="an output file left by an earlier run: rotate it to FILE.1 (FILE.2, ...) or append"
     )

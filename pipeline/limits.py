@@ -81,3 +81,12 @@ def check_worker_counts(embed_workers: int, capture_workers: int, facts: Machine
             f"{limits.capture}; each capture worker serves many streams on threads)"
         )
     return problems
+
+
+def decoder_threads_for(streams: int, capture_workers: int, cores: int) -> int:
+    """FFmpeg threads per stream when the configuration leaves it open: while each capture worker
+    has fewer streams than the machine has cores, FFmpeg's own choice (0: frame threads use the
+    idle cores); once the streams fill the cores, one each (they decode in parallel already, and
+    more threads only add switching)."""
+    per_worker = -(-streams // max(1, capture_workers))
+    return 0 if per_worker < cores else 1

@@ -73,7 +73,7 @@ from pipeline.control import (
     decode,
     encode,
 )
-from pipeline.limits import MachineFacts, check_worker_counts, machine_facts
+from pipeline.limits import MachineFacts, check_worker_counts, decoder_threads_for, machine_facts
 from pipeline.metrics import MULTIPROC_ENV, build_registry, mark_process_dead, read_stream_counters
 from pipeline.outputs import OutputError, prepare_output
 from pipeline.restart import RestartPolicy, StageRestarts
@@ -373,11 +373,15 @@ class Supervisor:
                 "out_endpoint": temporal_endpoint,
                 "max_frames_per_s": cfg.engine.max_frames_per_s,
             })
+        decoder_threads = cfg.capture.decoder_threads
+        if decoder_threads is None:
+            decoder_threads = decoder_threads_for(len(cfg.sources), cfg.capture.workers,
+                                                  (self._machine or machine_facts()).cpu_count)
         for i in range(cfg.capture.workers):
             self._add_stage(f"capture:{i}", "capture", {
                 **base, "embed_endpoints": embed_endpoints, "width": head.backbone.input_width,
                 "height": head.backbone.input_height, "step_rate": head.step_rate_hz,
-                "decoder_threads": cfg.capture.decoder_threads, "decoder": cfg.capture.decoder, "gpu": cfg.capture.gpu,
+                "decoder_threads": decoder_threads, "decoder": cfg.capture.decoder, "gpu": cfg.capture.gpu,
             })
 
     def _add_stage(self, name: str, kind: str, settings: dict) -> None:

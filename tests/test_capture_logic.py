@@ -262,12 +262,3 @@ def test_an_end_marker_is_skipped_when_nothing_of_its_sequence_was_sent(socket_p
     sender.finish()
     sender.join(5)
     assert [(h.seq, h.flags, h.reason) for h in headers] == [(0, int(Flags.START), "reconnect"), (1, int(Flags.END), "removed")]
-
-
-
-def test_ffmpeg_threads_only_while_a_core_would_otherwise_idle():
-    from pipeline.stages.capture import decoder_threads_for
-
-    assert decoder_threads_for(1, cores=2) == 0  # one stream: let FFmpeg use both cores
-    assert decoder_threads_for(2, cores=2) == 1  # the streams fill the cores: frame threads only add overhead
-    assert decoder_threads_for(40, cores=16) == 1

@@ -163,3 +163,13 @@ def test_machine_facts_reads_this_machine() -> None:
     assert isinstance(facts.cpu_count, int)
     assert facts.cpu_count > 0
     assert facts.available_memory_bytes is None or facts.available_memory_bytes > 0
+
+
+def test_ffmpeg_threads_only_while_a_core_would_otherwise_idle():
+    from pipeline.limits import decoder_threads_for
+
+    assert decoder_threads_for(1, capture_workers=1, cores=2) == 0  # one stream: let FFmpeg use both cores
+    assert decoder_threads_for(2, capture_workers=1, cores=2) == 1  # the streams fill the cores
+    assert decoder_threads_for(40, capture_workers=1, cores=16) == 1
+    assert decoder_threads_for(6, capture_workers=4, cores=4) == 0  # two per worker on four cores
+    assert decoder_threads_for(0, capture_workers=1, cores=2) == 0  # streams added later over the API

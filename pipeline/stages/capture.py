@@ -76,15 +76,9 @@ class CaptureSettings:
     height: int
     step_rate: float
     parent_pid: int
-    decoder_threads: int | None = None  # None: decoder_threads_for(streams served, cores)
+    decoder_threads: int = 1  # FFmpeg threads per stream (0: FFmpeg's choice); the supervisor decides
     decoder: str = "opencv"  # or "nvdec"
     gpu: int = 0
-
-
-def decoder_threads_for(streams: int, cores: int) -> int:
-    """FFmpeg threads for a stream opened while ``streams`` are served: with a core to spare, let FFmpeg
-    use its own threads (0); once streams fill the cores, one each (frame threads only add overhead)."""
-    return 0 if streams < cores else 1
 
 
 class ReplayPacer:
@@ -352,10 +346,8 @@ class StreamRunner(threading.Thread):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        streams_served: Callable[[], int] = lambda: 1,
     ) -> None:
         super().__init__(name=f"stream-{spec.stream}", daemon=True)
-        self._streams_served = streams_served
         self.spec = spec
         self.s = settings
         self.outbox = outbox
@@ -446,13 +438,6 @@ class StreamRunner(threading.Thread):
                 if reader is not None:
                     self._read(reader)
 
-    def _decoder_threads(self) -> int:
-        if self.s.decoder_threads is not None:
-            return self.s.decoder_threads
-        import os
-
-        return decoder_threads_for(self._streams_served(), len(os.sched_getaffinity(0)))
-
     def _open(self) -> FrameReader | None:
         try:
             if self.s.decoder == "nvdec" and self._source.kind in (SourceKind.FILE, SourceKind.NETWORK):
@@ -464,7 +449,7 @@ class StreamRunner(threading.Thread):
                 reader = self._opener(
                     self._source, image_fps=self.spec.image_fps, open_timeout_s=self.spec.open_timeout_s,
                     read_timeout_s=self.spec.stale_after_s, origin=self._origin, clock=self._clock,
-                    decoder_threads=self._decoder_threads(),
+                    decoder_threads=self.s.decoder_threads,
                 )
         except SourceOpenError as exc:
             self._transition(self.machine.open_failed(self._clock(), str(exc), exc.permanent))
@@ -504,7 +489,7 @@ class StreamRunner(threading.Thread):
                 reader.close()
                 try:
                     reader = self._opener(self._source, image_fps=self.spec.image_fps,
-                                          decoder_threads=self._decoder_threads())
+                                          decoder_threads=self.s.decoder_threads)
                 except SourceOpenError as exc:
                     self._transition(self.machine.failed(self._clock(), f"cannot reopen for the next loop: {exc}"))
                     return
@@ -684,8 +669,7 @@ class CaptureStage:
         outbox = StreamOutbox(spec.stream, spec.generation, spec.live, spec.buffer_frames if spec.live else 2,
                               spec.stale_after_s, counters, self._sender.wake)
         self._sender.attach(outbox)
-        runner = StreamRunner(spec, self.s, outbox, self._reports.put, self._metrics, self._opener,
-                              streams_served=lambda: len(self._runners))
+        runner = StreamRunner(spec, self.s, outbox, self._reports.put, self._metrics, self._opener)
         self._runners[spec.stream] = runner
         runner.start()
 

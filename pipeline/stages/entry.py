@@ -104,7 +104,7 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
         stage=settings["stage"], control_endpoint=settings["control_endpoint"],
         embed_endpoints=tuple(settings["embed_endpoints"]), high_water_mark=settings["high_water_mark"],
         width=settings["width"], height=settings["height"], step_rate=settings["step_rate"],
-        parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads"),
+        parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads", 1),
         decoder=settings.get("decoder", "opencv"), gpu=settings.get("gpu", 0),
     )
     socket = context.socket(zmq.PUSH)
@@ -149,15 +149,27 @@ def _run_embed(settings: dict, link, parent, context) -> dict:
     return {"worker": s.worker, "engine": engine.name, **tally.__dict__}
 
 
-def _webhook_sink(cfg, metrics):
+def _webhook_transport(cfg):
+    from pipeline.webhook import WebhookTransport
+
+    return WebhookTransport(cfg.url, cfg.timeout_s)
+
+
+def _mqtt_transport(cfg):
+    from pipeline.mqtt import MqttTransport
+
+    return MqttTransport(cfg.host, cfg.port, cfg.topic_prefix, cfg.client_id, cfg.username, cfg.password)
+
+
+def _network_sink(transport, cfg, metrics):
+    """A webhook or MQTT output on its own thread, so it never holds up scoring."""
     from pipeline.backoff import Backoff
     from pipeline.delivery import BackgroundSink, DropReport
-    from pipeline.webhook import WebhookTransport
 
     def count(report: DropReport) -> None:
         metrics.sink_dropped.labels(report.sink, report.reason).inc(report.count)
 
-    return BackgroundSink(WebhookTransport(cfg.url, cfg.timeout_s), capacity=cfg.buffer,
+    return BackgroundSink(transport, capacity=cfg.buffer,
                           backoff=Backoff(initial_s=min(0.5, cfg.retry_max_s), max_s=cfg.retry_max_s),
                           on_drop=count, flush_timeout_s=cfg.flush_timeout_s)
 
@@ -203,7 +215,9 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
     if outputs_cfg.events_pub:
         event_sinks.append(PubEventSink(outputs_cfg.events_pub, context))
     if outputs_cfg.webhook:
-        event_sinks.append(_webhook_sink(outputs_cfg.webhook, metrics))
+        event_sinks.append(_network_sink(_webhook_transport(outputs_cfg.webhook), outputs_cfg.webhook, metrics))
+    if outputs_cfg.mqtt:
+        event_sinks.append(_network_sink(_mqtt_transport(outputs_cfg.mqtt), outputs_cfg.mqtt, metrics))
     events = SinkFanOut(event_sinks, metrics)
     scores = SinkFanOut([JsonlScoreSink(outputs_cfg.scores_jsonl)], metrics) if outputs_cfg.scores_jsonl else None
     try:
