@@ -30,6 +30,7 @@ from pipeline.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
+DROP_REASONS = ("buffer_full", "refused", "unsent_at_exit")
 DEFAULT_RETRY = Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, jitter=0.2)
 
 

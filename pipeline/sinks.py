@@ -115,6 +115,9 @@ class SinkFanOut:
         self._metrics = metrics
         self._clock = clock
         self._health = {id(sink): _Health() for sink in self.sinks}
+        if metrics is not None:
+            for sink in self.sinks:  # every output's error count exists from the start (0)
+                metrics.sink_errors.labels(sink.name)
 
     def emit(self, record) -> None:
         for sink in self.sinks:

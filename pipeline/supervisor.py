@@ -748,7 +748,9 @@ class Supervisor:
         stages_up: dict[str, int] = {}
         for stage in list(self._stages.values()):
             stages_up[stage.kind] = stages_up.get(stage.kind, 0) + (1 if stage.alive else 0)
-        return dict(self._stream_states), dict(self._restarts.total), stages_up, dict(self._extra_drops)
+        # Every stage's restart count, 0 included: a series that exists from the start is one alerts can see rise.
+        restarts = {name: self._restarts.total.get(name, 0) for name in list(self._stages)}
+        return dict(self._stream_states), restarts, stages_up, dict(self._extra_drops)
 
     def _row(self, entry: StreamEntry) -> dict:
         return {

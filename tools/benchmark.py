@@ -513,16 +513,18 @@ def machine() -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(memory_gb, 1),
             "python": platform.python_version(), "opencv": cv2.__version__, "onnxruntime": onnxruntime.__version__,
-            "gpu": gpu}
+            "gpu": gpu, "commit": commit}
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"## {result['date']}: `{result['command']}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, GPU: {m['gpu']}; Python {m['python']}, "
-             f"OpenCV {m['opencv']}, ONNX Runtime {m['onnxruntime']}.", ""]
+             f"OpenCV {m['opencv']}, ONNX Runtime {m['onnxruntime']}; commit {m.get('commit', 'unknown')}.", ""]
     for kind, r in result["kinds"].items():
         lines += [f"### {kind}", ""]
         if "decode" in r:

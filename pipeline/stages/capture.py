@@ -354,6 +354,9 @@ class StreamRunner(threading.Thread):
         self.counters = outbox.counters
         self._report = report
         self._metrics = metrics
+        if metrics is not None and spec.live:
+            # A live stream's reconnect count exists from the start (0), so dashboards and alerts see it.
+            metrics.reconnects.labels(spec.stream)
         self._opener = opener
         self._clock = clock
         self._wall = wall_clock

@@ -164,10 +164,13 @@ def _mqtt_transport(cfg):
 def _network_sink(transport, cfg, metrics):
     """A webhook or MQTT output on its own thread, so it never holds up scoring."""
     from pipeline.backoff import Backoff
-    from pipeline.delivery import BackgroundSink, DropReport
+    from pipeline.delivery import DROP_REASONS, BackgroundSink, DropReport
 
     def count(report: DropReport) -> None:
         metrics.sink_dropped.labels(report.sink, report.reason).inc(report.count)
+
+    for reason in DROP_REASONS:  # each exists from the start (0), for dashboards and alerts
+        metrics.sink_dropped.labels(transport.name, reason)
 
     return BackgroundSink(transport, capacity=cfg.buffer,
                           backoff=Backoff(initial_s=min(0.5, cfg.retry_max_s), max_s=cfg.retry_max_s),
