@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pipeline.config import validate_config
@@ -174,3 +175,65 @@ class MqttRecorder:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, poll_s: float = 0.01) -> None:
+    """Polls ``predicate`` until it holds; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(poll_s)
+
+
+def synth_videos(root: Path, count: int, seed: int, duration_range: tuple[float, float]) -> list[Path]:
+    """``count`` small SynthActions videos (320x240, 15 fps) rendered under ``root``, sorted."""
+    from tools.synthactions import write_dataset
+
+    write_dataset(root, count=count, seed=seed, sizes=(320, 240), fps=15.0, duration_range=duration_range,
+                  progress=False)
+    return sorted((Path(root) / "videos").glob("*.mp4"))
+
+
+class Receiver:
+    """An HTTP server that answers from a script of statuses (then 200), records what it accepted,
+    and can be stopped and started again on the same port."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses = list(statuses or [])
+        self.accepted: list[dict] = []
+        self.requests = 0
+        self.headers: list[dict] = []
+        self.server: ThreadingHTTPServer | None = None
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests += 1
+                receiver.headers.append(dict(self.headers))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if status == 200:
+                    receiver.accepted.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.allow_reuse_address = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"

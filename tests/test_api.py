@@ -14,16 +14,12 @@ import pytest
 from pipeline.api import ActionPipeline, PipelineNotRunningError
 from pipeline.config import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.helpers import MODEL
+from tests.helpers import MODEL, synth_videos
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> list[Path]:
-    from tools.synthactions import write_dataset
-
-    root = tmp_path_factory.mktemp("api")
-    write_dataset(root, count=3, seed=3131, sizes=(320, 240), fps=15.0, duration_range=(10.0, 12.0), progress=False)
-    return sorted((root / "videos").glob("*.mp4"))
+    return synth_videos(tmp_path_factory.mktemp("api"), count=3, seed=3131, duration_range=(10.0, 12.0))
 
 
 def test_replay_events_arrive_in_order_through_both_the_iterator_and_the_callback(videos, tmp_path):

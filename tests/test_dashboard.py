@@ -20,8 +20,7 @@ import pytest
 
 from pipeline.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
-from tests.helpers import config, free_port, run_until
-from tests.test_delivery import Receiver
+from tests.helpers import Receiver, config, free_port, run_until, synth_videos
 
 DASHBOARD = REPO_ROOT / "configs" / "grafana" / "dashboards" / "actionpipe.json"
 RULES = REPO_ROOT / "configs" / "prometheus" / "actionpipe-alerts.yml"
@@ -109,12 +108,8 @@ def _query(api: str, expr: str) -> dict:
 
 
 def test_every_panel_query_returns_data_from_a_real_scrape(prometheus, tmp_path):
-    from tools.synthactions import write_dataset
-
     api, metrics_port = prometheus
-    write_dataset(tmp_path / "synth", count=2, seed=5151, sizes=(320, 240), fps=15.0, duration_range=(12.0, 12.0),
-                  progress=False)
-    videos = sorted((tmp_path / "synth" / "videos").glob("*.mp4"))
+    videos = synth_videos(tmp_path / "synth", count=2, seed=5151, duration_range=(12.0, 12.0))
     receiver = Receiver()  # a webhook output, so the network-output series exist too
     cfg = config(
         sources=[{"uri": str(v), "name": v.stem, "mode": "live"} for v in videos],

@@ -3,11 +3,9 @@ on loopback that fails its first attempts, refuses some records, and is down for
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +13,7 @@ from pipeline.backoff import Backoff
 from pipeline.delivery import BackgroundSink, DeliveryError, DropReport, RecordBuffer, RetrySchedule
 from pipeline.events import ActionEvent
 from pipeline.webhook import WebhookTransport, is_temporary
+from tests.helpers import Receiver, wait_until
 
 FAST = Backoff(initial_s=0.01, max_s=0.05, multiplier=2.0, jitter=0.0)
 
@@ -76,19 +75,12 @@ class ScriptedTransport:
         self.closed = True
 
 
-def _wait_until(predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_records_go_out_in_order_after_failures_without_loss_or_duplicates():
     transport = ScriptedTransport(failures_before_success=4)
     sink = BackgroundSink(transport, capacity=100, backoff=FAST)
     for i in range(20):
         sink.emit(i)
-    _wait_until(lambda: len(transport.delivered) == 20)
+    wait_until(lambda: len(transport.delivered) == 20)
     sink.close()
     assert transport.delivered == list(range(20))
     assert transport.attempts[:5] == [0, 0, 0, 0, 0]  # the first record is retried, not skipped
@@ -101,14 +93,14 @@ def test_emit_never_waits_for_a_stuck_receiver_and_a_full_buffer_drops_the_oldes
     transport = ScriptedTransport(block=release)
     sink = BackgroundSink(transport, capacity=5, backoff=FAST, on_drop=reports.append)
     sink.emit("first")
-    _wait_until(lambda: transport.attempts == ["first"])  # the thread is now stuck in deliver
+    wait_until(lambda: transport.attempts == ["first"])  # the thread is now stuck in deliver
     started = time.monotonic()
     for i in range(8):
         sink.emit(i)
     assert time.monotonic() - started < 0.5
     assert sink.pending == 6  # the record in flight, and the newest five
     release.set()
-    _wait_until(lambda: sink.pending == 0)
+    wait_until(lambda: sink.pending == 0)
     sink.close()
     assert transport.delivered == ["first", 3, 4, 5, 6, 7]
     assert sink.dropped == {"buffer_full": 3}
@@ -120,7 +112,7 @@ def test_a_refused_record_is_dropped_and_counted_and_the_rest_go_on():
     sink = BackgroundSink(transport, capacity=10, backoff=FAST)
     for i in range(5):
         sink.emit(i)
-    _wait_until(lambda: len(transport.delivered) == 4)
+    wait_until(lambda: len(transport.delivered) == 4)
     sink.close()
     assert transport.delivered == [0, 1, 3, 4]
     assert sink.dropped == {"refused": 1}
@@ -140,51 +132,6 @@ def test_shutdown_gives_up_after_the_flush_timeout_and_counts_what_was_left():
 
 
 # -- a real HTTP receiver on loopback ---------------------------------------------------------------
-class Receiver:
-    """An HTTP server that answers from a script of statuses (then 200), records what it accepted,
-    and can be stopped and started again on the same port."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.statuses = list(statuses or [])
-        self.accepted: list[dict] = []
-        self.requests = 0
-        self.headers: list[dict] = []
-        self.server: ThreadingHTTPServer | None = None
-        self.port = 0
-        self.start()
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests += 1
-                receiver.headers.append(dict(self.headers))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                if status == 200:
-                    receiver.accepted.append(json.loads(body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.allow_reuse_address = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -198,7 +145,7 @@ def test_webhook_retries_server_errors_and_delivers_each_event_once_in_order(rec
     events = [_event(i) for i in range(6)]
     for event in events:
         sink.emit(event)
-    _wait_until(lambda: len(receiver.accepted) == 6)
+    wait_until(lambda: len(receiver.accepted) == 6)
     sink.close()
     assert receiver.accepted == [e.to_json() for e in events]
     assert receiver.requests == 9  # three refusals of the first event, then one request per event
@@ -212,7 +159,7 @@ def test_webhook_drops_what_the_receiver_rejects_for_good(receiver):
     sink = BackgroundSink(WebhookTransport(receiver.url), capacity=100, backoff=FAST, on_drop=reports.append)
     for i in range(3):
         sink.emit(_event(i))
-    _wait_until(lambda: receiver.requests == 3)
+    wait_until(lambda: receiver.requests == 3)
     sink.close()
     assert [e["t"] for e in receiver.accepted] == [0.0, 2.0]
     assert reports == [DropReport("webhook", "refused", 1)]
@@ -226,7 +173,7 @@ def test_webhook_survives_a_receiver_that_is_down_for_a_while(receiver):
     time.sleep(0.3)  # several refused connections
     assert receiver.accepted == [] and sink.pending == 5
     receiver.start()  # the same port
-    _wait_until(lambda: len(receiver.accepted) == 5)
+    wait_until(lambda: len(receiver.accepted) == 5)
     sink.close()
     assert [e["t"] for e in receiver.accepted] == [0.0, 1.0, 2.0, 3.0, 4.0]
 

@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.supervisor import Supervisor
-from tests.helpers import config, run_until
-from tests.test_delivery import Receiver
+from tests.helpers import Receiver, config, run_until, synth_videos, wait_until
 
 
 @pytest.fixture(scope="module")
 def synth_streams(tmp_path_factory) -> list[Path]:
-    from tools.synthactions import write_dataset
-
-    root = tmp_path_factory.mktemp("net_outputs")
-    write_dataset(root, count=2, seed=4242, sizes=(320, 240), fps=15.0, duration_range=(12.0, 14.0), progress=False)
-    return sorted((root / "videos").glob("*.mp4"))
+    return synth_videos(tmp_path_factory.mktemp("net_outputs"), count=2, seed=4242, duration_range=(12.0, 14.0))
 
 
 def test_webhook_gets_every_event_the_jsonl_file_gets_despite_a_failing_start(synth_streams, tmp_path):
@@ -77,15 +72,6 @@ def broker(tmp_path):
     b.stop()
 
 
-def _wait_until(predicate, timeout_s: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_order(broker):
     from pipeline.backoff import Backoff
     from pipeline.delivery import BackgroundSink
@@ -98,14 +84,14 @@ def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_
     try:
         for i in range(3):
             sink.emit(_event(i, kind="start" if i % 2 == 0 else "end"))
-        _wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 3)
+        wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 3, 20)
         broker.stop()
         for i in range(3, 8):  # while the broker is down: buffered, not lost
             sink.emit(_event(i, kind="start" if i % 2 == 0 else "end"))
-        _wait_until(lambda: sink.pending == 5, 5)
+        wait_until(lambda: sink.pending == 5, 5)
         broker.start()
-        _wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 8)
-        _wait_until(lambda: sink.pending == 0)
+        wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 8, 20)
+        wait_until(lambda: sink.pending == 0, 20)
     finally:
         sink.close()
     sent = [json.loads(p)["t"] for p in recorder.payloads("actionpipe/events")]
@@ -115,7 +101,7 @@ def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_
     # A subscriber arriving now finds the retained state: the last event (t=7) ended "enter".
     late = MqttRecorder(broker.port, "actionpipe/cam1/#", client_id="late", clean=True)
     try:
-        _wait_until(lambda: "actionpipe/cam1/state" in {t for t, _, _ in late.messages})
+        wait_until(lambda: "actionpipe/cam1/state" in {t for t, _, _ in late.messages}, 20)
         retained = {t: p for t, p, r in late.messages if r}
         assert retained["actionpipe/cam1/enter"] == "OFF"
         assert json.loads(retained["actionpipe/cam1/state"])["last_event"]["t"] == 7.0
@@ -150,7 +136,7 @@ def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_stream
     summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120, during=restart_broker)
     assert restarted, "the broker should have been restarted during the run"
     written = [json.loads(line) for line in events_file.read_text().splitlines()]
-    _wait_until(lambda: len(recorder.payloads("actionpipe/events")) >= len(written))
+    wait_until(lambda: len(recorder.payloads("actionpipe/events")) >= len(written), 20)
     received = [json.loads(p) for p in recorder.payloads("actionpipe/events")]
     recorder.close()
     assert received == written
