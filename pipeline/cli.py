@@ -47,6 +47,11 @@ def _parser(prog: str = "run_pipeline.py") -> argparse.ArgumentParser:
     p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     p.add_argument("--control-port", type=int, help="control API port (0: any free port)")
     p.add_argument("--no-control", action="store_true", help="do not serve the control API")
+    p.add_argument("--overlay-out", type=Path, metavar="DIR",
+                   help="write an annotated H.264 video per stream (frame, class bars, active actions, time) to DIR")
+    p.add_argument("--live-port", type=int, metavar="PORT",
+                   help="serve the live page (streams, latest annotated frames, actions, events) on PORT "
+                        "(loopback; 0: any free port)")
     p.add_argument("--serve", action="store_true",
                    help="keep running when every stream has ended, taking new ones from the control API")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
@@ -90,6 +95,9 @@ def build_config(args: argparse.Namespace):
         ("control", "port"): args.control_port,
         ("control", "enabled"): False if args.no_control else None,
         ("control", "keep_running"): True if args.serve else None,
+        ("overlay", "out_dir"): args.overlay_out,
+        ("live_page", "enabled"): True if args.live_port is not None else None,
+        ("live_page", "port"): args.live_port,
         ("logging", "level"): args.log_level,
     }
     for keys, value in overrides.items():
@@ -137,7 +145,8 @@ def main(argv=None, prog: str = "run_pipeline.py") -> int:
         def ready(url):
             print(f"pipeline running: {len(config.sources)} stream(s); "
                   + (f"Prometheus metrics at {url}" if url else "metrics off")
-                  + (f"; control API at {supervisor.control_url}" if supervisor.control_url else ""), flush=True)
+                  + (f"; control API at {supervisor.control_url}" if supervisor.control_url else "")
+                  + (f"; live page at {supervisor.live_url}" if supervisor.live_url else ""), flush=True)
 
         supervisor = Supervisor(config, on_ready=ready)
         install_signal_handlers(supervisor)

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message says where and why."""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     import ipaddress
 
     if host == "localhost":
@@ -256,7 +256,7 @@ class ControlConfig(_Model):
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "ControlConfig":
-        if self.enabled and not _is_loopback(self.host) and not self.token:
+        if self.enabled and not is_loopback(self.host) and not self.token:
             raise ValueError(
                 f"host {self.host!r} is reachable from other machines: set a token (16+ characters) "
                 "or listen on 127.0.0.1"
@@ -265,6 +265,26 @@ class ControlConfig(_Model):
 
     def __repr__(self) -> str:
         return f"ControlConfig(enabled={self.enabled}, host={self.host!r}, port={self.port}, token={'***' if self.token else None})"
+
+
+class OverlayConfig(_Model):
+    """The annotated overlay: the frame, class probabilities as bars, active actions, stream time.
+
+    Drawn by its own stage beside scoring (which never waits for it); feeds
+    the videos below and the live page."""
+
+    out_dir: Path | None = Field(default=None, description="an H.264 MP4 per stream in this folder (--overlay-out)")
+    width: int = Field(default=480, ge=64, le=3840, description="frames are scaled to this width (never up)")
+    jpeg_quality: int = Field(default=80, ge=10, le=100, description="the live page's frames")
+
+
+class LivePageConfig(_Model):
+    """A page in the browser: every stream's state, latest annotated frame, active actions, last events."""
+
+    enabled: bool = Field(default=False, description="--live-port PORT turns it on")
+    host: str = Field(default="127.0.0.1", description="it shows camera frames: beyond loopback anyone who can "
+                      "reach it sees them")
+    port: int = Field(default=9110, ge=0, le=65535, description="0 picks a free port")
 
 
 class SupervisionConfig(_Model):
@@ -297,6 +317,8 @@ class PipelineConfig(_Model):
     outputs: OutputsConfig = OutputsConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
+    overlay: OverlayConfig = OverlayConfig()
+    live_page: LivePageConfig = LivePageConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     logging: LoggingConfig = LoggingConfig()
     transport: TransportConfig = TransportConfig()

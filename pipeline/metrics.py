@@ -24,7 +24,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DROP_REASONS = ("sampling", "backpressure", "decode_error", "stale", "reorder_timeout", "late", "stage_crash")
-STAGE_KINDS = ("capture", "embed", "temporal")
+STAGE_KINDS = ("capture", "embed", "temporal", "overlay")
+OVERLAY_DROP_REASONS = ("backpressure", "unmatched")
 
 
 class MetricsSetupError(RuntimeError):
@@ -63,6 +64,8 @@ class StageMetrics:
     sink_errors: object
     sink_dropped: object
     malformed_messages: object
+    overlay_frames: object
+    overlay_dropped: object
 
     @classmethod
     def create(cls) -> "StageMetrics":
@@ -112,6 +115,14 @@ class StageMetrics:
             malformed_messages=_counter(
                 "malformed_messages_total", "Messages on a stage's socket that did not follow the wire format.",
                 ("stage",),
+            ),
+            overlay_frames=_counter(
+                "overlay_frames_total", "Scored steps drawn as annotated overlay frames (video, live page).", ("stream",),
+            ),
+            overlay_dropped=_counter(
+                "overlay_dropped_total", "Scored steps the overlay did not draw: a frame or its scores could not be "
+                "handed to the overlay stage at once (backpressure), or one never met the other (unmatched). "
+                "Scoring is never held up for the overlay.", ("stream", "reason"),
             ),
         )
 
@@ -211,6 +222,8 @@ class StreamCounters:
     reconnects: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sequences: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    overlay_frames: int = 0
+    overlay_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def read_stream_counters(registry) -> dict[str, StreamCounters]:
@@ -221,6 +234,7 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
         f"{PREFIX}_frames_sent_total": "sent",
         f"{PREFIX}_steps_processed_total": "processed",
         f"{PREFIX}_reconnects_total": "reconnects",
+        f"{PREFIX}_overlay_frames_total": "overlay_frames",
     }
     for family in registry.collect():
         for sample in family.samples:
@@ -237,4 +251,6 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
                 counters[stream].events += value
             elif sample.name == f"{PREFIX}_sequences_started_total" and value:
                 counters[stream].sequences[sample.labels["reason"]] += value
+            elif sample.name == f"{PREFIX}_overlay_dropped_total" and value:
+                counters[stream].overlay_dropped[sample.labels["reason"]] += value
     return dict(counters)

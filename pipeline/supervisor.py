@@ -57,7 +57,7 @@ import zmq
 from engines.factory import DEFAULT_ONNX_PATH, REPO_ROOT
 from engines.head_config import HeadConfig, read_head_config
 from pipeline.backoff import Backoff
-from pipeline.config import ConfigError, PipelineConfig, SourceConfig, live_settings, stream_name
+from pipeline.config import ConfigError, PipelineConfig, SourceConfig, is_loopback, live_settings, stream_name
 from pipeline.control import (
     AddStream,
     ControlMessageError,
@@ -98,7 +98,8 @@ class Phase(IntEnum):
     STOPPING_CAPTURE = 1
     DRAINING_EMBED = 2
     DRAINING_TEMPORAL = 3
-    DONE = 4
+    DRAINING_OVERLAY = 4
+    DONE = 5
 
 
 @dataclass
@@ -169,6 +170,7 @@ class Supervisor:
         self._stream_states: dict[str, str] = {}
         self.metrics_url: str | None = None
         self.control_url: str | None = None
+        self.live_url: str | None = None
         restart = config.supervision
         self._restarts = StageRestarts(
             RestartPolicy(Backoff(restart.restart_initial_s, max(restart.restart_initial_s, restart.restart_max_s)),
@@ -246,6 +248,12 @@ class Supervisor:
                     raise ConfigError(str(exc)) from None
         if cfg.outputs.events_pub:
             _check_bindable(cfg.outputs.events_pub, "outputs.events_pub")
+        if cfg.overlay.out_dir is not None:
+            try:
+                Path(cfg.overlay.out_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"overlay.out_dir: cannot create {cfg.overlay.out_dir} ({exc.strerror}); "
+                                  "choose a folder this user can write") from None
         return head
 
     def _onnx_path(self) -> str | None:
@@ -274,6 +282,8 @@ class Supervisor:
         context = zmq.Context()
         servers: list = []
         self._run_dir, self._metrics_dir = run_dir, metrics_dir
+        self._live_dir = run_dir / "live"
+        self._live_dir.mkdir()
         try:
             self._registry = build_registry(metrics_dir, self._metrics_state)
             servers = self._start_servers()
@@ -347,6 +357,24 @@ class Supervisor:
                 ) from None
             servers.append(server)
             self.control_url = f"http://{cfg.control.host}:{server.server_port}"
+        if cfg.live_page.enabled:
+            from pipeline.live_page import start_live_page
+
+            try:
+                server = start_live_page(self, self._live_dir, cfg.live_page.host, cfg.live_page.port)
+            except OSError as exc:
+                for started in servers:
+                    started.shutdown()
+                    started.server_close()
+                raise PipelineError(
+                    f"live_page.port {cfg.live_page.port} on {cfg.live_page.host} cannot be used ({exc.strerror}): "
+                    "another process holds it? choose another with --live-port (0 picks a free one)"
+                ) from None
+            servers.append(server)
+            self.live_url = f"http://{cfg.live_page.host}:{server.server_port}/"
+            if not is_loopback(cfg.live_page.host):
+                logger.warning("the live page listens on %s: anyone who can reach it sees the camera frames",
+                               cfg.live_page.host)
         return servers
 
     def _define_stages(self, head: HeadConfig, onnx_path: str | None, run_dir: Path) -> None:
@@ -359,11 +387,21 @@ class Supervisor:
         for key in ("events_jsonl", "scores_jsonl"):
             if outputs[key]:
                 outputs[key] = str(Path(outputs[key]).resolve())
+        overlay_endpoint = f"ipc://{run_dir}/overlay" if self._overlay_wanted() else ""
         self._add_stage("temporal", "temporal", {
             **base, "max_batch_size": cfg.temporal.max_batch_size, "model_path": str(Path(cfg.model).resolve()),
             "temporal": cfg.temporal.model_dump(mode="json"), "events": cfg.events.model_dump(mode="json"),
-            "outputs": outputs, "in_endpoint": temporal_endpoint,
+            "outputs": outputs, "in_endpoint": temporal_endpoint, "overlay_endpoint": overlay_endpoint,
         })
+        if overlay_endpoint:
+            self._add_stage("overlay", "overlay", {
+                **base, "classes": list(head.classes), "step_rate": head.step_rate_hz,
+                "on_threshold": cfg.events.on_threshold, "width": cfg.overlay.width,
+                "out_dir": str(Path(cfg.overlay.out_dir).resolve()) if cfg.overlay.out_dir else None,
+                "live_dir": str(self._live_dir) if cfg.live_page.enabled else None,
+                "keep_rotated": cfg.outputs.keep_rotated, "jpeg_quality": cfg.overlay.jpeg_quality,
+                "in_endpoint": overlay_endpoint, "high_water_mark": 4 * cfg.transport.high_water_mark,
+            })
         for i, endpoint in enumerate(embed_endpoints):
             self._add_stage(f"embed:{i}", "embed", {
                 **base, "worker": i, "max_batch_size": cfg.engine.max_batch_size,
@@ -382,7 +420,11 @@ class Supervisor:
                 **base, "embed_endpoints": embed_endpoints, "width": head.backbone.input_width,
                 "height": head.backbone.input_height, "step_rate": head.step_rate_hz,
                 "decoder_threads": decoder_threads, "decoder": cfg.capture.decoder, "gpu": cfg.capture.gpu,
+                "preview_endpoint": overlay_endpoint, "preview_width": cfg.overlay.width if overlay_endpoint else 0,
             })
+
+    def _overlay_wanted(self) -> bool:
+        return self.config.overlay.out_dir is not None or self.config.live_page.enabled
 
     def _add_stage(self, name: str, kind: str, settings: dict) -> None:
         self._stages[name] = _Stage(name, kind, {**settings, "stage": name})
@@ -519,12 +561,19 @@ class Supervisor:
             stage.drain_sent = self._send(stage, Drain())
         elif stage.kind == "temporal" and self._phase >= Phase.DRAINING_TEMPORAL:
             stage.drain_sent = self._send(stage, Drain())
+        elif stage.kind == "overlay" and self._phase >= Phase.DRAINING_OVERLAY:
+            stage.drain_sent = self._send(stage, Drain())
         self._deliver_streams()
 
     def _downstream_ready(self) -> bool:
         """Frames can be processed: the temporal worker and an embed worker are up.
-        Streams start only then, so that the first frames do not wait for an engine to load."""
-        return self._stages["temporal"].ready and any(s.ready for s in self._stages.values() if s.kind == "embed")
+        Streams start only then, so that the first frames do not wait for an engine to load (nor miss
+        the overlay, when there is one)."""
+        overlay = self._stages.get("overlay")
+        # Only its first start is waited for: a restarting overlay must not hold up new streams.
+        overlay_ok = overlay is None or overlay.ready or overlay.given_up or self._restarts.total.get("overlay", 0) > 0
+        return (self._stages["temporal"].ready and any(s.ready for s in self._stages.values() if s.kind == "embed")
+                and overlay_ok)
 
     def _deliver_streams(self) -> None:
         """Hand every stream not yet served by its worker's current process to that process."""
@@ -602,6 +651,9 @@ class Supervisor:
         if stage.kind == "embed" and any(not s.given_up for s in self._stages.values() if s.kind == "embed"):
             logger.error("%s; the other embed workers carry on", message)
             return
+        if stage.kind == "overlay":
+            logger.error("%s; scoring and the other outputs carry on without the overlay", message)
+            return
         logger.error("%s; the pipeline cannot run without it", message)
         self._failure = message
         self._stop_now()
@@ -650,7 +702,8 @@ class Supervisor:
             self._failure = self._failure or f"the drain did not finish within {self.config.supervision.stop_timeout_s:g} s"
             self._stop_now()
             return
-        kinds = {Phase.STOPPING_CAPTURE: "capture", Phase.DRAINING_EMBED: "embed", Phase.DRAINING_TEMPORAL: "temporal"}
+        kinds = {Phase.STOPPING_CAPTURE: "capture", Phase.DRAINING_EMBED: "embed", Phase.DRAINING_TEMPORAL: "temporal",
+                 Phase.DRAINING_OVERLAY: "overlay"}
         kind = kinds[self._phase]
         pending = [s for s in self._stages.values() if s.kind == kind and not s.given_up
                    and (s.alive or s.restart_at is not None)]
@@ -768,10 +821,11 @@ class Supervisor:
     def _counter_fields(counters) -> dict:
         if counters is None:
             return {"captured": 0, "sent": 0, "processed": 0, "dropped": {}, "events": 0, "reconnects": 0,
-                    "sequences": {}}
+                    "sequences": {}, "overlay_frames": 0, "overlay_dropped": {}}
         return {"captured": counters.captured, "sent": counters.sent, "processed": counters.processed,
                 "dropped": dict(counters.dropped), "events": counters.events, "reconnects": counters.reconnects,
-                "sequences": dict(counters.sequences)}
+                "sequences": dict(counters.sequences), "overlay_frames": counters.overlay_frames,
+                "overlay_dropped": dict(counters.overlay_dropped)}
 
     # -- the summary -------------------------------------------------------------------------------
     def _summary(self) -> RunSummary:

@@ -35,8 +35,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 import zmq
 
@@ -51,6 +52,7 @@ from pipeline.control import (
     StreamChanged,
 )
 from pipeline.messages import Flags, FrameHeader, encode_frame
+from pipeline.overlay_render import preview_size
 from pipeline.sampling import StepSampler
 from pipeline.sources import FrameReader, SourceOpenError, open_source
 from pipeline.stream_state import Action, ReconnectPolicy, StreamState, StreamStateMachine, Transition
@@ -79,6 +81,9 @@ class CaptureSettings:
     decoder_threads: int = 1  # FFmpeg threads per stream (0: FFmpeg's choice); the supervisor decides
     decoder: str = "opencv"  # or "nvdec"
     gpu: int = 0
+    # The overlay stage (if any): a preview of every frame sent to the model goes there, this wide.
+    preview_endpoint: str = ""
+    preview_width: int = 0
 
 
 class ReplayPacer:
@@ -103,6 +108,7 @@ class OutFrame:
     t: float
     capture_wall: float
     pixels: np.ndarray
+    preview: np.ndarray | None = None  # BGR, for the overlay stage
 
 
 @dataclass(frozen=True)
@@ -234,9 +240,11 @@ class StreamOutbox:
 class FrameSender(threading.Thread):
     """Owns the PUSH socket; sends from every outbox in turn without blocking on any one."""
 
-    def __init__(self, socket: zmq.Socket, stage: str, metrics=None, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, socket: zmq.Socket, stage: str, metrics=None, wall_clock: Callable[[], float] = time.time,
+                 preview_socket: zmq.Socket | None = None) -> None:
         super().__init__(name=f"{stage}-sender", daemon=True)
         self._socket = socket
+        self._preview_socket = preview_socket
         self._metrics = metrics
         self._wall = wall_clock
         self._outboxes: dict[str, StreamOutbox] = {}
@@ -325,11 +333,22 @@ class FrameSender(threading.Thread):
             if isinstance(item, OutFrame):
                 outbox.open_sequence = item.sequence
                 outbox.counters.sent_frame(item.t)
+                if item.preview is not None and self._preview_socket is not None:
+                    self._send_preview(header, item.preview)
                 if self._metrics:
                     self._metrics.stage_latency.labels("capture").observe(max(0.0, self._wall() - item.capture_wall))
             else:
                 outbox.open_sequence = None
             return "sent"
+
+
+    def _send_preview(self, header: FrameHeader, preview: np.ndarray) -> None:
+        """Never waits: a preview the overlay stage cannot take now is let go (its step is counted there)."""
+        header = replace(header, height=preview.shape[0], width=preview.shape[1])
+        try:
+            self._preview_socket.send_multipart(encode_frame(header, preview), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass
 
 
 class StreamRunner(threading.Thread):
@@ -556,11 +575,21 @@ class StreamRunner(threading.Thread):
             # NVDEC hands over frames already converted and resized on the GPU.
             pixels = frame.image if getattr(reader, "prepared", False) else prepare_frame(frame.image, self.s.width,
                                                                                            self.s.height)
-            out = OutFrame(self._sequence, start_reason, t, self._wall(), pixels)
+            out = OutFrame(self._sequence, start_reason, t, self._wall(), pixels, self._preview(frame.image, pixels))
             if not self.outbox.put_frame(out, self._stop_event):
                 return "stopped"
             self._last_t = t
         return "stopped"
+
+    def _preview(self, image: np.ndarray, pixels: np.ndarray) -> np.ndarray | None:
+        if not self.s.preview_width:
+            return None
+        if image is pixels:  # NVDEC hands over only the model's RGB input
+            return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+        width, height = preview_size(image.shape[1], image.shape[0], self.s.preview_width)
+        if (width, height) == (image.shape[1], image.shape[0]):
+            return image
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
     def _judge_live_rate(self, first: tuple[float, float], last: tuple[float, float], frames: int) -> None:
         span = last[1] - first[1]
@@ -611,13 +640,14 @@ class CaptureStage:
     """The capture process: its streams, its sender, and its end of the control channel."""
 
     def __init__(self, settings: CaptureSettings, link: StageLink, socket: zmq.Socket, metrics=None,
-                 parent: ParentWatch | None = None, opener: Callable[..., FrameReader] = open_source) -> None:
+                 parent: ParentWatch | None = None, opener: Callable[..., FrameReader] = open_source,
+                 preview_socket: zmq.Socket | None = None) -> None:
         self.s = settings
         self._link = link
         self._metrics = metrics
         self._parent = parent
         self._opener = opener
-        self._sender = FrameSender(socket, settings.stage, metrics)
+        self._sender = FrameSender(socket, settings.stage, metrics, preview_socket=preview_socket)
         self._runners: dict[str, StreamRunner] = {}
         self._reports: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False

@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-STAGE_KINDS = ("capture", "embed", "temporal")
+STAGE_KINDS = ("capture", "embed", "temporal", "overlay")
+OVERLAY_LINGER_MS = 1000
 
 
 def _ignore_stop_signals() -> None:
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> int:
     link = StageLink(context, settings["control_endpoint"], stage)
     parent = ParentWatch(settings["parent_pid"])
     runner: Callable[[dict, object, object, zmq.Context], dict] = {
-        "capture": _run_capture, "embed": _run_embed, "temporal": _run_temporal,
+        "capture": _run_capture, "embed": _run_embed, "temporal": _run_temporal, "overlay": _run_overlay,
     }[kind]
     code = 0
     try:
@@ -106,7 +107,9 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
         width=settings["width"], height=settings["height"], step_rate=settings["step_rate"],
         parent_pid=settings["parent_pid"], decoder_threads=settings.get("decoder_threads", 1),
         decoder=settings.get("decoder", "opencv"), gpu=settings.get("gpu", 0),
+        preview_endpoint=settings.get("preview_endpoint", ""), preview_width=settings.get("preview_width", 0),
     )
+    preview = _overlay_socket(context, s.preview_endpoint, 4 * s.high_water_mark)
     socket = context.socket(zmq.PUSH)
     socket.setsockopt(zmq.SNDHWM, s.high_water_mark)
     # What was sent must reach the embed workers even as this process exits; a dead peer cannot
@@ -115,9 +118,26 @@ def _run_capture(settings: dict, link, parent, context) -> dict:
     for endpoint in s.embed_endpoints:
         socket.connect(endpoint)
     try:
-        return CaptureStage(s, link, socket, StageMetrics.create(), parent).run()
+        return CaptureStage(s, link, socket, StageMetrics.create(), parent, preview_socket=preview).run()
     finally:
         socket.close(linger=None if parent.parent_alive() else 0)
+        if preview is not None:
+            preview.close(linger=None if parent.parent_alive() else 0)
+
+
+def _overlay_socket(context, endpoint: str, high_water_mark: int):
+    """A PUSH socket to the overlay stage, or None without one. Sends to it never wait (NOBLOCK):
+    with the overlay behind or down, the queue fills and what does not fit is let go."""
+    if not endpoint:
+        return None
+    import zmq
+
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.SNDHWM, high_water_mark)
+    # At exit what is queued still goes, for a bounded time: a dead overlay must not hold up a stop.
+    socket.setsockopt(zmq.LINGER, OVERLAY_LINGER_MS)
+    socket.connect(endpoint)
+    return socket
 
 
 def _run_embed(settings: dict, link, parent, context) -> dict:
@@ -177,6 +197,23 @@ def _network_sink(transport, cfg, metrics):
                           on_drop=count, flush_timeout_s=cfg.flush_timeout_s)
 
 
+def _run_overlay(settings: dict, link, parent, context) -> dict:
+    import zmq
+
+    from pipeline.metrics import StageMetrics
+    from pipeline.stages.overlay import OverlaySettings, OverlayStage
+
+    s = OverlaySettings(**{k: (tuple(v) if k == "classes" else v) for k, v in settings.items()
+                           if k in OverlaySettings.__dataclass_fields__})
+    frames_in = context.socket(zmq.PULL)
+    frames_in.setsockopt(zmq.RCVHWM, s.high_water_mark)
+    frames_in.bind(s.in_endpoint)
+    try:
+        return OverlayStage(s, frames_in, StageMetrics.create()).run(link, parent)
+    finally:
+        frames_in.close(linger=0)
+
+
 def _run_temporal(settings: dict, link, parent, context) -> dict:
     import zmq
 
@@ -221,8 +258,15 @@ def _run_temporal(settings: dict, link, parent, context) -> dict:
         event_sinks.append(_network_sink(_webhook_transport(outputs_cfg.webhook), outputs_cfg.webhook, metrics))
     if outputs_cfg.mqtt:
         event_sinks.append(_network_sink(_mqtt_transport(outputs_cfg.mqtt), outputs_cfg.mqtt, metrics))
+    score_sinks = [JsonlScoreSink(outputs_cfg.scores_jsonl)] if outputs_cfg.scores_jsonl else []
+    if s.overlay_endpoint:
+        from pipeline.overlay_feed import OverlayFeedSink
+
+        overlay = OverlayFeedSink(_overlay_socket(context, s.overlay_endpoint, 4 * s.high_water_mark), classes, metrics)
+        event_sinks.append(overlay)
+        score_sinks.append(overlay)
     events = SinkFanOut(event_sinks, metrics)
-    scores = SinkFanOut([JsonlScoreSink(outputs_cfg.scores_jsonl)], metrics) if outputs_cfg.scores_jsonl else None
+    scores = SinkFanOut(score_sinks, metrics) if score_sinks else None
     try:
         worker = TemporalWorker(s, table, replay_reorder, detector, embeddings_in, events, scores, classes, metrics,
                                 live_reorder=live_reorder)

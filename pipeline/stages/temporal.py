@@ -64,6 +64,7 @@ class TemporalSettings:
     outputs: dict = field(default_factory=dict)
     in_endpoint: str = ""
     control_endpoint: str = ""
+    overlay_endpoint: str = ""  # scored steps and events also go to the overlay stage, if any
     high_water_mark: int = 4
     parent_pid: int = 0
     # Set when this worker replaces one that died.
