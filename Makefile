@@ -16,9 +16,10 @@ TORCH_PIN ?= torch==2.13.0
 # the live-source tests, run under the system Python's GObject bindings; -bad
 # brings openh264 for the endless live camera), and ffmpeg/ffprobe (damaged,
 # cut and variable-frame-rate test files, and an independent reader of their times), Mosquitto (a real
-# MQTT broker for the MQTT output's tests) and Prometheus (promtool checks and unit-tests the alert rules).
+# MQTT broker for the MQTT output's tests), Prometheus (promtool checks and unit-tests the alert rules) and
+# Chromium (the live page is opened headless and screenshotted).
 SYSTEM_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-bad python3-gi ffmpeg mosquitto prometheus
+	gstreamer1.0-plugins-bad python3-gi ffmpeg mosquitto prometheus chromium
 
 setup: $(STAMP)
 

@@ -63,7 +63,8 @@ class OverlayVideoWriter:
         self._stamps = StreamTimeStamps(step_s)
         try:
             self._container = av.open(str(path), mode="w", format="mp4",
-                                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                               "flush_packets": "1"})
         except (OSError, av.error.FFmpegError) as exc:
             raise OverlayVideoError(f"cannot write overlay video {path}: {exc}") from None
         rate = max(1, int(round(1.0 / step_s)))
@@ -71,8 +72,10 @@ class OverlayVideoWriter:
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"
         self._video.time_base = TIME_BASE
-        # A keyframe every ~2 s bounds what a crash can cost; veryfast keeps the encoder cheap.
-        self._video.options = {"preset": "veryfast", "crf": str(crf), "g": str(max(2, 2 * rate))}
+        # A keyframe (so a fragment) every ~2 s bounds what a crash can cost; zerolatency encodes each frame
+        # as it comes (no lookahead holding frames back); veryfast keeps the encoder cheap.
+        self._video.options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(crf),
+                               "g": str(max(2, 2 * rate))}
         self._av = av
 
     def write(self, canvas: np.ndarray, t: float) -> None:

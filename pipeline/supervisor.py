@@ -834,6 +834,8 @@ class Supervisor:
         summary = RunSummary(metrics_url=self.metrics_url, control_url=self.control_url,
                              interrupted=self._interrupted, failure=self._failure,
                              restarts={k: v for k, v in self._restarts.total.items() if v})
+        overlay = self._stages.get("overlay")
+        overlay_crashed = overlay is not None and (overlay.given_up or self._restarts.total.get("overlay", 0) > 0)
         for entry in self.table.entries():
             row = {**self._row(entry), **self._counter_fields(counters.get(entry.name))}
             downstream = sum(row["dropped"].get(r, 0) for r in DOWNSTREAM_DROP_REASONS)
@@ -842,6 +844,10 @@ class Supervisor:
                 # Sent, but neither scored nor counted downstream: it was inside a stage that died.
                 row["dropped"]["stage_crash"] = row["dropped"].get("stage_crash", 0) + lost
                 self._extra_drops[(entry.name, "stage_crash")] = lost
+            if overlay_crashed:
+                missing = row["processed"] - row["overlay_frames"] - sum(row["overlay_dropped"].values())
+                if missing > 0:  # scored, but held by an overlay process that died
+                    row["overlay_dropped"]["stage_crash"] = missing
             timing = temporal.get(entry.name, {})
             row["step_rate_hz"] = timing.get("step_rate_hz")
             row["latency_p50_s"] = timing.get("latency_p50_s")
