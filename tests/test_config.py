@@ -32,6 +32,9 @@ def test_defaults_fill_every_section():
         ({"sources": [{"uri": "a.mp4"}], "events": {"on_threshold": 0.2}}, ["off_threshold (0.3) must be below on_threshold (0.2)"]),
         ({"sources": [{"uri": "a.mp4", "name": "bad name!"}]}, ["sources.0.name", "'bad name!'"]),
         ({"sources": [{"uri": "a.mp4"}], "engine": {"backend": "tensorflow"}}, ["engine.backend", "'onnxruntime'", "'tensorflow'"]),
+        ({"sources": [{"uri": "a.mp4"}], "overlay": {"width": 10}}, ["overlay.width", "greater than or equal to 64", "10"]),
+        ({"sources": [{"uri": "a.mp4"}], "overlay": {"dir": "x"}}, ["overlay.dir: unknown key", "jpeg_quality, out_dir, width"]),
+        ({"sources": [{"uri": "a.mp4"}], "live_page": {"port": 70000}}, ["live_page.port", "less than or equal to 65535"]),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(data, fragments):
@@ -76,3 +79,26 @@ def test_shipped_configs_are_valid():
 
     for path in (REPO_ROOT / "configs").glob("*.yaml"):
         load_config(path)
+
+
+def test_overlay_and_live_page_options_of_the_command_line(tmp_path):
+    from pipeline.cli import _parser, build_config
+
+    args = _parser().parse_args(["--source", "a.mp4", "--overlay-out", str(tmp_path / "ov"), "--live-port", "0"])
+    cfg = build_config(args)
+    assert cfg.overlay.out_dir == tmp_path / "ov"
+    assert cfg.live_page.enabled and cfg.live_page.port == 0 and cfg.live_page.host == "127.0.0.1"
+    plain = build_config(_parser().parse_args(["--source", "a.mp4"]))
+    assert plain.overlay.out_dir is None and not plain.live_page.enabled
+
+
+def test_an_overlay_folder_that_cannot_be_made_is_named_before_anything_starts(tmp_path):
+    from pipeline.supervisor import Supervisor
+    from tests.helpers import config
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    supervisor = Supervisor(config(sources=[{"uri": str(tmp_path / "x.mp4")}],
+                                   overlay={"out_dir": str(blocker / "overlay")}))
+    with pytest.raises(ConfigError, match="overlay.out_dir: cannot create .*a-file/overlay"):
+        supervisor.preflight()
