@@ -14,7 +14,7 @@ from pathlib import Path
 
 BACKGROUND = "background"
 
-# SynthActions v1 (shared/specs/synthetic-actions.md): index order is the contract.
+# SynthActions v1 (docs/synthactions.md): index order is the contract.
 SYNTH_ACTIONS_CLASSES: tuple[str, ...] = (
     BACKGROUND,
     "approach",

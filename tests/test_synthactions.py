@@ -1,4 +1,4 @@
-"""SynthActions v1 renderer: the data it makes follows shared/specs/synthetic-actions.md."""
+"""SynthActions v1 renderer: the data it makes follows docs/synthactions.md."""
 
 from __future__ import annotations
 

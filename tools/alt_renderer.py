@@ -1,4 +1,4 @@
-"""An independent second renderer of SynthActions v1 (shared/specs/synthetic-actions.md).
+"""An independent second renderer of SynthActions v1 (docs/synthactions.md).
 
 Written from the spec text alone, with a deliberately plain look: the background
 is a two-colour gradient, a checkerboard or smoothed noise (possibly drifting a

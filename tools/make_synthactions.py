@@ -1,4 +1,4 @@
-"""Render a SynthActions v1 data set (shared/specs/synthetic-actions.md).
+"""Render a SynthActions v1 data set (docs/synthactions.md).
 
     python -m tools.make_synthactions --out data/sa_train --count 200 --seed 1 \\
         [--size WxH|mixed] [--fps F | --fps-range LO HI] [--duration-range LO HI] \\

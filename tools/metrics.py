@@ -1,4 +1,4 @@
-"""Online action detection metrics (shared/specs/synthetic-actions.md, "How results are scored").
+"""Online action detection metrics (docs/synthactions.md, "How results are scored").
 
 - per-frame AP and calibrated AP (TVSeries, De Geest et al. 2016) of each
   action class's score over all steps of all streams;

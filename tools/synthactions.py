@@ -1,4 +1,4 @@
-"""SynthActions v1 renderer (shared/specs/synthetic-actions.md), deterministic per seed.
+"""SynthActions v1 renderer (docs/synthactions.md), deterministic per seed.
 
 A stream is planned first (:func:`plan_stream`, cheap, no pixels) and rendered
 second (:func:`render_stream`, frames plus per-frame ground truth), and
