@@ -5,15 +5,25 @@ PyTorch, TensorRT) consumes the same bytes that capture produced:
 
     frames   uint8  [N, 224, 224, 3]  RGB, already resized by capture
     embedding float32 [N, 1280]        EfficientNet-Lite0 pooled features
-    stats     float32 [N, 49]          in [0, 1]: the frame's mean luma, then the
-                                       mean R, G, B of each cell of a 4x4 grid
-                                       (cells row-major from the top left)
+    stats     float32 [N, 162]         frame statistics, in groups (cells row-major from the top left):
+                [0]        mean luma, in [0, 1]
+                [1:49]     mean R, G, B of each cell of a 4x4 grid, in [0, 1]
+                [49:113]   mean luma of each cell of an 8x8 grid, in [0, 1]
+                [113:162]  the CNN's last feature map (7x7 cells): each cell's mean
+                           activation over the whole map's mean (about 1 on average)
 
 ``stats`` exists because the temporal head must see global brightness (the
 lights_on / lights_off actions), which the CNN's features largely normalise
 away, and *where* in the frame things change (an object entering across an
-edge, growing in the middle), which global pooling discards. Cell means
-average thousands of pixels, so sensor noise barely moves them.
+edge, growing in the middle), which global pooling discards. The 8x8 luma
+grid shows an object's outline and position more finely than the colour
+grid; the feature-map cells show where the CNN sees *something* (an object)
+whatever its colour, relative to the rest of the frame, so neither
+brightness nor the object's hue moves them much. Cell means average
+hundreds to thousands of pixels, so sensor noise barely moves them.
+
+A head uses the first ``stats_dim`` values (its backbone spec): heads trained
+on the first group only (49 values, export revision 2) run unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from engines.spec import (  # noqa: F401  (the contract's names, re-exported for
     EFFICIENTNET_LITE0,
     INPUT_NAME,
     OUTPUT_NAMES,
+    LUMA_GRID,
     STATS_DIM,
     STATS_GRID,
     BackboneSpec,
@@ -35,7 +46,7 @@ from engines.spec import (  # noqa: F401  (the contract's names, re-exported for
 )
 
 # Bump when the graph's inputs, outputs or preprocessing change: cached exports rebuild.
-EXPORT_REVISION = 2
+EXPORT_REVISION = 3
 ONNX_OPSET = 17
 
 
@@ -50,12 +61,18 @@ class FrameEmbedder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = frames.permute(0, 3, 1, 2).to(torch.float32)
-        embedding = self.network.features((x - 127.0) / 128.0)
+        feature_map = self.network.feature_map((x - 127.0) / 128.0)
+        embedding = feature_map.mean(dim=(2, 3))
         unit = x / 255.0
-        luma = (unit * self.luma_weights).sum(dim=1).mean(dim=(1, 2))
+        luma_map = (unit * self.luma_weights).sum(dim=1, keepdim=True)
+        luma = luma_map.mean(dim=(1, 2, 3))
         # Mean colour per cell: [N, 3, G, G] -> [N, G, G, 3] -> [N, G*G*3], row-major cells.
         grid = nn.functional.adaptive_avg_pool2d(unit, STATS_GRID).permute(0, 2, 3, 1).flatten(1)
-        return embedding, torch.cat([luma[:, None], grid], dim=1)
+        luma_grid = nn.functional.adaptive_avg_pool2d(luma_map, LUMA_GRID).flatten(1)
+        activity = feature_map.mean(dim=1)  # [N, 7, 7]
+        relative = activity / activity.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+        stats = torch.cat([luma[:, None], grid, luma_grid, relative.flatten(1)], dim=1)
+        return embedding, stats
 
 
 def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:

@@ -94,12 +94,15 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(EMBEDDING_DIM, num_classes)
         self.act = nn.ReLU6(inplace=True)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 224, 224] -> [N, 1280, 7, 7], before global pooling."""
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        x = self.act(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return self.act(self._bn1(self._conv_head(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))

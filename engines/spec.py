@@ -16,7 +16,13 @@ OUTPUT_NAMES = ("embedding", "stats")
 INPUT_SIZE = 224
 EMBEDDING_DIM = 1280
 STATS_GRID = 4
-STATS_DIM = 1 + 3 * STATS_GRID * STATS_GRID
+# The frame statistics, in groups; a head trained on a prefix of the groups
+# (its backbone spec's stats_dim) takes the first stats_dim values, so heads
+# trained before a group was added keep working on the newer graph.
+STATS_V1_DIM = 1 + 3 * STATS_GRID * STATS_GRID  # mean luma, mean RGB of a 4x4 grid
+LUMA_GRID = 8  # mean luma of an 8x8 grid
+FEATURE_GRID = 7  # the CNN's last feature map: mean activation per cell over the frame's mean
+STATS_DIM = STATS_V1_DIM + LUMA_GRID * LUMA_GRID + FEATURE_GRID * FEATURE_GRID
 
 
 @dataclass(frozen=True)

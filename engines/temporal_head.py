@@ -116,7 +116,8 @@ class TemporalHead(nn.Module):
         batch = embedding.shape[0]
         if state is None:
             state = self.initial_state(batch, embedding.device)
-        vectors = frame_vectors(embedding, stats)
+        # Stats come from the newest graph; a head uses the first stats_dim of them (engines/spec.py).
+        vectors = frame_vectors(embedding, stats[..., :self.config.backbone.stats_dim])
         x, carry = self._inputs_and_carry(vectors, state)
         hidden_seq = self.projection(x)
         if self.config.kind == "gru":

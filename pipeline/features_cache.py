@@ -10,7 +10,7 @@ import numpy as np
 
 
 # Bump when sampling or frame preparation changes: older caches are then stale.
-EXTRACTION_REVISION = 2
+EXTRACTION_REVISION = 3
 
 
 class FeatureCacheError(ValueError):

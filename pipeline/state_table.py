@@ -190,7 +190,7 @@ class StreamStateTable:
                 has_previous=self._has_previous.index_select(0, index),
             )
             embedding = torch.from_numpy(np.stack([np.asarray(x.embedding, dtype=np.float32) for x in batch]))
-            stats = torch.from_numpy(np.stack([np.asarray(x.stats, dtype=np.float32) for x in batch]))
+            stats = torch.from_numpy(np.stack([np.asarray(x.stats, dtype=np.float32)[:self.stats_dim] for x in batch]))
             probs, new_state = self.head.step(embedding.to(self.device), stats.to(self.device), state)
             self._hidden.index_copy_(0, index, new_state.hidden)
             self._previous.index_copy_(0, index, new_state.previous)
@@ -239,10 +239,12 @@ class StreamStateTable:
             if len(seqs) > 1:
                 raise DuplicateStreamError(stream, seqs)
         for x in batch:
-            if np.shape(x.embedding) != (self.embedding_dim,) or np.shape(x.stats) != (self.stats_dim,):
+            # More stats than the head uses is fine: it takes the first stats_dim (engines/spec.py).
+            if np.shape(x.embedding) != (self.embedding_dim,) or np.ndim(x.stats) != 1 \
+                    or np.shape(x.stats)[0] < self.stats_dim:
                 raise StepInputError(
                     f"stream {x.stream!r} seq {x.seq}: embedding {np.shape(x.embedding)} / stats "
-                    f"{np.shape(x.stats)} do not fit the head's ({self.embedding_dim},) / ({self.stats_dim},)"
+                    f"{np.shape(x.stats)} do not fit the head's ({self.embedding_dim},) / ({self.stats_dim},) or more"
                 )
 
     def _make_room(self, needed: int, in_batch: set[str], now: float, new_streams: list[str]) -> None:

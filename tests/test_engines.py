@@ -15,6 +15,7 @@ from engines.backbone import EFFICIENTNET_LITE0, build_frame_embedder
 from engines.base import EngineUnavailableError, FrameBatchError
 from engines.efficientnet_lite import load_pretrained
 from engines.factory import BACKENDS, choose_engine, create_engine
+from engines.spec import STATS_DIM, STATS_V1_DIM
 
 # Agreement between backends: FP32 CPU kernels differ in summation order only.
 # Embedding values reach ~5; we allow 1e-4 absolute (observed ~7e-6).
@@ -87,17 +88,29 @@ def test_backends_agree_on_the_same_frames(engine, reference_engine):
     np.testing.assert_allclose(got.stats, want.stats, atol=STATS_ATOL)
 
 
-def test_stats_are_mean_luma_then_cell_colours_of_a_4x4_grid(engine):
+def test_stats_are_mean_luma_cell_colours_a_luma_grid_and_where_the_cnn_sees_something(engine):
     frame = np.zeros((1, 224, 224, 3), dtype=np.uint8)
     frame[0, :56, 168:] = (255, 0, 0)  # top-right cell pure red
     frame[0, 168:, :56] = (0, 0, 255)  # bottom-left cell pure blue
     stats = engine.embed(frame).stats[0]
-    expected = np.zeros(49, dtype=np.float32)
+    assert stats.shape == (STATS_DIM,)
+    expected = np.zeros(STATS_V1_DIM, dtype=np.float32)
     expected[0] = (0.299 + 0.114) / 16
     cells = expected[1:].reshape(4, 4, 3)
     cells[0, 3] = (1, 0, 0)
     cells[3, 0] = (0, 0, 1)
-    np.testing.assert_allclose(stats, expected, atol=1e-5)
+    np.testing.assert_allclose(stats[:STATS_V1_DIM], expected, atol=1e-5)
+    # The 8x8 luma grid: the red square fills cells (0..1, 6..7), the blue one (6..7, 0..1).
+    luma = stats[STATS_V1_DIM:STATS_V1_DIM + 64].reshape(8, 8)
+    want = np.zeros((8, 8), dtype=np.float32)
+    want[:2, 6:] = 0.299
+    want[6:, :2] = 0.114
+    np.testing.assert_allclose(luma, want, atol=1e-5)
+    # The feature-map cells average 1 over the frame and are highest where the squares are.
+    activity = stats[STATS_V1_DIM + 64:].reshape(7, 7)
+    assert activity.mean() == pytest.approx(1.0, abs=1e-4)
+    corners = (activity[0, 5:].mean() + activity[5:, 0].mean()) / 2
+    assert corners > activity[2:5, 2:5].mean()
 
 
 @pytest.mark.parametrize(

@@ -133,5 +133,28 @@ def test_shipped_demo_models_load_and_describe_themselves():
         head, metadata = load_head(REPO_ROOT / "models" / f"{name}.safetensors")
         assert head.config.kind == kind
         assert head.config.classes == SYNTH_ACTIONS_CLASSES
-        assert head.config.backbone == EFFICIENTNET_LITE0
+        backbone = head.config.backbone
+        # The graph's frame statistics may outgrow what a head uses: it takes the first stats_dim.
+        assert (backbone.name, backbone.embedding_dim) == (EFFICIENTNET_LITE0.name, EFFICIENTNET_LITE0.embedding_dim)
+        assert backbone.stats_dim <= EFFICIENTNET_LITE0.stats_dim
         assert "training" in metadata
+
+
+def test_a_head_trained_on_the_first_stats_takes_only_those_from_a_newer_graph():
+    from dataclasses import replace
+
+    from engines.spec import STATS_V1_DIM
+
+    torch.manual_seed(3)
+    head = TemporalHead(HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0,
+                                   backbone=replace(EFFICIENTNET_LITE0, stats_dim=STATS_V1_DIM))).eval()
+    emb, stats = _sequence(2, 12, seed=9)
+    assert stats.shape[-1] > STATS_V1_DIM
+    with torch.no_grad():
+        full = head.forward_sequence(emb, stats).logits
+        prefix = head.forward_sequence(emb, stats[..., :STATS_V1_DIM]).logits
+        changed = stats.clone()
+        changed[..., STATS_V1_DIM:] = 99.0  # what it does not use cannot change its answer
+        ignored = head.forward_sequence(emb, changed).logits
+    torch.testing.assert_close(full, prefix, atol=0, rtol=0)
+    torch.testing.assert_close(full, ignored, atol=0, rtol=0)

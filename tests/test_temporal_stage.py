@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
+from engines.spec import STATS_DIM
 from engines.temporal_head import load_head
 from pipeline.config import EventsConfig
 from pipeline.events import ActionEventDetector
@@ -68,10 +69,10 @@ def rig(head):
     rng = np.random.default_rng(3)
 
     def send(stream, seq, t, generation=0, flags=0, reason="", pixels=True):
-        header = EmbeddingHeader(stream, seq, t, 0.0, flags, 0.0, 1280 if pixels else 0, 49 if pixels else 0,
+        header = EmbeddingHeader(stream, seq, t, 0.0, flags, 0.0, 1280 if pixels else 0, STATS_DIM if pixels else 0,
                                  generation=generation, reason=reason)
         embedding = rng.normal(size=1280).astype(np.float32) if pixels else None
-        stats = rng.uniform(size=49).astype(np.float32) if pixels else None
+        stats = rng.uniform(size=STATS_DIM).astype(np.float32) if pixels else None
         push.send_multipart(encode_embedding(header, embedding, stats))
 
     yield make, send, push

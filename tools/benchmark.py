@@ -190,7 +190,7 @@ def gru_alone(seconds: float, device: str = "cpu", counts: tuple[int, ...] = (1,
     for streams in counts:
         table = StreamStateTable(head, streams, 3600.0, device=device)
         inputs = [StepInput(f"s{i}", 0, 0.0, rng.normal(size=1280).astype(np.float32),
-                            rng.uniform(size=49).astype(np.float32)) for i in range(streams)]
+                            rng.uniform(size=head.config.backbone.stats_dim).astype(np.float32)) for i in range(streams)]
         table.step(inputs, 0.0)
         steps = 0
         start = time.perf_counter()

@@ -16,7 +16,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     hidden_size: int = 256
     projection_dim: int = 256
+    stats_dim: int | None = None  # the first N frame statistics (engines/spec.py); None: all the graph makes
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,11 @@ def train(
 ) -> tuple[TemporalHead, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    available = int(streams[0].stats.shape[1])
+    stats_dim = cfg.stats_dim or available
+    if not 0 < stats_dim <= available:
+        raise UsageError(f"--stats-dim {stats_dim}: the features hold {available} frame statistics")
+    streams = [replace(s, stats=s.stats[:, :stats_dim]) for s in streams]
     train_set, val_set = split_streams(streams, cfg.val_fraction, cfg.seed)
     if not train_set or not val_set:
         raise UsageError(
@@ -212,7 +218,7 @@ def train(
     head_config = HeadConfig(
         classes=tuple(classes),
         step_rate_hz=step_rate,
-        backbone=EFFICIENTNET_LITE0,
+        backbone=replace(EFFICIENTNET_LITE0, stats_dim=stats_dim),
         kind=cfg.kind,
         hidden_size=cfg.hidden_size,
         projection_dim=cfg.projection_dim,
@@ -286,6 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dropout", type=float, default=defaults.input_dropout)
     p.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
                    help="also feed the change against an EMA of past frames (0: off)")
+    p.add_argument("--stats-dim", type=int, default=None,
+                   help="use the first N frame statistics (default: all; 49 = the first group only)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--quiet", action="store_true")
@@ -316,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dropout=args.dropout,
         input_dropout=args.input_dropout,
         ema_decay=args.ema_decay,
+        stats_dim=args.stats_dim,
     )
     classes = choose_classes(read_all_annotations(args.annotations), args.classes)
     streams = labelled_streams(features, args.annotations, classes)
