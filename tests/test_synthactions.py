@@ -21,6 +21,7 @@ from tools.synthactions import (
     plan_stream,
     render_stream,
     resolve_sizes,
+    validate_plan,
     write_dataset,
 )
 
@@ -202,6 +203,40 @@ def test_plan_is_deterministic() -> None:
     b = plan_stream(np.random.default_rng(5), "v", 640, 360, 25.0, duration=20.0)
     c = plan_stream(np.random.default_rng(6), "v", 640, 360, 25.0, duration=20.0)
     assert a == b and a != c
+
+
+def test_train_and_heldout_looks_share_no_background_actor_or_noise_level() -> None:
+    from tools.synthactions import LOOKS
+
+    seen: dict[str, dict[str, set]] = {}
+    for looks in ("train", "heldout"):
+        found = seen[looks] = {"backgrounds": set(), "actors": set(), "noise": set()}
+        for index in range(30):
+            plan = plan_dataset_stream(77, index, "mixed", duration_range=(8.0, 12.0), looks=looks)
+            assert not validate_plan(plan)  # still a valid stream
+            found["backgrounds"].add(plan.background.kind)
+            found["actors"].update((a.shape, a.fill) for a in plan.actors)
+            lo, hi = LOOKS[looks].noise_std
+            assert lo <= plan.noise_std <= hi
+            found["noise"].add(plan.noise_std)
+        assert found["backgrounds"] <= set(LOOKS[looks].backgrounds)
+        assert {s for s, _ in found["actors"]} <= set(LOOKS[looks].shapes)
+        assert {f for _, f in found["actors"]} <= set(LOOKS[looks].fills)
+        assert len(found["backgrounds"]) >= 2 and len(found["actors"]) >= 3  # still varied within its looks
+    train, heldout = seen["train"], seen["heldout"]
+    assert not train["backgrounds"] & heldout["backgrounds"]
+    assert not {s for s, _ in train["actors"]} & {s for s, _ in heldout["actors"]}
+    assert not {f for _, f in train["actors"]} & {f for _, f in heldout["actors"]}
+    assert max(train["noise"]) < min(heldout["noise"])
+
+
+def test_all_looks_plans_what_it_planned_before_looks_existed() -> None:
+    # "all" draws exactly as the renderer always did: earlier data sets stay reproducible.
+    from tools.synthactions import LOOKS
+
+    a = plan_stream(np.random.default_rng(5), "v", 640, 360, 25.0, duration=20.0)
+    b = plan_stream(np.random.default_rng(5), "v", 640, 360, 25.0, duration=20.0, looks=LOOKS["all"])
+    assert a == b
 
 
 def test_plan_rejects_bad_input() -> None:

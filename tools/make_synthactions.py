@@ -2,7 +2,7 @@
 
     python -m tools.make_synthactions --out data/sa_train --count 200 --seed 1 \\
         [--size WxH|mixed] [--fps F | --fps-range LO HI] [--duration-range LO HI] \\
-        [--workers N] [--overwrite] [--quiet]
+        [--looks all|train|heldout] [--workers N] [--overwrite] [--quiet]
 
 Writes ``DIR/videos/<video_id>.mp4``, ``DIR/annotations.txt`` and
 ``DIR/manifest.json``. The same arguments always give the same data.
@@ -58,6 +58,13 @@ def _parser() -> _Parser:
         default=(30.0, 60.0),
         metavar=("LO", "HI"),
         help="video duration in seconds, drawn per video (default 30 60; at least 4)",
+    )
+    p.add_argument(
+        "--looks",
+        choices=("all", "train", "heldout"),
+        default="all",
+        help="which looks the scenes may use: all (default); train or heldout, which share no background kind, "
+        "actor shape, actor fill or noise level (to test a model on scenes unlike its training set)",
     )
     p.add_argument("--workers", type=int, default=1, metavar="N", help="render N videos in parallel (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace the videos, annotations and manifest in DIR")
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             overwrite=args.overwrite,
             workers=args.workers,
+            looks=args.looks,
         )
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

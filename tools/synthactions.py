@@ -127,6 +127,40 @@ BACKGROUND_KINDS = ("photo", "video", "texture", "linear_gradient", "radial_grad
 _BACKGROUND_WEIGHTS = (0.34, 0.14, 0.15, 0.08, 0.07, 0.14, 0.08)
 PATTERNS = ("stripes", "checker", "dots", "waves", "rings", "cells", "noise")
 CURVES = ("linear", "ease_in", "ease_out", "ease_in_out", "switch")
+
+
+@dataclass(frozen=True)
+class Looks:
+    """Which looks a data set may use: background kinds, actor shapes and fills, sensor noise.
+
+    ``train`` and ``heldout`` share none of them, so a model trained on the one
+    and tested on the other is judged on scenes unlike any it saw: whether it
+    learnt the actions, not the look of the training set."""
+
+    name: str
+    backgrounds: tuple[str, ...]
+    shapes: tuple[str, ...]
+    fills: tuple[str, ...]
+    noise_std: tuple[float, float]
+
+
+LOOKS = {
+    "all": Looks("all", BACKGROUND_KINDS, SHAPES, ACTOR_FILLS, (0.0, 8.0)),
+    "train": Looks("train", ("photo", "texture", "linear_gradient", "radial_gradient"),
+                   ("circle", "rectangle", "polygon"), ("flat", "texture", "photo"), (0.0, 4.0)),
+    "heldout": Looks("heldout", ("video", "smooth_noise", "flat"), ("ellipse", "rounded_rect", "star"),
+                     ("linear_gradient", "radial_gradient"), (5.0, 8.0)),
+}
+
+
+def _weighted_pick(rng: np.random.Generator, names: tuple[str, ...], allowed: tuple[str, ...],
+                   weights: tuple[float, ...]) -> str:
+    """One of ``allowed`` by the weights ``names`` have (the same draw as before when all are allowed)."""
+    if set(names) <= set(allowed):
+        return names[int(rng.choice(len(names), p=weights))]
+    kept = [(n, w) for n, w in zip(names, weights) if n in allowed]
+    total = sum(w for _, w in kept)
+    return kept[int(rng.choice(len(kept), p=[w / total for _, w in kept]))][0]
 _CURVE_WEIGHTS = (0.3, 0.15, 0.15, 0.25, 0.15)
 
 # ------------------------------------------------------------------- sources
@@ -526,10 +560,11 @@ def _pick_source(rng: np.random.Generator, exclude: str = "", textures_only: boo
     return names[int(rng.integers(len(names)))]
 
 
-def make_actor(rng: np.random.Generator, width: int, height: int, background_source: str = "") -> ActorSpec:
+def make_actor(rng: np.random.Generator, width: int, height: int, background_source: str = "",
+               looks: Looks = LOOKS["all"]) -> ActorSpec:
     """A random actor whose fully visible area can range at least 2.6x within the limits."""
     for _ in range(100):
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        shape = looks.shapes[int(rng.integers(len(looks.shapes)))]
         raw, _angle = _shape_polygon(rng, shape)
         lo, hi = raw.min(0), raw.max(0)
         ext = hi - lo
@@ -538,12 +573,12 @@ def make_actor(rng: np.random.Generator, width: int, height: int, background_sou
             continue
         norm = np.round((raw - lo) / ext, 5)
         fill_ratio = round(_polygon_area(norm), 6)
-        fill = ACTOR_FILLS[int(rng.choice(len(ACTOR_FILLS), p=_ACTOR_FILL_WEIGHTS))]
+        fill = _weighted_pick(rng, ACTOR_FILLS, looks.fills, _ACTOR_FILL_WEIGHTS)
         source, pattern = "", ""
         if fill == "photo":
             source = _pick_source(rng, exclude=background_source)
             if not source:
-                fill = "flat"
+                fill = "flat" if "flat" in looks.fills else looks.fills[0]
         elif fill == "texture":
             if PHOTO_SOURCES and rng.random() < 0.35:
                 source = _pick_source(rng, exclude=background_source, textures_only=True)
@@ -570,13 +605,20 @@ def make_actor(rng: np.random.Generator, width: int, height: int, background_sou
     raise RuntimeError(f"could not make an actor that fits a {width}x{height} frame")
 
 
-def make_background(rng: np.random.Generator, width: int, height: int) -> BackgroundSpec:
-    kind = BACKGROUND_KINDS[int(rng.choice(len(BACKGROUND_KINDS), p=_BACKGROUND_WEIGHTS))]
+def make_background(rng: np.random.Generator, width: int, height: int, looks: Looks = LOOKS["all"]) -> BackgroundSpec:
+    kind = _weighted_pick(rng, BACKGROUND_KINDS, looks.backgrounds, _BACKGROUND_WEIGHTS)
     source, pattern = "", ""
     if kind == "photo":
         source = _pick_source(rng)
+        for _ in range(20):
+            if ":" not in source or "video" in looks.backgrounds:
+                break
+            source = _pick_source(rng)  # a frame of a video clip, whose kind these looks exclude: another
         if ":" in source:
-            kind = "video"
+            if "video" in looks.backgrounds:
+                kind = "video"
+            else:
+                kind, source = "texture", ""
     elif kind == "video":
         clips = list(VIDEO_SOURCES)
         if clips:
@@ -636,8 +678,10 @@ def _frame_range(fps: float, lo_s: float, hi_s: float, offset: float = 0.0) -> t
 
 
 class _Planner:
-    def __init__(self, rng: np.random.Generator, width: int, height: int, fps: float, background: BackgroundSpec):
+    def __init__(self, rng: np.random.Generator, width: int, height: int, fps: float, background: BackgroundSpec,
+                 looks: Looks = LOOKS["all"]):
         self.rng, self.width, self.height, self.fps = rng, width, height, fps
+        self.looks = looks
         self.background = background
         self.actors: list[ActorSpec] = []
         self.segments: list[Segment] = []
@@ -668,7 +712,7 @@ class _Planner:
         return (w / 2 + _EDGE_PX, self.width - w / 2 - _EDGE_PX), (h / 2 + _EDGE_PX, self.height - h / 2 - _EDGE_PX)
 
     def new_actor(self) -> int:
-        self.actors.append(make_actor(self.rng, self.width, self.height, self.background.source))
+        self.actors.append(make_actor(self.rng, self.width, self.height, self.background.source, self.looks))
         return len(self.actors) - 1
 
     def random_area(self, actor: int) -> float:
@@ -879,6 +923,7 @@ def plan_stream(
     duration: float | None = None,
     duration_range: tuple[float, float] = (30.0, 60.0),
     seed: int | None = None,
+    looks: Looks = LOOKS["all"],
 ) -> StreamPlan:
     """Plan one stream: timeline, actors, background, noise. No pixels are made.
 
@@ -895,8 +940,8 @@ def plan_stream(
         raise ValueError(f"stream duration must be at least 4 s, got {duration:g}")
     if seed is None:
         seed = int(rng.integers(0, 2**31 - 1))
-    background = make_background(rng, width, height)
-    planner = _Planner(rng, width, height, fps, background)
+    background = make_background(rng, width, height, looks)
+    planner = _Planner(rng, width, height, fps, background, looks)
     planner.initial_state()
 
     n_target = int(round(duration * fps))
@@ -940,7 +985,7 @@ def plan_stream(
         segments=tuple(_round_segment(s) for s in planner.segments),
         actors=tuple(planner.actors),
         background=background,
-        noise_std=round(float(rng.uniform(0.0, SPEC_MAX_NOISE_STD)), 4),
+        noise_std=round(float(rng.uniform(*looks.noise_std)), 4),
         noise_color=bool(rng.random() < 0.5),
     )
     problems = validate_plan(plan)
@@ -1460,6 +1505,7 @@ def plan_dataset_stream(
     fps: float | None = None,
     fps_range: tuple[float, float] = (10.0, 30.0),
     duration_range: tuple[float, float] = (30.0, 60.0),
+    looks: str = "all",
 ) -> StreamPlan:
     """Plan video ``index`` of dataset ``seed``; independent of the other videos.
     ``sizes`` as in :func:`resolve_sizes` (one is drawn per video when several)."""
@@ -1478,15 +1524,15 @@ def plan_dataset_stream(
     duration = float(cfg.uniform(lo, hi)) if hi > lo else float(lo)
     return plan_stream(
         np.random.default_rng([sseed, 0]), f"sa{seed}_{index:05d}", size[0], size[1], fps,
-        duration=duration, seed=sseed,
+        duration=duration, seed=sseed, looks=LOOKS[looks],
     )  # fmt: skip
 
 
 def _render_entry(args: tuple) -> tuple[dict, list[ActionInstance]]:
-    out_dir, seed, index, sizes, fps, fps_range, duration_range, single_thread = args
+    out_dir, seed, index, sizes, fps, fps_range, duration_range, single_thread, looks = args
     if single_thread:
         cv2.setNumThreads(1)
-    plan = plan_dataset_stream(seed, index, sizes, fps, fps_range, duration_range)
+    plan = plan_dataset_stream(seed, index, sizes, fps, fps_range, duration_range, looks)
     path = Path(out_dir) / "videos" / f"{plan.video_id}.mp4"
     n = write_video(plan, path)
     cap = cv2.VideoCapture(str(path))
@@ -1507,6 +1553,7 @@ def _render_entry(args: tuple) -> tuple[dict, list[ActionInstance]]:
         "seed": plan.seed,
         "background": plan.background.kind,
         "noise_std": plan.noise_std,
+        "actors": [f"{a.shape}/{a.fill}" for a in plan.actors],
         "actions": len(plan.instances()),
     }
     return entry, plan.instances()
@@ -1523,6 +1570,7 @@ def write_dataset(
     progress: bool = True,
     overwrite: bool = False,
     workers: int = 1,
+    looks: str = "all",
 ) -> list[ActionInstance]:
     """Render ``count`` streams into ``out_dir``: ``videos/<id>.mp4``,
     ``annotations.txt`` and ``manifest.json``. ``sizes`` is (W, H), ``"WxH"``,
@@ -1531,6 +1579,8 @@ def write_dataset(
     rate, else it is drawn per video from ``fps_range``."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    if looks not in LOOKS:
+        raise ValueError(f"looks must be one of {sorted(LOOKS)}, got {looks!r}")
     choices = resolve_sizes(sizes)
     if fps is not None:
         _check_fps(fps)
@@ -1556,7 +1606,8 @@ def write_dataset(
                 (out / name).unlink()
     (out / "videos").mkdir(parents=True, exist_ok=True)
 
-    jobs = [(str(out), seed, i, choices, fps, tuple(fps_range), tuple(duration_range), workers > 1) for i in range(count)]
+    jobs = [(str(out), seed, i, choices, fps, tuple(fps_range), tuple(duration_range), workers > 1, looks)
+            for i in range(count)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -1594,6 +1645,7 @@ def write_dataset(
         "fps": fps,
         "fps_range": None if fps is not None else list(fps_range),
         "duration_range": list(duration_range),
+        "looks": looks,
         "classes": list(SYNTH_ACTIONS_CLASSES),
         "videos": entries,
     }
