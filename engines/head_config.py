@@ -89,8 +89,31 @@ class HeadConfig:
             raise CheckpointError(f"{source}: head metadata is malformed: {exc}") from exc
 
 
+# Metadata key of the event detector's settings chosen for this head on validation streams (JSON).
+EVENTS_METADATA_KEY = "events"
+
+
 def read_head_config(path: str | Path) -> HeadConfig:
     """The head's configuration from the checkpoint's metadata, without loading its weights."""
+    return HeadConfig.from_metadata(read_checkpoint_metadata(path), str(path))
+
+
+def read_head_events(path: str | Path) -> dict | None:
+    """The event detector settings frozen in the checkpoint (None for a head trained without them)."""
+    text = read_checkpoint_metadata(path).get(EVENTS_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        events = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its '{EVENTS_METADATA_KEY}' metadata is not JSON: {exc}") from None
+    if not isinstance(events, dict):
+        raise CheckpointError(f"{path}: its '{EVENTS_METADATA_KEY}' metadata is not an object")
+    return events
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors checkpoint's metadata strings, without loading its weights."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"head checkpoint not found: {path}")
@@ -105,4 +128,4 @@ def read_head_config(path: str | Path) -> HeadConfig:
             raise ValueError("__metadata__ is not an object")
     except (OSError, ValueError, struct.error) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {exc}") from exc
-    return HeadConfig.from_metadata(metadata, str(path))
+    return metadata

@@ -185,6 +185,21 @@ class EventsConfig(_Model):
         return self
 
 
+def events_for_model(configured: "EventsConfig", from_model: dict | None) -> "EventsConfig":
+    """The detector's settings: what the model's checkpoint carries (tuned on its validation streams),
+    with every key the user set explicitly taking precedence."""
+    if not from_model:
+        return configured
+    known = {k: v for k, v in from_model.items() if k in EventsConfig.model_fields}
+    merged = {**known, **configured.model_dump(include=configured.model_fields_set)}
+    try:
+        return EventsConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"events: the settings given ({configured.model_dump(include=configured.model_fields_set)}) "
+                          f"do not fit the model's own ({known}): {describe_validation_error(exc, EventsConfig)}; "
+                          "set all of them, or none") from None
+
+
 class _NetworkOutput(_Model):
     buffer: int = Field(default=1000, ge=1, le=1_000_000,
                         description="events held while the receiver is down; when full the oldest make room (counted)")

@@ -55,9 +55,17 @@ from pathlib import Path
 import zmq
 
 from engines.factory import DEFAULT_ONNX_PATH, REPO_ROOT
-from engines.head_config import HeadConfig, read_head_config
+from engines.head_config import HeadConfig, read_head_config, read_head_events
 from pipeline.backoff import Backoff
-from pipeline.config import ConfigError, PipelineConfig, SourceConfig, is_loopback, live_settings, stream_name
+from pipeline.config import (
+    ConfigError,
+    PipelineConfig,
+    SourceConfig,
+    events_for_model,
+    is_loopback,
+    live_settings,
+    stream_name,
+)
 from pipeline.control import (
     AddStream,
     ControlMessageError,
@@ -168,6 +176,7 @@ class Supervisor:
         self._registry = None
         self._extra_drops: dict[tuple[str, str], int] = {}  # frames known lost with a dead stage
         self._stream_states: dict[str, str] = {}
+        self._events = config.events
         self.metrics_url: str | None = None
         self.control_url: str | None = None
         self.live_url: str | None = None
@@ -223,6 +232,12 @@ class Supervisor:
             for s in list(self._stages.values())
         ]
 
+    @property
+    def event_settings(self):
+        """The event detector's settings this run uses (the model's, then the config's explicit keys);
+        known after :meth:`preflight`."""
+        return self._events
+
     def _call(self, fn: Callable[[], dict]) -> dict:
         if self._phase is not Phase.RUNNING:
             raise StreamRequestError("the pipeline is stopping")
@@ -235,6 +250,9 @@ class Supervisor:
         """Everything that can be checked before a process starts; raises ConfigError or PipelineError."""
         cfg = self.config
         head = read_head_config(cfg.model)
+        self._events = events_for_model(cfg.events, read_head_events(cfg.model))
+        if self._events != cfg.events:
+            logger.info("event detector settings of the model: %s", self._events.model_dump())
         problems = check_worker_counts(cfg.engine.workers, cfg.capture.workers, self._machine or machine_facts(),
                                        gpu_backend=cfg.engine.backend.endswith("cuda") or cfg.engine.backend == "tensorrt")
         if problems:
@@ -390,13 +408,13 @@ class Supervisor:
         overlay_endpoint = f"ipc://{run_dir}/overlay" if self._overlay_wanted() else ""
         self._add_stage("temporal", "temporal", {
             **base, "max_batch_size": cfg.temporal.max_batch_size, "model_path": str(Path(cfg.model).resolve()),
-            "temporal": cfg.temporal.model_dump(mode="json"), "events": cfg.events.model_dump(mode="json"),
+            "temporal": cfg.temporal.model_dump(mode="json"), "events": self._events.model_dump(mode="json"),
             "outputs": outputs, "in_endpoint": temporal_endpoint, "overlay_endpoint": overlay_endpoint,
         })
         if overlay_endpoint:
             self._add_stage("overlay", "overlay", {
                 **base, "classes": list(head.classes), "step_rate": head.step_rate_hz,
-                "on_threshold": cfg.events.on_threshold, "width": cfg.overlay.width,
+                "on_threshold": self._events.on_threshold, "width": cfg.overlay.width,
                 "out_dir": str(Path(cfg.overlay.out_dir).resolve()) if cfg.overlay.out_dir else None,
                 "live_dir": str(self._live_dir) if cfg.live_page.enabled else None,
                 "keep_rotated": cfg.outputs.keep_rotated, "jpeg_quality": cfg.overlay.jpeg_quality,

@@ -6,8 +6,9 @@ annotated start of that class in the same stream.
     python -m tools.event_metrics --scores SCORES.jsonl --annotations ANN.txt
 
 With ``--scores``, events are made from per-step scores by the pipeline's own
-detector (``pipeline.events``) with the default ``events:`` config: the
-events a run of the pipeline over the same streams emits.
+detector (``pipeline.events``), with the settings frozen in ``--model``'s
+checkpoint when given, else the default ``events:`` config: the events a run
+of the pipeline over the same streams emits.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def read_start_events(path: Path) -> list[StartEvent]:
     return events
 
 
-def events_from_scores(path: Path) -> list[StartEvent]:
-    from pipeline.config import EventsConfig
+def events_from_scores(path: Path, model: Path | None = None) -> list[StartEvent]:
+    """Start events the pipeline's detector makes from per-step scores: with the settings frozen in
+    ``model``'s checkpoint when given (as the pipeline runs it), else the default ``events:`` config."""
+    from engines.head_config import read_head_events
+    from pipeline.config import EventsConfig, events_for_model
     from pipeline.events import ActionEventDetector
     from pipeline.scores import read_scores
 
@@ -79,7 +83,8 @@ def events_from_scores(path: Path) -> list[StartEvent]:
     if not steps:
         raise UsageError(f"{path}: no steps")
     classes = tuple(steps[0].scores)
-    detector = ActionEventDetector(classes, EventsConfig().hysteresis())
+    settings = events_for_model(EventsConfig(), read_head_events(model) if model else None)
+    detector = ActionEventDetector(classes, settings.hysteresis())
     events = []
     for step in sorted(steps, key=lambda s: (s.stream, s.t)):
         for event in detector.update(step.stream, step.t, step.scores, wall_time=0.0):
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--scores", type=Path, help="per-step scores: run the pipeline's event detector over them")
     p.add_argument("--annotations", type=Path, required=True)
     p.add_argument("--offset", type=float, default=1.0, help="seconds (default 1.0)")
+    p.add_argument("--model", type=Path, help="with --scores: use the detector settings frozen in this head's checkpoint")
     args = p.parse_args(argv)
     if args.events:
         events = read_start_events(args.events)
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from pipeline.scores import read_scores
 
-        events = events_from_scores(args.scores)
+        events = events_from_scores(args.scores, args.model)
         streams = {s.stream for s in read_scores(args.scores)}
     truth = read_annotations(args.annotations)
     print(json.dumps(match_starts(events, truth, args.offset, streams=streams), indent=2))

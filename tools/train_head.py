@@ -5,7 +5,10 @@
 MiniROAD's recipe: long windows cut from whole streams, the hidden state
 zero at each window's start, AdamW, cross-entropy on every step. Videos are
 split into train and validation by a seeded hash of their id; the checkpoint
-kept is the one with the best validation mAP. Test streams never enter here.
+kept is the one with the best validation mAP. The event detector's settings
+are then chosen on the same validation streams (best start-event F1,
+``tools.tune_events``) and frozen in the checkpoint. Test streams never
+enter here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engines.backbone import EFFICIENTNET_LITE0
+from engines.head_config import EVENTS_METADATA_KEY
 from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, frame_vectors, save_head
 from pipeline.annotations import (
     BACKGROUND,
@@ -261,13 +265,28 @@ def train(
         raise UsageError("training ran no epoch: --epochs must be at least 1")
     head.load_state_dict(best[1])
     head.eval()
+    events, event_figures = tune_event_settings(head, val_set, annotations_paths)
     summary = {
         "validation": best[2],
         "train_videos": len(train_set),
         "validation_videos": len(val_set),
         "history": history,
+        "events": events,
+        "events_validation": event_figures,
     }
     return head, summary
+
+
+def tune_event_settings(head: TemporalHead, val_set: Sequence[LabelledStream],
+                        annotations_paths: Sequence[Path]) -> tuple[dict, dict]:
+    """The event detector's settings with the best start F1 on the validation streams (tools.tune_events)."""
+    from tools.tune_events import ScoredStream, tune
+
+    scored = [ScoredStream(s.video_id, s.times, score_steps(head, s.embedding.numpy(), s.stats.numpy()))
+              for s in val_set]
+    ids = {s.video_id for s in val_set}
+    truth = [i for i in read_all_annotations(annotations_paths) if i.video_id in ids]
+    return tune(scored, head.config.classes, truth)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -330,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     streams = labelled_streams(features, args.annotations, classes)
     head, summary = train(streams, args.annotations, cfg, step_rate, classes=classes, progress=not args.quiet)
     summary["train_config"] = cfg.__dict__
-    save_head(args.out, head, {"training": json.dumps(summary, sort_keys=True)})
+    save_head(args.out, head, {"training": json.dumps(summary, sort_keys=True),
+                               EVENTS_METADATA_KEY: json.dumps(summary["events"], sort_keys=True)})
     print(json.dumps({"checkpoint": str(args.out), **summary}, indent=2))
     return 0
 

@@ -1,0 +1,111 @@
+"""Choose the event detector's settings for a head on its validation streams.
+
+The detector (``pipeline.events``: hysteresis thresholds, steps to confirm an
+action's start and end, warm-up) turns per-step probabilities into start and
+end events. The settings that give the best start-event F1 within 1 s on the
+validation streams are frozen in the checkpoint's metadata; the pipeline runs
+with them unless the user's ``events:`` config says otherwise.
+
+    python -m tools.tune_events --model HEAD --features VAL_FEATURES --annotations ANN.txt [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.annotations import ActionInstance, read_annotations
+from tools.cli import UsageError, run
+from tools.event_metrics import StartEvent, match_starts
+
+ON_THRESHOLDS = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
+OFF_THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+MIN_ON_STEPS = (1, 2, 3)
+MIN_OFF_STEPS = (1, 2, 3)
+WARMUP_STEPS = 2
+OFFSET_S = 1.0
+
+
+@dataclass(frozen=True)
+class ScoredStream:
+    stream: str
+    times: np.ndarray  # [T]
+    probs: np.ndarray  # [T, C]
+
+
+def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settings: dict) -> list[StartEvent]:
+    from pipeline.config import EventsConfig
+    from pipeline.events import ActionEventDetector
+
+    detector = ActionEventDetector(classes, EventsConfig(**settings).hysteresis())
+    events = []
+    for s in streams:
+        for t, row in zip(s.times, s.probs):
+            for event in detector.update(s.stream, float(t), dict(zip(classes, map(float, row))), wall_time=0.0):
+                if event.kind == "start":
+                    events.append(StartEvent(event.stream, event.action, event.t))
+    return events
+
+
+def candidates() -> list[dict]:
+    return [
+        {"on_threshold": on, "off_threshold": off, "min_on_steps": n_on, "min_off_steps": n_off,
+         "warmup_steps": WARMUP_STEPS}
+        for on, off, n_on, n_off in itertools.product(ON_THRESHOLDS, OFF_THRESHOLDS, MIN_ON_STEPS, MIN_OFF_STEPS)
+        if off < on
+    ]
+
+
+def tune(streams: Sequence[ScoredStream], classes: Sequence[str], truth: Sequence[ActionInstance]) -> tuple[dict, dict]:
+    """The settings with the best start F1 (ties: higher precision, then the earlier candidate), and their figures."""
+    ids = {s.stream for s in streams}
+    best: tuple[tuple, dict, dict] | None = None
+    for settings in candidates():
+        figures = match_starts(start_events(streams, classes, settings), truth, OFFSET_S, streams=ids)
+        precision, recall = figures["precision"] or 0.0, figures["recall"] or 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        key = (round(f1, 6), round(precision, 6))
+        if best is None or key > best[0]:
+            best = (key, settings, {**figures, "f1": f1})
+    assert best is not None
+    return best[1], best[2]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.tune_events", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True, help="validation streams' feature caches")
+    p.add_argument("--annotations", type=Path, nargs="+", required=True)
+    p.add_argument("--write", action="store_true", help="freeze the chosen settings in the checkpoint")
+    args = p.parse_args(argv)
+    from engines.head_config import EVENTS_METADATA_KEY
+    from engines.temporal_head import load_head, save_head
+    from pipeline.features_cache import load_feature_dir
+    from pipeline.offline import score_steps
+
+    head, metadata = load_head(args.model)
+    truth = [i for path in args.annotations for i in read_annotations(path)]
+    features = load_feature_dir(args.features)
+    annotated = {i.video_id for i in truth}
+    streams = [ScoredStream(f.video_id, f.times, score_steps(head, f.embedding, f.stats))
+               for f in features.values() if f.video_id in annotated]
+    if not streams:
+        raise UsageError("no stream of --features has annotations in --annotations")
+    settings, figures = tune(streams, head.config.classes, truth)
+    print(json.dumps({"events": settings, "validation": figures}, indent=2))
+    if args.write:
+        extra = {k: v for k, v in metadata.items() if k not in ("format", "head")}
+        extra[EVENTS_METADATA_KEY] = json.dumps(settings, sort_keys=True)
+        save_head(args.model, head, extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
