@@ -151,3 +151,41 @@ def test_training_on_your_own_classes(dataset, features, tmp_path):
     metrics = json.loads(_run("tools.evaluate", "--scores", str(scores), "--annotations", str(own)).stdout)
     assert set(metrics["per_class_AP"]) == set(renamed.values())
     assert metrics["mirror_pair_accuracy"] is None  # no SynthActions pairs in this vocabulary
+
+
+def test_a_window_played_backwards_has_its_steps_reversed_and_each_label_mirrored():
+    import torch
+
+    from engines.temporal_head import HeadConfig, TemporalHead, frame_vectors
+    from pipeline.annotations import SYNTH_ACTIONS_CLASSES
+    from tools.train_head import LabelledStream, TrainConfig, _sample_windows, mirror_index
+
+    classes = SYNTH_ACTIONS_CLASSES
+    mirror = mirror_index(classes)
+    assert [classes[i] for i in mirror] == ["background", "recede", "approach", "exit", "enter", "lights_off",
+                                            "lights_on"]
+    steps = 40
+    embedding = torch.arange(steps, dtype=torch.float32)[:, None].repeat(1, 1280) + 1.0
+    stats = torch.zeros(steps, EFFICIENTNET_LITE0.stats_dim)
+    labels = torch.tensor([1] * 10 + [0] * 10 + [3] * 10 + [5] * 10)
+    stream = LabelledStream("v", embedding, stats, labels, np.arange(steps) * 0.25)
+    head = TemporalHead(HeadConfig(classes=classes, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0))
+    cfg = TrainConfig(window=16, batch_size=64, reverse_prob=0.5)
+    emb, _, got, state, _ = _sample_windows([stream], head, cfg, np.random.default_rng(0), mirror)
+    backwards = forwards = 0
+    for row in range(cfg.batch_size):
+        order = emb[row, :, 0] - 1.0  # the step index each position holds
+        n = int((got[row] != -100).sum())
+        if n > 1 and order[1] < order[0]:
+            backwards += 1
+            steps_held = order[:n].long()
+            assert torch.equal(steps_held, torch.arange(int(steps_held[0]), int(steps_held[0]) - n, -1))
+            assert torch.equal(got[row, :n], mirror[labels[steps_held]])
+            after = int(steps_held[0]) + 1  # backwards, the window starts from the step after it
+            if after < steps:
+                assert state.has_previous[row]
+                assert torch.equal(state.previous[row], frame_vectors(embedding[after], stats[after]))
+        elif n > 1:
+            forwards += 1
+            assert torch.equal(got[row, :n], labels[order[:n].long()])
+    assert backwards > 10 and forwards > 10

@@ -33,6 +33,7 @@ from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalH
 from pipeline.annotations import (
     BACKGROUND,
     SYNTH_ACTIONS_CLASSES,
+    SYNTH_ACTIONS_MIRROR_PAIRS,
     ActionInstance,
     group_by_video,
     label_at,
@@ -62,6 +63,9 @@ class TrainConfig:
     hidden_size: int = 256
     projection_dim: int = 256
     stats_dim: int | None = None  # the first N frame statistics (engines/spec.py); None: all the graph makes
+    # Share of training windows played backwards with each class swapped for its mirror (approach <->
+    # recede, ...): what reverses an action is its mirror, so direction, not look, must decide.
+    reverse_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,10 +151,24 @@ def fit_standardisation(head: TemporalHead, streams: Sequence[LabelledStream]) -
         head.input_std.copy_(x.std(dim=0).clamp_min(1e-4))
 
 
+def mirror_index(classes: Sequence[str]) -> torch.Tensor:
+    """For each class, the class it becomes when time runs backwards (itself when unpaired)."""
+    index = {c: i for i, c in enumerate(classes)}
+    mapping = list(range(len(classes)))
+    for a, b in SYNTH_ACTIONS_MIRROR_PAIRS:
+        if a in index and b in index:
+            mapping[index[a]], mapping[index[b]] = index[b], index[a]
+    return torch.tensor(mapping, dtype=torch.long)
+
+
 def _sample_windows(
-    streams: Sequence[LabelledStream], head: TemporalHead, cfg: TrainConfig, rng: np.random.Generator
+    streams: Sequence[LabelledStream], head: TemporalHead, cfg: TrainConfig, rng: np.random.Generator,
+    mirror: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, StreamState, torch.Tensor]:
-    """A batch of windows; each starts mid-stream with its true previous frame as state."""
+    """A batch of windows; each starts mid-stream with its true previous frame as state.
+
+    With ``cfg.reverse_prob``, a window may be played backwards: its steps in reverse order, each label
+    its mirror's, and the state it starts from the frame after the window (what precedes it backwards)."""
     picks = rng.integers(0, len(streams), size=cfg.batch_size)
     emb = torch.zeros(cfg.batch_size, cfg.window, streams[0].embedding.shape[1])
     stats = torch.zeros(cfg.batch_size, cfg.window, streams[0].stats.shape[1])
@@ -162,6 +180,15 @@ def _sample_windows(
         start = int(rng.integers(0, max(1, length - cfg.window // 2)))
         stop = min(length, start + cfg.window)
         n = stop - start
+        if mirror is not None and cfg.reverse_prob > 0 and rng.random() < cfg.reverse_prob:
+            window = torch.arange(stop - 1, start - 1, -1)
+            emb[row, :n], stats[row, :n] = stream.embedding[window], stream.stats[window]
+            labels[row, :n] = mirror[stream.labels[window]]
+            emb[row, n:], stats[row, n:] = stream.embedding[start], stream.stats[start]
+            if stop < length:
+                state.previous[row] = frame_vectors(stream.embedding[stop], stream.stats[stop])
+                state.has_previous[row] = True
+            continue
         emb[row, :n], stats[row, :n], labels[row, :n] = stream.embedding[start:stop], stream.stats[start:stop], stream.labels[start:stop]
         # Pad by repeating the last frame, so padded steps carry no fake change into real ones.
         emb[row, n:], stats[row, n:] = stream.embedding[stop - 1], stream.stats[stop - 1]
@@ -231,6 +258,13 @@ def train(
         ema_decay=cfg.ema_decay,
     )
     head = TemporalHead(head_config)
+    mirror = mirror_index(classes)
+    if cfg.reverse_prob > 0:
+        if head_config.uses_ema:
+            raise UsageError("--reverse-prob cannot be combined with --ema-decay (the EMA is built forwards)")
+        if bool((mirror == torch.arange(len(classes))).all()):
+            raise UsageError("--reverse-prob needs mirror pairs among the classes (approach/recede, enter/exit, "
+                             "lights_on/lights_off): played backwards, the others would be mislabelled")
     fit_standardisation(head, train_set)
     optimiser = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
@@ -245,7 +279,7 @@ def train(
         head.train()
         total = 0.0
         for _ in range(steps_per_epoch):
-            emb, stats, labels, state, _ = _sample_windows(train_set, head, cfg, rng)
+            emb, stats, labels, state, _ = _sample_windows(train_set, head, cfg, rng, mirror)
             out = head.forward_sequence(emb, stats, state)
             loss = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
             optimiser.zero_grad()
@@ -313,6 +347,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also feed the change against an EMA of past frames (0: off)")
     p.add_argument("--stats-dim", type=int, default=None,
                    help="use the first N frame statistics (default: all; 49 = the first group only)")
+    p.add_argument("--reverse-prob", type=float, default=defaults.reverse_prob,
+                   help="share of training windows played backwards with mirrored labels (SynthActions' pairs)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--quiet", action="store_true")
@@ -344,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_dropout=args.input_dropout,
         ema_decay=args.ema_decay,
         stats_dim=args.stats_dim,
+        reverse_prob=args.reverse_prob,
     )
     classes = choose_classes(read_all_annotations(args.annotations), args.classes)
     streams = labelled_streams(features, args.annotations, classes)
