@@ -53,7 +53,10 @@ class OverlayVideoWriter:
     """One stream's MP4; ``write`` takes BGR canvases of the size given at open."""
 
     def __init__(self, path: Path, width: int, height: int, step_s: float, crf: int = 26) -> None:
-        import av
+        try:
+            import av
+        except ImportError as exc:
+            raise OverlayVideoError(f"cannot write {path}: PyAV is missing ({exc}); pip install av") from None
 
         if width % 2 or height % 2:
             raise OverlayVideoError(f"{path}: H.264 4:2:0 needs even sizes, got {width}x{height}")
