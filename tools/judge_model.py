@@ -121,15 +121,18 @@ def verdict(report: dict) -> list[str]:
     return misses
 
 
-def _table(report: dict) -> str:
-    keys = ("mAP", "mcAP", "p_mAP@1s", "p_mAP@2s", "mirror_pair_accuracy", "min_class_AP", "event_precision",
-            "event_recall")
-    rows = [f"{'set':<22}" + "".join(f"{k:>13}" for k in ("streams",) + keys)]
+COLUMNS = (("mAP", "mAP"), ("mcAP", "mcAP"), ("p_mAP@1s", "p-mAP@1s"), ("p_mAP@2s", "p-mAP@2s"),
+           ("mirror_pair_accuracy", "mirror"), ("min_class_AP", "min class AP"), ("event_precision", "event P"),
+           ("event_recall", "event R"))
+
+
+def table(report: dict) -> str:
+    rows = [f"{'set':<22}{'streams':>8}" + "".join(f"{label:>13}" for _, label in COLUMNS)]
     for name, figures in report["sets"].items():
-        cells = "".join(f"{'-' if figures.get(k) is None else format(figures[k], '.3f'):>13}" for k in keys)
-        rows.append(f"{name:<22}{figures.get('streams') or '-':>13}{cells}")
-    rows.append(f"{'bar (ordinary)':<22}{'':>13}" + "".join(
-        f"{format(BAR[k], '.2f') if k in BAR else '':>13}" for k in keys))
+        cells = "".join(f"{'-' if figures.get(k) is None else format(figures[k], '.3f'):>13}" for k, _ in COLUMNS)
+        rows.append(f"{name:<22}{figures.get('streams') or '-':>8}{cells}")
+    rows.append(f"{'bar (ordinary)':<22}{'':>8}" + "".join(
+        f"{format(BAR[k], '.2f') if k in BAR else '':>13}" for k, _ in COLUMNS))
     return "\n".join(rows)
 
 
@@ -159,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["misses"] = verdict(report) if "ordinary" in report["sets"] else []
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(_table(report))
+    print(table(report))
     print("meets the bar" if not report["misses"] else "misses the bar:\n  " + "\n  ".join(report["misses"]))
     return 0 if not report["misses"] else 1
 
