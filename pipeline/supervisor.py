@@ -251,8 +251,6 @@ class Supervisor:
         cfg = self.config
         head = read_head_config(cfg.model)
         self._events = events_for_model(cfg.events, read_head_events(cfg.model))
-        if self._events != cfg.events:
-            logger.info("event detector settings of the model: %s", self._events.model_dump())
         problems = check_worker_counts(cfg.engine.workers, cfg.capture.workers, self._machine or machine_facts(),
                                        gpu_backend=cfg.engine.backend.endswith("cuda") or cfg.engine.backend == "tensorrt")
         if problems:
@@ -292,6 +290,8 @@ class Supervisor:
     def run(self) -> RunSummary:
         head = self.preflight()
         onnx_path = self._onnx_path()
+        if self._events != self.config.events:  # logged once every check passed: a refusal stays one line
+            logger.info("event detector settings of the model: %s", self._events.model_dump())
         run_dir = Path(tempfile.mkdtemp(prefix="actionpipe-", dir=self._ipc_parent()))
         metrics_dir = run_dir / "metrics"
         metrics_dir.mkdir()
