@@ -1,0 +1,90 @@
+"""What the frame statistics cost: the exported graph as shipped (162 statistics) against the same
+graph computing only the first group (49, what heads before export revision 3 used), in ONNX Runtime.
+
+    python -m tools.benchmark_stats [--rounds 12] [--batch 8]
+
+Both graphs are exported here from the same weights and timed in alternating rounds on the same
+frames; the ratio of the medians is what the extra statistics cost (1.0: nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _first_group_only(embedder):
+    import torch
+
+    from engines.spec import STATS_GRID
+
+    class FirstGroup(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedder = embedder
+
+        def forward(self, frames: torch.Tensor):
+            x = frames.permute(0, 3, 1, 2).to(torch.float32)
+            embedding = self.embedder.network.features((x - 127.0) / 128.0)
+            unit = x / 255.0
+            luma = (unit * self.embedder.luma_weights).sum(dim=1).mean(dim=(1, 2))
+            grid = torch.nn.functional.adaptive_avg_pool2d(unit, STATS_GRID).permute(0, 2, 3, 1).flatten(1)
+            return embedding, torch.cat([luma[:, None], grid], dim=1)
+
+    return FirstGroup()
+
+
+def _export(module, path: Path) -> None:
+    import torch
+
+    example = torch.zeros(2, 224, 224, 3, dtype=torch.uint8)
+    torch.onnx.export(module, (example,), str(path), input_names=["frames"], output_names=["embedding", "stats"],
+                      dynamic_axes={"frames": {0: "batch"}, "embedding": {0: "batch"}, "stats": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.benchmark_stats", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--runs-per-round", type=int, default=10)
+    args = p.parse_args(argv)
+    import warnings
+
+    import onnxruntime as ort
+
+    from engines.backbone import build_frame_embedder
+
+    warnings.filterwarnings("ignore")
+    embedder = build_frame_embedder()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {"162 statistics": Path(folder) / "all.onnx", "49 statistics": Path(folder) / "first.onnx"}
+        _export(embedder, paths["162 statistics"])
+        _export(_first_group_only(embedder), paths["49 statistics"])
+        sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    for name, path in paths.items()}
+    frames = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
+    for session in sessions.values():
+        session.run(None, {"frames": frames})
+    rates: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(args.rounds):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            for _ in range(args.runs_per_round):
+                session.run(None, {"frames": frames})
+            rates[name].append(args.batch * args.runs_per_round / (time.perf_counter() - start))
+    medians = {name: float(np.median(values)) for name, values in rates.items()}
+    for name, value in medians.items():
+        print(f"{name}: {value:.1f} frames/s (median of {args.rounds} rounds, batch {args.batch})")
+    print(f"ratio 162/49: {medians['162 statistics'] / medians['49 statistics']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
