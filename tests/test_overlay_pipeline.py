@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.live_board import frame_key
 from pipeline.scores import read_scores
 from pipeline.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
@@ -152,7 +153,7 @@ def test_the_live_page_in_headless_chromium_shows_every_stream_its_frame_and_eve
     # The page's script drew what the API said: a card per stream with its state, its frame, its events.
     for stream in state["streams"]:
         assert f'data-stream="{stream["name"]}"' in dom
-        assert f'src="/frames/' in dom
+        assert f'src="/frames/{frame_key(stream["name"])}.jpg' in dom  # its own latest frame
     assert any(f'{e["action"]} {e["kind"]} at' in dom for e in events), dom[-3000:]
     assert "streams live" in dom and ">2 / 2<" in dom
     picture = cv2.imread(str(capture.png))
