@@ -25,7 +25,6 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DROP_REASONS = ("sampling", "backpressure", "decode_error", "stale", "reorder_timeout", "late", "stage_crash")
 STAGE_KINDS = ("capture", "embed", "temporal", "overlay")
-OVERLAY_DROP_REASONS = ("backpressure", "unmatched")
 
 
 class MetricsSetupError(RuntimeError):

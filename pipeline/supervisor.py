@@ -346,49 +346,28 @@ class Supervisor:
         return None
 
     def _start_servers(self) -> list:
-        servers = []
+        servers: list = []
         cfg = self.config
         if cfg.metrics.enabled:
             from prometheus_client import start_http_server
 
-            try:
-                server, _thread = start_http_server(cfg.metrics.port, cfg.metrics.host, registry=self._registry)
-            except OSError as exc:
-                raise PipelineError(
-                    f"metrics.port {cfg.metrics.port} on {cfg.metrics.host} cannot be used ({exc.strerror}): another "
-                    "process holds it? choose another with --metrics-port (0 picks a free one)"
-                ) from None
-            servers.append(server)
+            server, _thread = _start_server(
+                servers, lambda: start_http_server(cfg.metrics.port, cfg.metrics.host, registry=self._registry),
+                "metrics.port", cfg.metrics.host, cfg.metrics.port, "--metrics-port")
             self.metrics_url = f"http://{cfg.metrics.host}:{server.server_port}/metrics"
         if cfg.control.enabled:
             from pipeline.control_api import start_control_api
 
-            try:
-                server = start_control_api(self, cfg.control.host, cfg.control.port, cfg.control.token)
-            except OSError as exc:
-                for started in servers:
-                    started.shutdown()
-                    started.server_close()
-                raise PipelineError(
-                    f"control.port {cfg.control.port} on {cfg.control.host} cannot be used ({exc.strerror}): another "
-                    "process holds it? choose another with --control-port (0 picks a free one)"
-                ) from None
-            servers.append(server)
+            server = _start_server(
+                servers, lambda: start_control_api(self, cfg.control.host, cfg.control.port, cfg.control.token),
+                "control.port", cfg.control.host, cfg.control.port, "--control-port")
             self.control_url = f"http://{cfg.control.host}:{server.server_port}"
         if cfg.live_page.enabled:
             from pipeline.live_page import start_live_page
 
-            try:
-                server = start_live_page(self, self._live_dir, cfg.live_page.host, cfg.live_page.port)
-            except OSError as exc:
-                for started in servers:
-                    started.shutdown()
-                    started.server_close()
-                raise PipelineError(
-                    f"live_page.port {cfg.live_page.port} on {cfg.live_page.host} cannot be used ({exc.strerror}): "
-                    "another process holds it? choose another with --live-port (0 picks a free one)"
-                ) from None
-            servers.append(server)
+            server = _start_server(
+                servers, lambda: start_live_page(self, self._live_dir, cfg.live_page.host, cfg.live_page.port),
+                "live_page.port", cfg.live_page.host, cfg.live_page.port, "--live-port")
             self.live_url = f"http://{cfg.live_page.host}:{server.server_port}/"
             if not is_loopback(cfg.live_page.host):
                 logger.warning("the live page listens on %s: anyone who can reach it sees the camera frames",
@@ -896,6 +875,23 @@ def _check_recorded_source(source: SourceConfig) -> None:
         open_source(source.uri, image_fps=source.image_fps).close()
     except SourceOpenError as exc:
         raise StreamRequestError(str(exc)) from None
+
+
+def _start_server(servers: list, start: Callable, setting: str, host: str, port: int, option: str):
+    """Start one HTTP server and add it to ``servers``; a port that cannot be used stops the ones
+    already started and is named, with the option that changes it."""
+    try:
+        started = start()
+    except OSError as exc:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        raise PipelineError(
+            f"{setting} {port} on {host} cannot be used ({exc.strerror}): another process holds it? choose another "
+            f"with {option} (0 picks a free one)"
+        ) from None
+    servers.append(started[0] if isinstance(started, tuple) else started)
+    return started
 
 
 def _check_bindable(endpoint: str, setting: str) -> None:

@@ -139,7 +139,7 @@ def table(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.judge_model", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "synthactions_gru.safetensors")
-    p.add_argument("--baseline", type=Path, default=REPO_ROOT / "models" / "synthactions_frame_only.safetensors",
+    p.add_argument("--baseline", default=str(REPO_ROOT / "models" / "synthactions_frame_only.safetensors"),
                    help="the frame-only head, run on the ordinary set beside it ('' to skip)")
     p.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "judge", help="where the test sets are rendered")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "judge")
@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_set.render(folder)
         print(f"judging {args.model.name} on {test_set.name} ...", file=sys.stderr, flush=True)
         report["sets"][test_set.name] = judge_set(args.model, folder, args.out / test_set.name)
-    if args.baseline and str(args.baseline) and "ordinary" in args.sets and args.baseline.is_file():
-        report["sets"]["ordinary (frame-only)"] = judge_set(args.baseline, args.data / "ordinary",
+    if args.baseline and "ordinary" in args.sets and Path(args.baseline).is_file():
+        report["sets"]["ordinary (frame-only)"] = judge_set(Path(args.baseline), args.data / "ordinary",
                                                             args.out / "ordinary_frame_only")
     report["misses"] = verdict(report) if "ordinary" in report["sets"] else []
     args.out.mkdir(parents=True, exist_ok=True)
