@@ -32,3 +32,20 @@ def test_another_renderer_or_look_more_than_the_gap_below_ordinary_misses():
     misses = verdict(report)
     assert misses == ["heldout_looks mAP 0.870 is more than 0.05 below ordinary 0.930"]
     assert set(BAR) == {"mAP", "mirror_pair_accuracy", "p_mAP@1s", "min_class_AP", "event_precision", "event_recall"}
+
+
+def test_map_away_from_edges_leaves_out_the_steps_near_an_actions_start_and_end():
+    from pipeline.annotations import ActionInstance
+    from pipeline.scores import StepScores
+    from tools.judge_model import map_away_from_edges
+    from tools.metrics import evaluate
+
+    truth = [ActionInstance("s", "enter", 2.0, 4.0)]
+    steps = []
+    for i in range(32):  # 8 s at 4 steps/s; the model is late: it says 'enter' from 2.5 s to 4.25 s
+        t = i * 0.25
+        late = 2.5 <= t <= 4.25
+        steps.append(StepScores("s", t, {"background": 0.1 if late else 0.9, "enter": 0.9 if late else 0.1}))
+    everywhere = evaluate(steps, truth, classes=("background", "enter"))["mAP"]
+    assert everywhere < 0.9  # the late steps cost AP ...
+    assert map_away_from_edges(steps, truth) == 1.0  # ... and only they did
