@@ -5,12 +5,15 @@ PyTorch, TensorRT) consumes the same bytes that capture produced:
 
     frames   uint8  [N, 224, 224, 3]  RGB, already resized by capture
     embedding float32 [N, 1280]        EfficientNet-Lite0 pooled features
-    stats     float32 [N, 162]         frame statistics, in groups (cells row-major from the top left):
+    stats     float32 [N, 482]         frame statistics, in groups (cells row-major from the top left):
                 [0]        mean luma, in [0, 1]
                 [1:49]     mean R, G, B of each cell of a 4x4 grid, in [0, 1]
                 [49:113]   mean luma of each cell of an 8x8 grid, in [0, 1]
                 [113:162]  the CNN's last feature map (7x7 cells): each cell's mean
                            activation over the whole map's mean (about 1 on average)
+                [162:418]  mean luma of each cell of a 16x16 grid, in [0, 1]
+                [418:482]  mean luma gradient magnitude (|dx| + |dy| between neighbouring
+                           pixels) of each cell of an 8x8 grid
 
 ``stats`` exists because the temporal head must see global brightness (the
 lights_on / lights_off actions), which the CNN's features largely normalise
@@ -19,11 +22,16 @@ edge, growing in the middle), which global pooling discards. The 8x8 luma
 grid shows an object's outline and position more finely than the colour
 grid; the feature-map cells show where the CNN sees *something* (an object)
 whatever its colour, relative to the rest of the frame, so neither
-brightness nor the object's hue moves them much. Cell means average
-hundreds to thousands of pixels, so sensor noise barely moves them.
+brightness nor the object's hue moves them much. The 16x16 luma grid and
+the 8x8 edge grid (where the picture has outlines, whatever their colours)
+place an object's border finely enough to see it grow or slide by a few
+pixels between steps: what tells a slow approach or entry from an actor
+that only jitters. Cell means average hundreds to thousands of pixels, so
+sensor noise barely moves them.
 
 A head uses the first ``stats_dim`` values (its backbone spec): heads trained
-on the first group only (49 values, export revision 2) run unchanged.
+on the first group only (49 values, export revision 2) or on the first three
+(162, export revision 3) run unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from engines.spec import (  # noqa: F401  (the contract's names, re-exported for
     EFFICIENTNET_LITE0,
     INPUT_NAME,
     OUTPUT_NAMES,
+    EDGE_GRID,
+    FINE_LUMA_GRID,
     LUMA_GRID,
     STATS_DIM,
     STATS_GRID,
@@ -46,7 +56,7 @@ from engines.spec import (  # noqa: F401  (the contract's names, re-exported for
 )
 
 # Bump when the graph's inputs, outputs or preprocessing change: cached exports rebuild.
-EXPORT_REVISION = 3
+EXPORT_REVISION = 4
 ONNX_OPSET = 17
 
 
@@ -71,8 +81,19 @@ class FrameEmbedder(nn.Module):
         luma_grid = nn.functional.adaptive_avg_pool2d(luma_map, LUMA_GRID).flatten(1)
         activity = feature_map.mean(dim=1)  # [N, 7, 7]
         relative = activity / activity.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        stats = torch.cat([luma[:, None], grid, luma_grid, relative.flatten(1)], dim=1)
+        stats = torch.cat([luma[:, None], grid, luma_grid, relative.flatten(1), fine_statistics(luma_map)], dim=1)
         return embedding, stats
+
+
+def fine_statistics(luma_map: torch.Tensor) -> torch.Tensor:
+    """[N, 1, 224, 224] luma in [0, 1] -> [N, 320]: the 16x16 luma grid, then the 8x8 edge grid."""
+    fine = nn.functional.adaptive_avg_pool2d(luma_map, FINE_LUMA_GRID).flatten(1)
+    # Differences to the right and below, zero-padded back to the frame's size so that the cells
+    # divide it evenly (a fixed pooling window: the ONNX export loses the padded map's size).
+    dx = nn.functional.pad((luma_map[..., :, 1:] - luma_map[..., :, :-1]).abs(), (0, 1, 0, 0))
+    dy = nn.functional.pad((luma_map[..., 1:, :] - luma_map[..., :-1, :]).abs(), (0, 0, 0, 1))
+    edges = nn.functional.avg_pool2d(dx + dy, kernel_size=luma_map.shape[-1] // EDGE_GRID).flatten(1)
+    return torch.cat([fine, edges], dim=1)
 
 
 def build_frame_embedder(weights: Path | None = None) -> FrameEmbedder:

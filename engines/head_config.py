@@ -41,16 +41,31 @@ class HeadConfig:
     # > 0 adds the change against an exponential moving average of past frame
     # vectors (decay per step), exposing slow changes that one step hides.
     ema_decay: float = 0.0
+    # 0: the whole L2-normalised embedding; K > 0: only its first K principal
+    # components over the training streams (the basis travels in the weights).
+    # The full 1280 dimensions let the head memorise how each training scene
+    # looks; a few components keep what changes when something happens.
+    embedding_components: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
             raise CheckpointError(f"head kind must be one of {HEAD_KINDS}, got {self.kind!r}")
         if len(self.classes) < 2:
             raise CheckpointError("a head needs background plus at least one action class")
+        if not 0 <= self.embedding_components <= self.backbone.embedding_dim:
+            raise CheckpointError(
+                f"embedding_components must be between 0 and {self.backbone.embedding_dim}, "
+                f"got {self.embedding_components}"
+            )
+
+    @property
+    def embedding_vector_dim(self) -> int:
+        """How many values of a frame vector describe the embedding."""
+        return self.embedding_components or self.backbone.embedding_dim
 
     @property
     def frame_vector_dim(self) -> int:
-        return self.backbone.embedding_dim + self.backbone.stats_dim + 1
+        return self.embedding_vector_dim + self.backbone.stats_dim + 1
 
     @property
     def uses_ema(self) -> bool:

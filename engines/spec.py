@@ -22,7 +22,10 @@ STATS_GRID = 4
 STATS_V1_DIM = 1 + 3 * STATS_GRID * STATS_GRID  # mean luma, mean RGB of a 4x4 grid
 LUMA_GRID = 8  # mean luma of an 8x8 grid
 FEATURE_GRID = 7  # the CNN's last feature map: mean activation per cell over the frame's mean
-STATS_DIM = STATS_V1_DIM + LUMA_GRID * LUMA_GRID + FEATURE_GRID * FEATURE_GRID
+STATS_V3_DIM = STATS_V1_DIM + LUMA_GRID * LUMA_GRID + FEATURE_GRID * FEATURE_GRID  # export revision 3
+FINE_LUMA_GRID = 16  # mean luma of a 16x16 grid
+EDGE_GRID = 8  # mean luma gradient magnitude of an 8x8 grid
+STATS_DIM = STATS_V3_DIM + FINE_LUMA_GRID * FINE_LUMA_GRID + EDGE_GRID * EDGE_GRID
 
 
 @dataclass(frozen=True)

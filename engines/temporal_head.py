@@ -1,6 +1,8 @@
 """The temporal head: a MiniROAD-style GRU (Ahn et al., ICCV 2023) over frame embeddings.
 
-    frame vector r_t = [ L2-normalised embedding | stats | log ||embedding|| ]
+    frame vector r_t = [ e_t | stats | log ||embedding|| ]
+                       e_t: the L2-normalised embedding, or its first K principal
+                       components (``embedding_components``)
     input x_t        = standardise([ r_t | r_t - r_{t-1} ])     (r_{-1} := r_0)
     scores           = softmax(classifier(GRU(ReLU(Linear(x_t)))))
 
@@ -29,6 +31,21 @@ def frame_vectors(embedding: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     return torch.cat([embedding / norm, stats, norm.log()], dim=-1)
 
 
+def principal_components(unit_embeddings: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean [E] and the first ``count`` principal directions [E, count] of [N, E] vectors.
+
+    Deterministic (an eigendecomposition of the covariance, each direction's sign
+    fixed so that its largest entry is positive), so a training run can be repeated."""
+    x = unit_embeddings.to(torch.float64)
+    mean = x.mean(dim=0)
+    centred = x - mean
+    covariance = centred.T @ centred / max(1, len(x) - 1)
+    _, vectors = torch.linalg.eigh(covariance)
+    basis = vectors[:, -count:].flip(dims=[1])
+    signs = torch.sign(basis.gather(0, basis.abs().argmax(dim=0, keepdim=True)))
+    return mean.to(torch.float32), (basis * signs).to(torch.float32)
+
+
 @dataclass
 class StreamState:
     """What a stream carries from one step to the next, batched over streams."""
@@ -53,6 +70,9 @@ class TemporalHead(nn.Module):
         self.config = config
         self.register_buffer("input_mean", torch.zeros(config.input_dim))
         self.register_buffer("input_std", torch.ones(config.input_dim))
+        if config.embedding_components:
+            self.register_buffer("embedding_mean", torch.zeros(config.backbone.embedding_dim))
+            self.register_buffer("embedding_basis", torch.zeros(config.backbone.embedding_dim, config.embedding_components))
         self.projection = nn.Sequential(
             # Dropping input features in training keeps the head from memorising a
             # scene's look through a few embedding dimensions.
@@ -82,6 +102,15 @@ class TemporalHead(nn.Module):
         )
 
     # -- features ------------------------------------------------------------
+    def frame_vectors(self, embedding: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        """[..., E], [..., L >= stats_dim] -> [..., frame_vector_dim]: the frame as this head sees it."""
+        vectors = frame_vectors(embedding, stats[..., :self.config.backbone.stats_dim])
+        if not self.config.embedding_components:
+            return vectors
+        width = self.config.backbone.embedding_dim
+        components = (vectors[..., :width] - self.embedding_mean) @ self.embedding_basis
+        return torch.cat([components, vectors[..., width:]], dim=-1)
+
     def inputs(self, vectors: torch.Tensor, state: StreamState) -> torch.Tensor:
         """[B, T, V] frame vectors -> [B, T, input_dim] standardised model inputs."""
         return self._inputs_and_carry(vectors, state)[0]
@@ -117,7 +146,7 @@ class TemporalHead(nn.Module):
         if state is None:
             state = self.initial_state(batch, embedding.device)
         # Stats come from the newest graph; a head uses the first stats_dim of them (engines/spec.py).
-        vectors = frame_vectors(embedding, stats[..., :self.config.backbone.stats_dim])
+        vectors = self.frame_vectors(embedding, stats)
         x, carry = self._inputs_and_carry(vectors, state)
         hidden_seq = self.projection(x)
         if self.config.kind == "gru":

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 
-# Bump when sampling or frame preparation changes: older caches are then stale.
-EXTRACTION_REVISION = 3
+# Bump when sampling, frame preparation or the graph's outputs change: older caches are then stale.
+EXTRACTION_REVISION = 4
 
 
 class FeatureCacheError(ValueError):

@@ -15,7 +15,7 @@ from engines.backbone import EFFICIENTNET_LITE0, build_frame_embedder
 from engines.base import EngineUnavailableError, FrameBatchError
 from engines.efficientnet_lite import load_pretrained
 from engines.factory import BACKENDS, choose_engine, create_engine
-from engines.spec import STATS_DIM, STATS_V1_DIM
+from engines.spec import STATS_DIM, STATS_V1_DIM, STATS_V3_DIM
 
 # Agreement between backends: FP32 CPU kernels differ in summation order only.
 # Embedding values reach ~5; we allow 1e-4 absolute (observed ~7e-6).
@@ -88,7 +88,7 @@ def test_backends_agree_on_the_same_frames(engine, reference_engine):
     np.testing.assert_allclose(got.stats, want.stats, atol=STATS_ATOL)
 
 
-def test_stats_are_mean_luma_cell_colours_a_luma_grid_and_where_the_cnn_sees_something(engine):
+def test_stats_are_mean_luma_cell_colours_luma_grids_edges_and_where_the_cnn_sees_something(engine):
     frame = np.zeros((1, 224, 224, 3), dtype=np.uint8)
     frame[0, :56, 168:] = (255, 0, 0)  # top-right cell pure red
     frame[0, 168:, :56] = (0, 0, 255)  # bottom-left cell pure blue
@@ -107,10 +107,24 @@ def test_stats_are_mean_luma_cell_colours_a_luma_grid_and_where_the_cnn_sees_som
     want[6:, :2] = 0.114
     np.testing.assert_allclose(luma, want, atol=1e-5)
     # The feature-map cells average 1 over the frame and are highest where the squares are.
-    activity = stats[STATS_V1_DIM + 64:].reshape(7, 7)
+    activity = stats[STATS_V1_DIM + 64:STATS_V3_DIM].reshape(7, 7)
     assert activity.mean() == pytest.approx(1.0, abs=1e-4)
     corners = (activity[0, 5:].mean() + activity[5:, 0].mean()) / 2
     assert corners > activity[2:5, 2:5].mean()
+    # The 16x16 luma grid (14-pixel cells): each 56-pixel square fills 4x4 cells.
+    fine = stats[STATS_V3_DIM:STATS_V3_DIM + 256].reshape(16, 16)
+    want = np.zeros((16, 16), dtype=np.float32)
+    want[:4, 12:] = 0.299
+    want[12:, :4] = 0.114
+    np.testing.assert_allclose(fine, want, atol=1e-5)
+    # The 8x8 edge grid (28-pixel cells): a step of luma L along 28 pixels of a cell's 784 adds L/28.
+    # The red square's inner borders: its left side (column 167|168, rows 0-55) and its bottom
+    # (row 55|56, columns 168-223); the blue square's top (row 167|168) and right side (column 55|56).
+    edges = stats[STATS_V3_DIM + 256:].reshape(8, 8)
+    want = np.zeros((8, 8), dtype=np.float32)
+    want[0, 5] = want[1, 5] = want[1, 6] = want[1, 7] = 0.299 / 28
+    want[5, 0] = want[5, 1] = want[6, 1] = want[7, 1] = 0.114 / 28
+    np.testing.assert_allclose(edges, want, atol=1e-5)
 
 
 @pytest.mark.parametrize(

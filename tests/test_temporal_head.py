@@ -158,3 +158,90 @@ def test_a_head_trained_on_the_first_stats_takes_only_those_from_a_newer_graph()
         ignored = head.forward_sequence(emb, changed).logits
     torch.testing.assert_close(full, prefix, atol=0, rtol=0)
     torch.testing.assert_close(full, ignored, atol=0, rtol=0)
+
+
+def _components_head(count: int = 8, seed: int = 4) -> TemporalHead:
+    torch.manual_seed(seed)
+    head = TemporalHead(HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0,
+                                   embedding_components=count))
+    head.embedding_mean.normal_(0, 0.01)
+    head.embedding_basis.normal_(0, 0.05)
+    head.input_mean.normal_(0, 0.1)
+    head.input_std.uniform_(0.5, 2.0)
+    return head.eval()
+
+
+def test_a_head_on_embedding_components_streams_like_it_runs_offline_and_round_trips(tmp_path):
+    head = _components_head()
+    assert head.config.frame_vector_dim == 8 + EFFICIENTNET_LITE0.stats_dim + 1
+    emb, stats = _sequence(2, 25, seed=11)
+    with torch.no_grad():
+        offline = head.forward_sequence(emb, stats).logits.softmax(-1)
+    state, online = head.initial_state(2), []
+    for t in range(emb.shape[1]):
+        probs, state = head.step(emb[:, t], stats[:, t], state)
+        online.append(probs)
+    torch.testing.assert_close(torch.stack(online, dim=1), offline, atol=STEP_ATOL, rtol=0)
+
+    path = tmp_path / "components.safetensors"
+    save_head(path, head)
+    loaded, _ = load_head(path)
+    assert loaded.config.embedding_components == 8
+    torch.testing.assert_close(loaded.embedding_basis, head.embedding_basis, atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_sequence(emb, stats).logits.softmax(-1), offline, atol=0, rtol=0)
+
+
+def test_a_head_on_embedding_components_sees_the_embedding_only_through_its_basis():
+    head = _components_head(count=2)
+    emb, stats = _sequence(1, 1, seed=12)
+    unit = emb[0, 0] / emb[0, 0].norm()
+    # A turn of the embedding away from the basis (and from itself) leaves the components still,
+    # up to the renormalisation (second order); a turn of the same size along the basis moves them.
+    q, _ = torch.linalg.qr(torch.cat([head.embedding_basis, unit[:, None]], dim=1))
+    away = torch.randn(EFFICIENTNET_LITE0.embedding_dim, generator=torch.Generator().manual_seed(3))
+    away -= q @ (q.T @ away)
+    along = q[:, 0] - unit * (unit @ q[:, 0])
+
+    def components(direction: torch.Tensor) -> torch.Tensor:
+        turned = (unit + 1e-2 * direction / direction.norm()) * emb[0, 0].norm()
+        return head.frame_vectors(turned[None], stats[0])[0, :2]
+
+    with torch.no_grad():
+        base = head.frame_vectors(emb[0], stats[0])[0, :2]
+        assert (components(along) - base).abs().max() > 50 * (components(away) - base).abs().max()
+
+
+def test_principal_components_find_the_directions_of_most_variance_deterministically():
+    from engines.temporal_head import principal_components
+
+    g = torch.Generator().manual_seed(0)
+    dim = 20
+    first, second = torch.zeros(dim), torch.zeros(dim)
+    first[3], second[7] = 1.0, 1.0
+    x = (torch.randn(500, 1, generator=g) * 5 * first + torch.randn(500, 1, generator=g) * 2 * second
+         + torch.randn(500, dim, generator=g) * 0.1 + 4.0)
+    mean, basis = principal_components(x, 2)
+    torch.testing.assert_close(mean, x.mean(dim=0), atol=1e-5, rtol=0)
+    assert basis.shape == (dim, 2)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(2), atol=1e-5, rtol=0)
+    assert basis[3, 0] > 0.99 and basis[7, 1] > 0.99  # ordered by variance, signs fixed positive
+    again_mean, again_basis = principal_components(x.clone(), 2)
+    assert torch.equal(again_basis, basis) and torch.equal(again_mean, mean)
+
+
+def test_embedding_components_outside_the_embedding_are_refused():
+    for count in (-1, EFFICIENTNET_LITE0.embedding_dim + 1):
+        with pytest.raises(CheckpointError, match="embedding_components"):
+            HeadConfig(classes=SYNTH_ACTIONS_CLASSES, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0,
+                       embedding_components=count)
+
+
+def test_a_checkpoint_written_before_embedding_components_existed_loads_with_the_whole_embedding():
+    metadata = _head().config.to_metadata()
+    data = json.loads(metadata["head"])
+    del data["embedding_components"]
+    metadata["head"] = json.dumps(data)
+    config = HeadConfig.from_metadata(metadata, "old.safetensors")
+    assert config.embedding_components == 0
+    assert config.frame_vector_dim == EFFICIENTNET_LITE0.embedding_dim + EFFICIENTNET_LITE0.stats_dim + 1

@@ -67,11 +67,35 @@ def checkpoint(dataset, features) -> Path:
     out = dataset / "head.safetensors"
     proc = _run("tools.train_head", "--features", str(features), "--annotations", str(dataset / "annotations.txt"),
                 "--out", str(out), "--epochs", "2", "--windows-per-epoch", "32", "--window", "32",
-                "--val-fraction", "0.34", "--quiet")
+                "--val-fraction", "0.34", "--embedding-components", "4", "--quiet")
     summary = json.loads(proc.stdout)
     assert summary["train_videos"] + summary["validation_videos"] == 6
     assert summary["validation_videos"] >= 1
     return out
+
+
+def test_a_head_trained_on_embedding_components_carries_the_basis_fitted_on_its_training_videos(features, checkpoint):
+    import torch
+
+    from engines.temporal_head import load_head, principal_components
+    from tools.train_head import split_streams
+
+    head, metadata = load_head(checkpoint)
+    assert head.config.embedding_components == 4
+    assert json.loads(metadata["training"])["train_config"]["embedding_components"] == 4
+    # The basis is the principal components of the training split's unit embeddings, not the validation's.
+    summary = json.loads(metadata["training"])
+    items = load_feature_dir(features)
+    train, _ = split_streams([_Named(v) for v in items], summary["train_config"]["val_fraction"], 0)
+    embedding = torch.cat([torch.from_numpy(items[s.video_id].embedding) for s in train])
+    mean, basis = principal_components(embedding / embedding.norm(dim=-1, keepdim=True), 4)
+    torch.testing.assert_close(head.embedding_mean, mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(head.embedding_basis, basis, atol=1e-4, rtol=0)
+
+
+class _Named:
+    def __init__(self, video_id: str) -> None:
+        self.video_id = video_id
 
 
 def test_offline_scores_from_video_equal_scores_from_the_cache(dataset, features, checkpoint, tmp_path):

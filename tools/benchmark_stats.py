@@ -1,9 +1,10 @@
-"""What the frame statistics cost: the exported graph as shipped (162 statistics) against the same
-graph computing only the first group (49, what heads before export revision 3 used), in ONNX Runtime.
+"""What the frame statistics cost: the exported graph as shipped (482 statistics) against the same
+graph computing only the groups of export revision 3 (162) and only the first group (49, what heads
+before export revision 3 used), in ONNX Runtime.
 
     python -m tools.benchmark_stats [--rounds 12] [--batch 8]
 
-Both graphs are exported here from the same weights and timed in alternating rounds on the same
+The graphs are exported here from the same weights and timed in alternating rounds on the same
 frames; the ratio of the medians is what the extra statistics cost (1.0: nothing).
 """
 
@@ -40,6 +41,23 @@ def _first_group_only(embedder):
     return FirstGroup()
 
 
+def _revision_3_groups(embedder):
+    import torch
+
+    from engines.spec import STATS_V3_DIM
+
+    class Revision3(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedder = embedder
+
+        def forward(self, frames: torch.Tensor):
+            embedding, stats = self.embedder(frames)
+            return embedding, stats[:, :STATS_V3_DIM]  # the export drops what no output needs
+
+    return Revision3()
+
+
 def _export(module, path: Path) -> None:
     import torch
 
@@ -60,13 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime as ort
 
     from engines.backbone import build_frame_embedder
+    from engines.spec import STATS_DIM, STATS_V1_DIM, STATS_V3_DIM
 
     warnings.filterwarnings("ignore")
     embedder = build_frame_embedder()
     with tempfile.TemporaryDirectory() as folder:
-        paths = {"162 statistics": Path(folder) / "all.onnx", "49 statistics": Path(folder) / "first.onnx"}
-        _export(embedder, paths["162 statistics"])
-        _export(_first_group_only(embedder), paths["49 statistics"])
+        shipped, revision_3, first = (f"{n} statistics" for n in (STATS_DIM, STATS_V3_DIM, STATS_V1_DIM))
+        paths = {shipped: Path(folder) / "all.onnx", revision_3: Path(folder) / "rev3.onnx",
+                 first: Path(folder) / "first.onnx"}
+        _export(embedder, paths[shipped])
+        _export(_revision_3_groups(embedder), paths[revision_3])
+        _export(_first_group_only(embedder), paths[first])
         sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                     for name, path in paths.items()}
     frames = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
@@ -82,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     medians = {name: float(np.median(values)) for name, values in rates.items()}
     for name, value in medians.items():
         print(f"{name}: {value:.1f} frames/s (median of {args.rounds} rounds, batch {args.batch})")
-    print(f"ratio 162/49: {medians['162 statistics'] / medians['49 statistics']:.3f}")
+    for other in (revision_3, first):
+        print(f"ratio {STATS_DIM}/{other.split()[0]}: {medians[shipped] / medians[other]:.3f}")
     return 0
 
 

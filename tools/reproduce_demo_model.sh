@@ -5,7 +5,7 @@
 #   bash tools/reproduce_demo_model.sh train     # data, features and training
 #   bash tools/reproduce_demo_model.sh all
 #
-# Training streams come from seeds 41-48 in the *training looks* only
+# Training streams come from seeds 41-54 in the *training looks* only
 # (--looks train: background kinds, actor shapes and fills, noise levels that
 # the held-out-looks test set never shares); a seeded 15% of them is the
 # validation split that picks the checkpoint and the event detector's
@@ -24,7 +24,9 @@ evaluate() {
 train() {
   # seed size count: small frame shapes (4:3 and 16:9) and mixed sizes up to 1280x720.
   for spec in "41 320x240 100" "42 480x360 100" "43 640x360 100" "44 mixed 60" \
-              "45 320x240 100" "46 426x240 100" "47 480x360 100" "48 640x360 100"; do
+              "45 320x240 100" "46 426x240 100" "47 480x360 100" "48 640x360 100" \
+              "49 320x240 100" "50 480x360 100" "51 mixed 60" "52 640x360 100" \
+              "53 426x240 100" "54 320x240 100"; do
     set -- $spec
     if [ ! -f "$DATA/train/seed$1/annotations.txt" ]; then
       "$PY" -m tools.make_synthactions --out "$DATA/train/seed$1" --count "$3" --seed "$1" --size "$2" \

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from engines.backbone import EFFICIENTNET_LITE0
 from engines.head_config import EVENTS_METADATA_KEY
-from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, frame_vectors, save_head
+from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, principal_components, save_head
 from pipeline.annotations import (
     BACKGROUND,
     SYNTH_ACTIONS_CLASSES,
@@ -66,6 +66,7 @@ class TrainConfig:
     # Share of training windows played backwards with each class swapped for its mirror (approach <->
     # recede, ...): what reverses an action is its mirror, so direction, not look, must decide.
     reverse_prob: float = 0.0
+    embedding_components: int = 0  # 0: the whole embedding; K: its first K principal components
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,24 @@ def labelled_streams(
     return streams
 
 
+def fit_embedding_components(head: TemporalHead, streams: Sequence[LabelledStream]) -> None:
+    """Set the head's embedding basis from the training streams (heads with embedding_components only)."""
+    count = head.config.embedding_components
+    if not count:
+        return
+    embedding = torch.cat([s.embedding for s in streams])
+    unit = embedding / embedding.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    mean, basis = principal_components(unit, count)
+    head.embedding_mean.copy_(mean)
+    head.embedding_basis.copy_(basis)
+
+
 def fit_standardisation(head: TemporalHead, streams: Sequence[LabelledStream]) -> None:
     """Set the head's input mean/std from the training streams, as the model will see them."""
     with torch.no_grad():
         inputs = []
         for s in streams:
-            vectors = frame_vectors(s.embedding, s.stats)[None]
+            vectors = head.frame_vectors(s.embedding, s.stats)[None]
             inputs.append(head.inputs(vectors, head.initial_state(1))[0])
         x = torch.cat(inputs)
         head.input_mean.copy_(x.mean(dim=0))
@@ -186,7 +199,7 @@ def _sample_windows(
             labels[row, :n] = mirror[stream.labels[window]]
             emb[row, n:], stats[row, n:] = stream.embedding[start], stream.stats[start]
             if stop < length:
-                state.previous[row] = frame_vectors(stream.embedding[stop], stream.stats[stop])
+                state.previous[row] = head.frame_vectors(stream.embedding[stop], stream.stats[stop])
                 state.has_previous[row] = True
             continue
         emb[row, :n], stats[row, :n], labels[row, :n] = stream.embedding[start:stop], stream.stats[start:stop], stream.labels[start:stop]
@@ -203,11 +216,11 @@ EMA_WARMUP_STEPS = 24
 
 def _carried_state(head: TemporalHead, stream: LabelledStream, start: int) -> torch.Tensor:
     """The frame state a stream carries into step ``start`` (its EMA warmed up over recent steps)."""
-    previous = frame_vectors(stream.embedding[start - 1], stream.stats[start - 1])
+    previous = head.frame_vectors(stream.embedding[start - 1], stream.stats[start - 1])
     if not head.config.uses_ema:
         return previous
     lo = max(0, start - EMA_WARMUP_STEPS)
-    vectors = frame_vectors(stream.embedding[lo:start], stream.stats[lo:start])
+    vectors = head.frame_vectors(stream.embedding[lo:start], stream.stats[lo:start])
     decay = head.config.ema_decay
     average = vectors[0]
     for v in vectors[1:]:
@@ -256,6 +269,7 @@ def train(
         dropout=cfg.dropout,
         input_dropout=cfg.input_dropout,
         ema_decay=cfg.ema_decay,
+        embedding_components=cfg.embedding_components,
     )
     head = TemporalHead(head_config)
     mirror = mirror_index(classes)
@@ -265,6 +279,7 @@ def train(
         if bool((mirror == torch.arange(len(classes))).all()):
             raise UsageError("--reverse-prob needs mirror pairs among the classes (approach/recede, enter/exit, "
                              "lights_on/lights_off): played backwards, the others would be mislabelled")
+    fit_embedding_components(head, train_set)
     fit_standardisation(head, train_set)
     optimiser = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
@@ -349,6 +364,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="use the first N frame statistics (default: all; 49 = the first group only)")
     p.add_argument("--reverse-prob", type=float, default=defaults.reverse_prob,
                    help="share of training windows played backwards with mirrored labels (SynthActions' pairs)")
+    p.add_argument("--embedding-components", type=int, default=defaults.embedding_components,
+                   help="feed the head only the embedding's first K principal components over the training "
+                        "streams (0: the whole embedding)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--quiet", action="store_true")
@@ -381,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ema_decay=args.ema_decay,
         stats_dim=args.stats_dim,
         reverse_prob=args.reverse_prob,
+        embedding_components=args.embedding_components,
     )
     classes = choose_classes(read_all_annotations(args.annotations), args.classes)
     streams = labelled_streams(features, args.annotations, classes)
