@@ -213,3 +213,18 @@ def test_a_window_played_backwards_has_its_steps_reversed_and_each_label_mirrore
             forwards += 1
             assert torch.equal(got[row, :n], labels[order[:n].long()])
     assert backwards > 10 and forwards > 10
+
+
+def test_edge_weights_fall_on_the_steps_right_after_each_change_of_label_and_never_on_padding():
+    import torch
+
+    from tools.train_head import step_weights
+
+    labels = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0, 0, -100, -100],
+                           [2, 2, 2, 0, 5, 5, 5, 5, 5, 5, 5]])
+    weights = step_weights(labels, 3.0, 2)
+    assert weights.tolist() == [[1, 1, 3, 3, 1, 1, 3, 3, 1, 0, 0],
+                                [1, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1]]
+    # Weight 1 is plain cross-entropy over the real steps.
+    assert step_weights(labels, 1.0, 2).tolist() == (labels != -100).float().tolist()
+    assert step_weights(labels, 3.0, 1)[0].tolist() == [1, 1, 3, 1, 1, 1, 3, 1, 1, 0, 0]

@@ -37,7 +37,8 @@ train() {
     --step-rate $STEP_RATE --threads 2
   annotations=("$DATA"/train/seed*/annotations.txt)
   "$PY" -m tools.train_head --features "$DATA/train_features" --annotations "${annotations[@]}" \
-    --kind gru --reverse-prob 0.5 --windows-per-epoch 256 --epochs 40 --seed 0 --threads 2 \
+    --kind gru --reverse-prob 0.5 --embedding-components 32 --input-dropout 0.2 \
+    --windows-per-epoch 1536 --epochs 40 --seed 0 --threads 2 \
     --out models/synthactions_gru.safetensors
   "$PY" -m tools.train_head --features "$DATA/train_features" --annotations "${annotations[@]}" \
     --kind frame_only --windows-per-epoch 256 --epochs 40 --seed 0 --threads 2 \

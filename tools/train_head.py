@@ -66,6 +66,11 @@ class TrainConfig:
     # Share of training windows played backwards with each class swapped for its mirror (approach <->
     # recede, ...): what reverses an action is its mirror, so direction, not look, must decide.
     reverse_prob: float = 0.0
+    # Loss weight of the steps within edge_steps of a change of label (an action's first and last
+    # steps, and the background right after it): where an online model is late, and where
+    # per-frame mAP and start events lose most.
+    edge_weight: float = 1.0
+    edge_steps: int = 2
     embedding_components: int = 0  # 0: the whole embedding; K: its first K principal components
 
 
@@ -228,6 +233,21 @@ def _carried_state(head: TemporalHead, stream: LabelledStream, start: int) -> to
     return torch.cat([previous, average])
 
 
+def step_weights(labels: torch.Tensor, edge_weight: float, edge_steps: int) -> torch.Tensor:
+    """[B, T] labels (-100: padding) -> [B, T] loss weights: 0 on padding, ``edge_weight`` on the steps
+    within ``edge_steps`` after a change of label (counting the step that changes), 1 elsewhere."""
+    real = labels != -100
+    weights = real.to(torch.float32)
+    if edge_weight == 1.0 or edge_steps < 1:
+        return weights
+    changed = torch.zeros_like(real)
+    changed[:, 1:] = (labels[:, 1:] != labels[:, :-1]) & real[:, 1:] & real[:, :-1]
+    near = changed.clone()
+    for lag in range(1, edge_steps):
+        near[:, lag:] |= changed[:, :-lag]
+    return torch.where(near & real, torch.full_like(weights, edge_weight), weights)
+
+
 def validation_metrics(head: TemporalHead, streams: Sequence[LabelledStream], annotations_paths: Sequence[Path]) -> dict:
     head.eval()
     steps = []
@@ -286,7 +306,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1
     )
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100, reduction="none")
     best: tuple[float, dict, dict] | None = None
     history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc=f"training {cfg.kind}", unit="epoch", disable=not progress)
@@ -296,7 +316,9 @@ def train(
         for _ in range(steps_per_epoch):
             emb, stats, labels, state, _ = _sample_windows(train_set, head, cfg, rng, mirror)
             out = head.forward_sequence(emb, stats, state)
-            loss = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+            per_step = loss_fn(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+            weights = step_weights(labels, cfg.edge_weight, cfg.edge_steps).reshape(-1)
+            loss = (per_step * weights).sum() / weights.sum().clamp_min(1e-6)
             optimiser.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
@@ -364,6 +386,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="use the first N frame statistics (default: all; 49 = the first group only)")
     p.add_argument("--reverse-prob", type=float, default=defaults.reverse_prob,
                    help="share of training windows played backwards with mirrored labels (SynthActions' pairs)")
+    p.add_argument("--edge-weight", type=float, default=defaults.edge_weight,
+                   help="loss weight of the first --edge-steps steps after each change of label (1: none)")
+    p.add_argument("--edge-steps", type=int, default=defaults.edge_steps)
     p.add_argument("--embedding-components", type=int, default=defaults.embedding_components,
                    help="feed the head only the embedding's first K principal components over the training "
                         "streams (0: the whole embedding)")
@@ -400,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats_dim=args.stats_dim,
         reverse_prob=args.reverse_prob,
         embedding_components=args.embedding_components,
+        edge_weight=args.edge_weight,
+        edge_steps=args.edge_steps,
     )
     classes = choose_classes(read_all_annotations(args.annotations), args.classes)
     streams = labelled_streams(features, args.annotations, classes)
