@@ -70,6 +70,13 @@ class FrameEmbedder(nn.Module):
         self.register_buffer("luma_weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding, groups = self.embedding_and_stat_groups(frames)
+        return embedding, torch.cat(groups, dim=1)
+
+    def embedding_and_stat_groups(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The embedding, and the statistics as the groups they are concatenated from, in order:
+        mean luma, the 4x4 colour grid (export revision 2), the 8x8 luma grid, the feature-map
+        cells (revision 3), the fine grids (revision 4)."""
         x = frames.permute(0, 3, 1, 2).to(torch.float32)
         feature_map = self.network.feature_map((x - 127.0) / 128.0)
         embedding = feature_map.mean(dim=(2, 3))
@@ -81,8 +88,7 @@ class FrameEmbedder(nn.Module):
         luma_grid = nn.functional.adaptive_avg_pool2d(luma_map, LUMA_GRID).flatten(1)
         activity = feature_map.mean(dim=1)  # [N, 7, 7]
         relative = activity / activity.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        stats = torch.cat([luma[:, None], grid, luma_grid, relative.flatten(1), fine_statistics(luma_map)], dim=1)
-        return embedding, stats
+        return embedding, [luma[:, None], grid, luma_grid, relative.flatten(1), fine_statistics(luma_map)]
 
 
 def fine_statistics(luma_map: torch.Tensor) -> torch.Tensor:

@@ -20,42 +20,21 @@ from pathlib import Path
 import numpy as np
 
 
-def _first_group_only(embedder):
+def _first_groups(embedder, count: int):
+    """The shipped graph computing only its first ``count`` groups of statistics (the export drops
+    every operation that no output needs)."""
     import torch
 
-    from engines.spec import STATS_GRID
-
-    class FirstGroup(torch.nn.Module):
+    class FirstGroups(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.embedder = embedder
 
         def forward(self, frames: torch.Tensor):
-            x = frames.permute(0, 3, 1, 2).to(torch.float32)
-            embedding = self.embedder.network.features((x - 127.0) / 128.0)
-            unit = x / 255.0
-            luma = (unit * self.embedder.luma_weights).sum(dim=1).mean(dim=(1, 2))
-            grid = torch.nn.functional.adaptive_avg_pool2d(unit, STATS_GRID).permute(0, 2, 3, 1).flatten(1)
-            return embedding, torch.cat([luma[:, None], grid], dim=1)
+            embedding, groups = self.embedder.embedding_and_stat_groups(frames)
+            return embedding, torch.cat(groups[:count], dim=1)
 
-    return FirstGroup()
-
-
-def _revision_3_groups(embedder):
-    import torch
-
-    from engines.spec import STATS_V3_DIM
-
-    class Revision3(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embedder = embedder
-
-        def forward(self, frames: torch.Tensor):
-            embedding, stats = self.embedder(frames)
-            return embedding, stats[:, :STATS_V3_DIM]  # the export drops what no output needs
-
-    return Revision3()
+    return FirstGroups()
 
 
 def _export(module, path: Path) -> None:
@@ -87,13 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = {shipped: Path(folder) / "all.onnx", revision_3: Path(folder) / "rev3.onnx",
                  first: Path(folder) / "first.onnx"}
         _export(embedder, paths[shipped])
-        _export(_revision_3_groups(embedder), paths[revision_3])
-        _export(_first_group_only(embedder), paths[first])
+        _export(_first_groups(embedder, 4), paths[revision_3])
+        _export(_first_groups(embedder, 2), paths[first])
         sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                     for name, path in paths.items()}
     frames = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
-    for session in sessions.values():
-        session.run(None, {"frames": frames})
+    for name, session in sessions.items():
+        width = session.run(None, {"frames": frames})[1].shape[1]
+        if f"{width} statistics" != name:
+            raise RuntimeError(f"the graph for '{name}' makes {width} statistics")
     rates: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(args.rounds):
         for name, session in sessions.items():
