@@ -166,6 +166,8 @@ class EventsConfig(_Model):
     min_on_steps: int = Field(default=2, ge=1)
     min_off_steps: int = Field(default=2, ge=1)
     warmup_steps: int = Field(default=2, ge=0)
+    # A start's time goes back to where the score first rose above this (pipeline.events); None: off.
+    onset_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
 
     def hysteresis(self):
         """The detector's own config (pipeline.events), from these validated values."""
@@ -173,7 +175,7 @@ class EventsConfig(_Model):
 
         return HysteresisConfig(
             on_threshold=self.on_threshold, off_threshold=self.off_threshold, min_on_steps=self.min_on_steps,
-            min_off_steps=self.min_off_steps, warmup_steps=self.warmup_steps,
+            min_off_steps=self.min_off_steps, warmup_steps=self.warmup_steps, onset_threshold=self.onset_threshold,
         )
 
     @model_validator(mode="after")
@@ -181,6 +183,10 @@ class EventsConfig(_Model):
         if not self.off_threshold < self.on_threshold:
             raise ValueError(
                 f"off_threshold ({self.off_threshold}) must be below on_threshold ({self.on_threshold})"
+            )
+        if self.onset_threshold is not None and self.onset_threshold > self.on_threshold:
+            raise ValueError(
+                f"onset_threshold ({self.onset_threshold}) must not be above on_threshold ({self.on_threshold})"
             )
         return self
 

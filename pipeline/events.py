@@ -4,9 +4,14 @@ For each stream and each action class (never the background class):
 
 * an inactive class STARTS when its probability is >= ``on_threshold`` for
   ``min_on_steps`` consecutive steps. The event's ``t`` is the time of the
-  first of those steps (when the action began, not when we became sure);
-  its ``confidence`` is the MEAN probability over those steps -- the mean,
-  not the max, so a single spike inside the run does not inflate it.
+  first of those steps (when the action began, not when we became sure) --
+  or, with ``onset_threshold`` set (at most ``on_threshold``), the first step
+  of the unbroken run of steps >= ``onset_threshold`` that led up to them: an
+  online model's score climbs over a few steps as an action unfolds, and the
+  climb, not the crossing, is where the action began. The decision (and so
+  ``wall_time``) is not delayed by it. The start's ``confidence`` is the MEAN
+  probability over the confirming steps -- the mean, not the max, so a
+  single spike inside the run does not inflate it.
 * an active class ENDS when its probability is < ``off_threshold`` for
   ``min_off_steps`` consecutive steps; ``t`` is the time of the first step
   below. A dip that stays >= ``off_threshold`` (between the thresholds) does
@@ -60,6 +65,7 @@ class HysteresisConfig:
     min_on_steps: int
     min_off_steps: int = 1
     warmup_steps: int
+    onset_threshold: float | None = None  # None: a start's t is the first confirming step
 
     def __post_init__(self) -> None:
         for name in ("on_threshold", "off_threshold"):
@@ -71,6 +77,12 @@ class HysteresisConfig:
                 "thresholds must satisfy 0 < off_threshold < on_threshold <= 1, got "
                 f"off_threshold={self.off_threshold}, on_threshold={self.on_threshold}"
             )
+        if self.onset_threshold is not None:
+            value = self.onset_threshold
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= self.on_threshold:
+                raise EventConfigError(
+                    f"onset_threshold must be a number in (0, on_threshold={self.on_threshold}], got {value!r}"
+                )
         _check_int("min_on_steps", self.min_on_steps, 1)
         _check_int("min_off_steps", self.min_off_steps, 1)
         _check_int("warmup_steps", self.warmup_steps, 0)
@@ -106,6 +118,8 @@ class _ClassTrack:
     run_steps: int = 0
     run_sum: float = 0.0
     run_start_t: float = 0.0
+    # While inactive: the first step of the unbroken run of steps >= onset_threshold (None: no such run).
+    onset_t: float | None = None
     # While active: the sum and count of every step since the start, closing run included.
     segment_sum: float = 0.0
     segment_steps: int = 0
@@ -205,14 +219,21 @@ class ActionEventDetector:
             p = float(probs[i])
             c = track.classes[i]
             if not c.active:
+                onset = cfg.on_threshold if cfg.onset_threshold is None else cfg.onset_threshold
+                if in_warmup or p < onset:
+                    c.onset_t = None
+                elif c.onset_t is None:
+                    c.onset_t = t
                 if in_warmup or p < cfg.on_threshold:
                     c.clear_run()
                     continue
                 c.extend_run(t, p)
                 if c.run_steps >= cfg.min_on_steps:
                     confidence = c.run_sum / c.run_steps
-                    starts.append(ActionEvent(stream, self.classes[i], "start", c.run_start_t, confidence, wall_time))
+                    began = c.run_start_t if c.onset_t is None else min(c.onset_t, c.run_start_t)
+                    starts.append(ActionEvent(stream, self.classes[i], "start", began, confidence, wall_time))
                     c.active = True
+                    c.onset_t = None
                     c.segment_sum, c.segment_steps = c.run_sum, c.run_steps
                     c.clear_run()
                 continue

@@ -30,6 +30,8 @@ def test_defaults_fill_every_section():
         ({"sources": [{"uri": "a.mp4"}, {"uri": "b.mp4"}], "temporal": {"capacity": 1}},
          ["2 sources but temporal.capacity holds 1 streams"]),
         ({"sources": [{"uri": "a.mp4"}], "events": {"on_threshold": 0.2}}, ["off_threshold (0.3) must be below on_threshold (0.2)"]),
+        ({"sources": [{"uri": "a.mp4"}], "events": {"onset_threshold": 0.6}},
+         ["onset_threshold (0.6) must not be above on_threshold (0.5)"]),
         ({"sources": [{"uri": "a.mp4", "name": "bad name!"}]}, ["sources.0.name", "'bad name!'"]),
         ({"sources": [{"uri": "a.mp4"}], "engine": {"backend": "tensorflow"}}, ["engine.backend", "'onnxruntime'", "'tensorflow'"]),
         ({"sources": [{"uri": "a.mp4"}], "overlay": {"width": 10}}, ["overlay.width", "greater than or equal to 64", "10"]),

@@ -74,6 +74,31 @@ def test_an_action_can_start_again_after_it_ended():
     assert [(e.kind, e.t) for e in events] == [("start", 0.0), ("end", 2 * STEP), ("start", 3 * STEP)]
 
 
+def test_onset_threshold_dates_a_start_back_to_where_its_score_began_to_climb():
+    detector = ActionEventDetector(CLASSES, _config(min_on_steps=2, onset_threshold=0.2))
+    # Climbs from step 1 (0.1 is below the onset level), confirmed at steps 4-5.
+    events = _run(detector, "cam", [0.0, 0.25, 0.1, 0.25, 0.5, 0.75, 0.875])
+    assert [(e.kind, e.t, e.wall_time) for e in events] == [("start", 3 * STEP, 1000.0 + 6 * STEP)]
+    # The decision and its confidence are the confirming steps' alone.
+    assert events[0].confidence == (0.75 + 0.875) / 2
+
+
+def test_without_onset_threshold_or_with_it_at_on_a_start_is_the_first_confirming_step():
+    scores = [0.0, 0.25, 0.5, 0.75, 0.875]
+    plain = _run(ActionEventDetector(CLASSES, _config(min_on_steps=2)), "cam", scores)
+    at_on = _run(ActionEventDetector(CLASSES, _config(min_on_steps=2, onset_threshold=0.6)), "cam", scores)
+    assert [e.t for e in plain] == [e.t for e in at_on] == [3 * STEP]
+
+
+def test_onset_does_not_reach_into_warmup_or_a_previous_action():
+    detector = ActionEventDetector(CLASSES, _config(warmup_steps=2, min_on_steps=1, min_off_steps=1,
+                                                    onset_threshold=0.2))
+    # Above the onset level from step 0: the climb counts from the first step after warm-up.
+    events = _run(detector, "cam", [0.5, 0.5, 0.5, 0.75, 0.25, 0.5, 0.75])
+    # Step 4 (0.25: below off, above onset) ends the action; it does not also begin the next climb.
+    assert [(e.kind, e.t) for e in events] == [("start", 2 * STEP), ("end", 4 * STEP), ("start", 5 * STEP)]
+
+
 def test_warmup_after_reset_suppresses_starts_from_its_steps():
     detector = ActionEventDetector(CLASSES, _config(warmup_steps=4))
     assert detector.reset("cam", t=0.0, wall_time=1000.0) == []
@@ -178,6 +203,9 @@ def test_bad_scores_and_backwards_time_are_rejected():
         dict(min_off_steps=0),
         dict(warmup_steps=-1),
         dict(min_on_steps=2.0),
+        dict(onset_threshold=0.7),         # above on
+        dict(onset_threshold=0.0),
+        dict(onset_threshold=True),
     ],
 )
 def test_config_is_validated(overrides):

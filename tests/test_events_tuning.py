@@ -55,6 +55,28 @@ def test_tuning_finds_settings_that_keep_true_starts_and_drop_single_step_blips(
     assert len(start_events(streams, CLASSES, settings)) == 4
 
 
+def test_tuning_dates_starts_back_to_a_slow_climb_when_that_is_where_actions_begin():
+    # 'enter' climbs for 6 steps (1.5 s) below every on-threshold before it is clear: dated at the
+    # crossing, each start is more than 1 s late; dated back to the climb, each is on time.
+    climb = (0.12, 0.2, 0.25, 0.3, 0.32, 0.35)
+    streams = []
+    for name, starts in (("a", [10, 40]), ("b", [20, 60])):
+        probs = np.zeros((80, 3))
+        probs[:, 0] = 1.0
+        for s in starts:
+            for k, p in enumerate(climb + (0.9,) * 6):
+                probs[s + k] = (1 - p, p, 0.0)
+        streams.append(ScoredStream(name, np.arange(80) * 0.25, probs))
+    truth = [ActionInstance(s.stream, "enter", float(s.times[i]), float(s.times[i + 12]))
+             for s, starts in zip(streams, ([10, 40], [20, 60])) for i in starts]
+    late = {"on_threshold": 0.5, "off_threshold": 0.3, "min_on_steps": 2, "min_off_steps": 1, "warmup_steps": 2}
+    assert [e.t for e in start_events(streams, CLASSES, late)] == [4.0, 11.5, 6.5, 16.5]
+    settings, figures = tune(streams, CLASSES, truth)
+    assert figures["precision"] == 1.0 and figures["recall"] == 1.0
+    assert settings["onset_threshold"] <= 0.2
+    assert sorted(e.t for e in start_events(streams, CLASSES, settings)) == [2.5, 5.0, 10.0, 15.0]
+
+
 def test_train_head_freezes_settings_and_the_pipeline_runs_with_them(tmp_path):
     head, metadata = load_head(MODEL)
     chosen = {"on_threshold": 0.65, "off_threshold": 0.2, "min_on_steps": 3, "min_off_steps": 1, "warmup_steps": 2}

@@ -93,6 +93,44 @@ def test_a_head_trained_on_embedding_components_carries_the_basis_fitted_on_its_
     torch.testing.assert_close(head.embedding_basis, basis, atol=1e-4, rtol=0)
 
 
+def test_tune_events_on_the_heads_own_validation_split_freezes_its_choice(dataset, features, checkpoint, tmp_path):
+    import shutil
+
+    from engines.head_config import read_head_events
+    from engines.temporal_head import load_head
+    from pipeline.annotations import read_annotations
+    from tools.train_head import split_streams
+
+    tuned = tmp_path / "tuned.safetensors"
+    shutil.copy(checkpoint, tuned)
+    proc = _run("tools.tune_events", "--model", str(tuned), "--features", str(features),
+                "--annotations", str(dataset / "annotations.txt"), "--validation-split", "--write")
+    report = json.loads(proc.stdout)
+    _, metadata = load_head(checkpoint)
+    _, held_out = split_streams([_Named(v) for v in load_feature_dir(features)],
+                                json.loads(metadata["training"])["train_config"]["val_fraction"], 0)
+    held_out_ids = {s.video_id for s in held_out}
+    assert 1 <= len(held_out_ids) < 6
+    truth = read_annotations(dataset / "annotations.txt")
+    # Only the held-out streams' starts are counted, not the training streams'.
+    assert report["validation"]["true_starts"] == sum(i.video_id in held_out_ids for i in truth)
+    assert read_head_events(tuned) == report["events"]
+    assert load_head(tuned)[1]["training"] == metadata["training"]
+
+
+def test_tune_events_validation_split_needs_a_training_record(dataset, features, tmp_path):
+    from engines.temporal_head import load_head, save_head
+    from tests.helpers import MODEL
+
+    head, _ = load_head(MODEL)
+    bare = tmp_path / "bare.safetensors"
+    save_head(bare, head)
+    proc = _run("tools.tune_events", "--model", str(bare), "--features", str(features),
+                "--annotations", str(dataset / "annotations.txt"), "--validation-split", check=False)
+    assert proc.returncode == 2
+    assert "carries no training record" in proc.stderr and str(bare) in proc.stderr
+
+
 class _Named:
     def __init__(self, video_id: str) -> None:
         self.video_id = video_id

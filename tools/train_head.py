@@ -61,6 +61,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     seed: int = 0
     hidden_size: int = 256
+    num_layers: int = 1
     projection_dim: int = 256
     stats_dim: int | None = None  # the first N frame statistics (engines/spec.py); None: all the graph makes
     # Share of training windows played backwards with each class swapped for its mirror (approach <->
@@ -285,6 +286,7 @@ def train(
         backbone=replace(EFFICIENTNET_LITE0, stats_dim=stats_dim),
         kind=cfg.kind,
         hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
         projection_dim=cfg.projection_dim,
         dropout=cfg.dropout,
         input_dropout=cfg.input_dropout,
@@ -378,6 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     p.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    p.add_argument("--num-layers", type=int, default=defaults.num_layers, help="stacked GRU layers")
     p.add_argument("--dropout", type=float, default=defaults.dropout)
     p.add_argument("--input-dropout", type=float, default=defaults.input_dropout)
     p.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
@@ -400,8 +403,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.epochs < 1 or args.window < 2 or args.batch_size < 1:
-        raise UsageError("--epochs and --batch-size must be at least 1 and --window at least 2")
+    if args.epochs < 1 or args.window < 2 or args.batch_size < 1 or args.num_layers < 1:
+        raise UsageError("--epochs, --batch-size and --num-layers must be at least 1 and --window at least 2")
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     if args.threads:
@@ -419,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
         dropout=args.dropout,
         input_dropout=args.input_dropout,
         ema_decay=args.ema_decay,

@@ -1,12 +1,18 @@
 """Choose the event detector's settings for a head on its validation streams.
 
 The detector (``pipeline.events``: hysteresis thresholds, steps to confirm an
-action's start and end, warm-up) turns per-step probabilities into start and
+action's start and end, warm-up, the onset level a start is dated back to) turns per-step probabilities into start and
 end events. The settings that give the best start-event F1 within 1 s on the
 validation streams are frozen in the checkpoint's metadata; the pipeline runs
 with them unless the user's ``events:`` config says otherwise.
 
     python -m tools.tune_events --model HEAD --features VAL_FEATURES --annotations ANN.txt [--write]
+    python -m tools.tune_events --model HEAD --features TRAIN_FEATURES --annotations ANN.txt ... \
+        --validation-split [--write]
+
+``--validation-split`` keeps only the streams that the head's training held out
+for validation (the fraction and seed in its checkpoint's training record), so
+the features folder it was trained from can be given as it is.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from pipeline.annotations import ActionInstance, read_annotations
 from tools.cli import UsageError, run
 from tools.event_metrics import StartEvent, match_starts
 
-ON_THRESHOLDS = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
-OFF_THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+ON_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
+# Off and min-off only decide when a class may start again; two values of each cover that.
+OFF_THRESHOLDS = (0.15, 0.3)
 MIN_ON_STEPS = (1, 2, 3)
-MIN_OFF_STEPS = (1, 2, 3)
+MIN_OFF_STEPS = (1, 2)
+ONSET_THRESHOLDS = (None, 0.1, 0.2, 0.3)  # None: a start is dated at its first confirming step
 WARMUP_STEPS = 2
 OFFSET_S = 1.0
 
@@ -47,8 +55,8 @@ def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settin
     detector = ActionEventDetector(classes, EventsConfig(**settings).hysteresis())
     events = []
     for s in streams:
-        for t, row in zip(s.times, s.probs):
-            for event in detector.update(s.stream, float(t), dict(zip(classes, map(float, row))), wall_time=0.0):
+        for t, row in zip(s.times.tolist(), np.asarray(s.probs, dtype=np.float64)):
+            for event in detector.update(s.stream, t, row, wall_time=0.0):
                 if event.kind == "start":
                     events.append(StartEvent(event.stream, event.action, event.t))
     return events
@@ -57,9 +65,10 @@ def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settin
 def candidates() -> list[dict]:
     return [
         {"on_threshold": on, "off_threshold": off, "min_on_steps": n_on, "min_off_steps": n_off,
-         "warmup_steps": WARMUP_STEPS}
-        for on, off, n_on, n_off in itertools.product(ON_THRESHOLDS, OFF_THRESHOLDS, MIN_ON_STEPS, MIN_OFF_STEPS)
-        if off < on
+         "warmup_steps": WARMUP_STEPS, **({} if onset is None else {"onset_threshold": onset})}
+        for on, off, n_on, n_off, onset in itertools.product(
+            ON_THRESHOLDS, OFF_THRESHOLDS, MIN_ON_STEPS, MIN_OFF_STEPS, ONSET_THRESHOLDS)
+        if off < on and (onset is None or onset <= on)
     ]
 
 
@@ -78,11 +87,30 @@ def tune(streams: Sequence[ScoredStream], classes: Sequence[str], truth: Sequenc
     return best[1], best[2]
 
 
+def held_out_for_validation(features: Sequence, metadata: dict[str, str], model: Path) -> list:
+    """The streams of ``features`` that the head's training kept for validation (tools.train_head's split)."""
+    from tools.train_head import split_streams
+
+    try:
+        record = json.loads(metadata["training"])["train_config"]
+        fraction, seed = float(record["val_fraction"]), int(record["seed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"--validation-split: {model} carries no training record with val_fraction and seed "
+                         f"({exc!r}); give --features of the validation streams instead") from None
+    held_out = split_streams(features, fraction, seed)[1]
+    if not held_out:
+        raise UsageError(f"--validation-split: none of the {len(features)} streams was held out by {model}'s "
+                         f"training (val_fraction {fraction}, seed {seed})")
+    return held_out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.tune_events", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--features", type=Path, required=True, help="validation streams' feature caches")
     p.add_argument("--annotations", type=Path, nargs="+", required=True)
+    p.add_argument("--validation-split", action="store_true",
+                   help="use only the streams the head's training held out for validation")
     p.add_argument("--write", action="store_true", help="freeze the chosen settings in the checkpoint")
     args = p.parse_args(argv)
     from engines.head_config import EVENTS_METADATA_KEY
@@ -94,10 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = [i for path in args.annotations for i in read_annotations(path)]
     features = load_feature_dir(args.features)
     annotated = {i.video_id for i in truth}
-    streams = [ScoredStream(f.video_id, f.times, score_steps(head, f.embedding, f.stats))
-               for f in features.values() if f.video_id in annotated]
-    if not streams:
+    chosen = [f for f in features.values() if f.video_id in annotated]
+    if not chosen:
         raise UsageError("no stream of --features has annotations in --annotations")
+    if args.validation_split:
+        chosen = held_out_for_validation(chosen, metadata, args.model)
+    streams = [ScoredStream(f.video_id, f.times, score_steps(head, f.embedding, f.stats)) for f in chosen]
     settings, figures = tune(streams, head.config.classes, truth)
     print(json.dumps({"events": settings, "validation": figures}, indent=2))
     if args.write:
