@@ -5,7 +5,7 @@
 #   bash tools/reproduce_demo_model.sh train     # data, features and training
 #   bash tools/reproduce_demo_model.sh all
 #
-# Training streams come from seeds 41-54 in the *training looks* only
+# Training streams come from seeds 41-60 in the *training looks* only
 # (--looks train: background kinds, actor shapes and fills, noise levels that
 # the held-out-looks test set never shares); a seeded 15% of them is the
 # validation split that picks the checkpoint and the event detector's
@@ -26,7 +26,8 @@ train() {
   for spec in "41 320x240 100" "42 480x360 100" "43 640x360 100" "44 mixed 60" \
               "45 320x240 100" "46 426x240 100" "47 480x360 100" "48 640x360 100" \
               "49 320x240 100" "50 480x360 100" "51 mixed 60" "52 640x360 100" \
-              "53 426x240 100" "54 320x240 100"; do
+              "53 426x240 100" "54 320x240 100" "55 320x240 100" "56 426x240 100" \
+              "57 mixed 60" "58 480x360 100" "59 320x240 100" "60 640x360 100"; do
     set -- $spec
     if [ ! -f "$DATA/train/seed$1/annotations.txt" ]; then
       "$PY" -m tools.make_synthactions --out "$DATA/train/seed$1" --count "$3" --seed "$1" --size "$2" \
@@ -38,7 +39,7 @@ train() {
   annotations=("$DATA"/train/seed*/annotations.txt)
   "$PY" -m tools.train_head --features "$DATA/train_features" --annotations "${annotations[@]}" \
     --kind gru --reverse-prob 0.5 --embedding-components 32 --input-dropout 0.2 \
-    --windows-per-epoch 1536 --epochs 40 --seed 0 --threads 2 \
+    --hidden-size 384 --num-layers 2 --windows-per-epoch 1536 --epochs 40 --seed 0 --threads 2 \
     --out models/synthactions_gru.safetensors
   "$PY" -m tools.train_head --features "$DATA/train_features" --annotations "${annotations[@]}" \
     --kind frame_only --windows-per-epoch 256 --epochs 40 --seed 0 --threads 2 \
