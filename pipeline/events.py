@@ -158,6 +158,8 @@ class ActionEventDetector:
         self.classes = classes
         self.config = config
         self.background = background
+        # Without an onset level a start is dated at its first confirming step: the climb is the run.
+        self._onset_threshold = config.on_threshold if config.onset_threshold is None else config.onset_threshold
         self._actions = tuple(i for i, name in enumerate(classes) if name != background)
         if not self._actions:
             raise EventConfigError(f"classes {classes!r} hold no action besides background {background!r}")
@@ -219,21 +221,21 @@ class ActionEventDetector:
             p = float(probs[i])
             c = track.classes[i]
             if not c.active:
-                onset = cfg.on_threshold if cfg.onset_threshold is None else cfg.onset_threshold
-                if in_warmup or p < onset:
+                # onset <= on, so the climb always covers the confirming run.
+                if in_warmup or p < self._onset_threshold:
                     c.onset_t = None
-                elif c.onset_t is None:
+                    c.clear_run()
+                    continue
+                if c.onset_t is None:
                     c.onset_t = t
-                if in_warmup or p < cfg.on_threshold:
+                if p < cfg.on_threshold:
                     c.clear_run()
                     continue
                 c.extend_run(t, p)
                 if c.run_steps >= cfg.min_on_steps:
                     confidence = c.run_sum / c.run_steps
-                    began = c.run_start_t if c.onset_t is None else min(c.onset_t, c.run_start_t)
-                    starts.append(ActionEvent(stream, self.classes[i], "start", began, confidence, wall_time))
+                    starts.append(ActionEvent(stream, self.classes[i], "start", c.onset_t, confidence, wall_time))
                     c.active = True
-                    c.onset_t = None
                     c.segment_sum, c.segment_steps = c.run_sum, c.run_steps
                     c.clear_run()
                 continue

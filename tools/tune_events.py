@@ -1,8 +1,8 @@
 """Choose the event detector's settings for a head on its validation streams.
 
 The detector (``pipeline.events``: hysteresis thresholds, steps to confirm an
-action's start and end, warm-up, the onset level a start is dated back to) turns per-step probabilities into start and
-end events. The settings that give the best start-event F1 within 1 s on the
+action's start and end, warm-up, the onset level a start is dated back to)
+turns per-step probabilities into start and end events. The settings that give the best start-event F1 within 1 s on the
 validation streams are frozen in the checkpoint's metadata; the pipeline runs
 with them unless the user's ``events:`` config says otherwise.
 
