@@ -98,9 +98,9 @@ def calibration_frames(videos: Sequence[Path], count: int, spec: BackboneSpec = 
                        step_rate: float = 4.0) -> np.ndarray:
     """``count`` frames prepared exactly as capture prepares them (sampled by time, resized, RGB),
     spread over the videos, for INT8 calibration: uint8 [count, H, W, 3]."""
-    from pipeline.sampling import StepSampler
-    from pipeline.sources import VideoFileReader
-    from pipeline.video_io import prepare_frame
+    from pipeline.sources.sampling import StepSampler
+    from pipeline.sources.readers import VideoFileReader
+    from pipeline.sources.decoding import prepare_frame
 
     if not videos:
         raise ValueError("calibration needs at least one video")

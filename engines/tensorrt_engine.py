@@ -8,7 +8,7 @@ tensors by name and enqueues on its own CUDA stream
 (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``).
 
 Not exercised in this project's CI (no GPU, and TensorRT's libraries are not
-installable there); the engine contract suite in ``tests/test_engines.py``
+installable there); the engine contract suite in ``tests/engines/test_engines.py``
 runs it wherever ``tensorrt`` imports and a CUDA device exists.
 """
 

@@ -33,7 +33,7 @@ import zmq
 
 from pipeline.config import PipelineConfig, SourceConfig, load_config, validate_config
 from pipeline.events import ActionEvent
-from pipeline.supervisor import RunSummary, Supervisor
+from pipeline.supervision.supervisor import RunSummary, Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -136,7 +136,7 @@ def main(argv=None, prog: str = "run_pipeline.py") -> int:
     from engines.base import EngineError
     from engines.head_config import CheckpointError
     from pipeline.logs import setup_logging
-    from pipeline.supervisor import PipelineError, Supervisor, install_signal_handlers
+    from pipeline.supervision.supervisor import PipelineError, Supervisor, install_signal_handlers
 
     try:
         config = build_config(args)

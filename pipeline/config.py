@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engines.factory import BACKENDS, REPO_ROOT
-from pipeline.uri import STREAM_NAME_PATTERN as _STREAM_NAME
+from pipeline.sources.uri import STREAM_NAME_PATTERN as _STREAM_NAME
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 
@@ -54,7 +54,7 @@ class ReconnectConfig(_Model):
 
     def policy(self, stale_after_s: float):
         from pipeline.backoff import Backoff
-        from pipeline.stream_state import ReconnectPolicy
+        from pipeline.sources.lifecycle import ReconnectPolicy
 
         return ReconnectPolicy(
             Backoff(self.initial_s, self.max_s, self.multiplier, self.jitter), self.max_attempts, stale_after_s
@@ -82,7 +82,7 @@ class SourceConfig(_Model):
     @field_validator("uri")
     @classmethod
     def _uri_names_a_source(cls, value: str) -> str:
-        from pipeline.uri import UriError, classify
+        from pipeline.sources.uri import UriError, classify
 
         try:
             classify(value)
@@ -98,7 +98,7 @@ class SourceConfig(_Model):
         return value
 
     def __repr__(self) -> str:  # the URI may hold a password
-        from pipeline.uri import redact
+        from pipeline.sources.uri import redact
 
         return f"SourceConfig(uri={redact(self.uri)!r}, name={self.name!r}, mode={self.mode!r})"
 
@@ -241,7 +241,7 @@ class MqttConfig(_NetworkOutput):
     @field_validator("topic_prefix")
     @classmethod
     def _topic(cls, prefix: str) -> str:
-        from pipeline.mqtt import TopicLayout
+        from pipeline.outputs.mqtt import TopicLayout
 
         TopicLayout(prefix)  # raises ValueError naming what is wrong
         return prefix
@@ -367,14 +367,14 @@ class PipelineConfig(_Model):
 
 def stream_name(source: SourceConfig) -> str:
     """The operator's name for a stream: never the URL, which may hold a password."""
-    from pipeline.uri import default_stream_name
+    from pipeline.sources.uri import default_stream_name
 
     return source.name or default_stream_name(source.uri)
 
 
 def duplicate_names(sources: list[SourceConfig]) -> str | None:
     """A message naming the sources that would share a stream name, or None."""
-    from pipeline.uri import redact
+    from pipeline.sources.uri import redact
 
     by_name: dict[str, list[str]] = {}
     for source in sources:
@@ -422,7 +422,7 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
 
 def _shown(loc: tuple, value: object) -> str:
     """A rejected value as an error may show it: secrets masked, URLs redacted."""
-    from pipeline.uri import redact
+    from pipeline.sources.uri import redact
 
     if any(str(part) in ("token", "password") for part in loc):
         return "***"

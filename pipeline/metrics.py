@@ -144,7 +144,7 @@ class SupervisorCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from pipeline.stream_state import STATES
+        from pipeline.sources.lifecycle import STATES
 
         streams, restarts, stages_up, extra_drops = self._state()
         for family in self._stages.collect():

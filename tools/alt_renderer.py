@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
+from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
 
 ACTIONS = SYNTH_ACTIONS_CLASSES[1:]
 LIGHTS = ("lights_on", "lights_off")

@@ -119,8 +119,8 @@ def decode_alone(videos: list[Path], step_rate: float, size: int = 224) -> dict:
     """Capture's work without the sending: decode all, convert and resize the sampled frames."""
     import cv2
 
-    from pipeline.sampling import StepSampler
-    from pipeline.video_io import prepare_frame
+    from pipeline.sources.sampling import StepSampler
+    from pipeline.sources.decoding import prepare_frame
 
     frames = steps = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -144,7 +144,7 @@ def decode_alone(videos: list[Path], step_rate: float, size: int = 224) -> dict:
 def sample_frames(video: Path, count: int = 64, size: int = 224) -> np.ndarray:
     import cv2
 
-    from pipeline.video_io import prepare_frame
+    from pipeline.sources.decoding import prepare_frame
 
     capture = cv2.VideoCapture(str(video))
     frames = []
@@ -182,7 +182,7 @@ def engine_alone(frames: np.ndarray, seconds: float) -> list[dict]:
 def gru_alone(seconds: float, device: str = "cpu", counts: tuple[int, ...] = (1, 4, 16, 64, 256)) -> list[dict]:
     """One batched GRU step (state table gather, step, scatter, scores back on the host) for N streams."""
     from engines.temporal_head import load_head
-    from pipeline.state_table import StepInput, StreamStateTable
+    from pipeline.stages.temporal.state_table import StepInput, StreamStateTable
 
     head, _ = load_head(MODEL, device=device)
     rng = np.random.default_rng(0)
@@ -209,8 +209,8 @@ def naive_loop(videos: list[Path], step_rate: float) -> dict:
 
     from engines.onnxruntime_engine import OnnxRuntimeEngine
     from engines.temporal_head import load_head
-    from pipeline.sampling import StepSampler
-    from pipeline.video_io import prepare_frame
+    from pipeline.sources.sampling import StepSampler
+    from pipeline.sources.decoding import prepare_frame
 
     engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH)
     head, _ = load_head(MODEL)
@@ -451,8 +451,8 @@ def gpu_rows(videos_1080: list[Path], workdir: Path, capacity_seconds: float, pe
 
 
 def nvdec_decode_alone(videos: list[Path], step_rate: float) -> dict:
-    from pipeline.nvdec import NvdecReader
-    from pipeline.sampling import StepSampler
+    from pipeline.sources.nvdec import NvdecReader
+    from pipeline.sources.sampling import StepSampler
 
     frames = steps = 0
     start = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from engines.base import EngineUnavailableError
 from engines.factory import BACKENDS, create_engine
-from pipeline.video_io import iter_sampled_frames, prepare_frame
+from pipeline.sources.decoding import iter_sampled_frames, prepare_frame
 from tools.cli import UsageError, run
 
 BASELINE = ("torch", 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engines.factory import DEFAULT_ONNX_PATH
 from engines.tensorrt_build import PRECISIONS, build_engine, calibration_frames, profile_for
-from pipeline.video_io import list_videos
+from pipeline.sources.decoding import list_videos
 from tools.cli import UsageError, run
 
 

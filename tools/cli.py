@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from engines.base import EngineError, FrameBatchError
 from engines.efficientnet_lite import WeightsNotFoundError
 from engines.temporal_head import CheckpointError
-from pipeline.annotations import AnnotationError
-from pipeline.features_cache import FeatureCacheError
+from tools.evaluation.annotations import AnnotationError
+from tools.training.features_cache import FeatureCacheError
 from pipeline.scores import ScoresError
-from pipeline.video_io import VideoOpenError
+from pipeline.sources.decoding import VideoOpenError
 
 
 class UsageError(ValueError):

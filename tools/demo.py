@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.factory import REPO_ROOT
-from pipeline.annotations import read_annotations
+from tools.evaluation.annotations import read_annotations
 from pipeline.config import load_config
 from pipeline.scores import read_scores
 from tools.cli import run
-from tools.metrics import evaluate
+from tools.evaluation.map import evaluate
 from tools.synthactions import write_dataset
 
 DEMO_SEED = 777001

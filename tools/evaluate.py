@@ -2,7 +2,7 @@
 
     python -m tools.evaluate --scores SCORES.jsonl --annotations ANN.txt [--out metrics.json]
 
-Prints the metrics as JSON (see tools.metrics.evaluate). Bad input: one
+Prints the metrics as JSON (see tools.evaluation.map.evaluate). Bad input: one
 ``error: ...`` line on stderr and exit code 2.
 """
 
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.annotations import AnnotationError, read_annotations
+from tools.evaluation.annotations import AnnotationError, read_annotations
 from pipeline.scores import ScoresError, read_scores
-from tools.metrics import EvaluationError, MetricsInputError, evaluate, unannotated_streams
+from tools.evaluation.map import EvaluationError, MetricsInputError, evaluate, unannotated_streams
 
 EXIT_BAD_INPUT = 2
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.annotations import ActionInstance, read_annotations
+from tools.evaluation.annotations import ActionInstance, read_annotations
 from tools.cli import UsageError, run
 
 

@@ -18,15 +18,15 @@ from tqdm import tqdm
 
 from engines.spec import file_sha256
 from engines.factory import BACKENDS, PRECISIONS, create_engine
-from pipeline.features_cache import (
+from tools.training.features_cache import (
     FeatureCacheError,
     StepFeatures,
     cache_key,
     load_step_features,
     save_step_features,
 )
-from pipeline.offline import embed_video
-from pipeline.video_io import list_videos
+from tools.evaluation.offline import embed_video
+from pipeline.sources.decoding import list_videos
 from tools.cli import UsageError, run
 
 DEFAULT_STEP_RATE = 4.0

@@ -91,8 +91,8 @@ def map_away_from_edges(steps, instances, margin_s: float = EDGE_MARGIN_S) -> fl
     what an online model scores once the lag at an action's edges is left out."""
     import numpy as np
 
-    from pipeline.annotations import BACKGROUND, group_by_video, label_at
-    from tools.metrics import average_precision
+    from tools.evaluation.annotations import BACKGROUND, group_by_video, label_at
+    from tools.evaluation.map import average_precision
 
     by_stream = group_by_video(instances)
     classes = [c for c in steps[0].scores if c != BACKGROUND]
@@ -105,10 +105,10 @@ def map_away_from_edges(steps, instances, margin_s: float = EDGE_MARGIN_S) -> fl
 
 
 def judge_set(model: Path, videos_root: Path, out: Path) -> dict:
-    from pipeline.annotations import read_annotations
+    from tools.evaluation.annotations import read_annotations
     from pipeline.scores import read_scores
     from tools.event_metrics import match_starts, read_start_events
-    from tools.metrics import evaluate
+    from tools.evaluation.map import evaluate
 
     scores_path, events_path = run_pipeline(model, videos_root / "videos", out)
     instances = read_annotations(videos_root / "annotations.txt")

@@ -84,7 +84,7 @@ def screenshot_running_pipeline(sources: list[dict], out: Path, events: int = 1,
                                 want_active_s: float = 20.0) -> PageCapture:
     """Run the pipeline on ``sources`` (looped), screenshot its live page once it has something to show."""
     from pipeline.config import validate_config
-    from pipeline.supervisor import Supervisor
+    from pipeline.supervision.supervisor import Supervisor
 
     data = {"sources": sources, "replay": {"loop": True}, "live_page": {"enabled": True, "port": 0},
             "metrics": {"port": 0}, "control": {"port": 0}, "outputs": {"stdout": False},

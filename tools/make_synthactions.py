@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.annotations import SYNTH_ACTIONS_CLASSES
+from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES
 
 
 class _Parser(argparse.ArgumentParser):

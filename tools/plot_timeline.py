@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.annotations import ActionInstance, read_annotations
+from tools.evaluation.annotations import ActionInstance, read_annotations
 from pipeline.scores import StepScores, read_scores
 from tools.cli import UsageError, run
 

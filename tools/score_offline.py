@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from engines.factory import BACKENDS, create_engine
 from engines.temporal_head import load_head
-from pipeline.features_cache import load_feature_dir
-from pipeline.offline import embed_video, score_steps
+from tools.training.features_cache import load_feature_dir
+from tools.evaluation.offline import embed_video, score_steps
 from pipeline.scores import ScoresWriter, StepScores
-from pipeline.video_io import VIDEO_SUFFIXES, list_videos
+from pipeline.sources.decoding import VIDEO_SUFFIXES, list_videos
 from tools.cli import UsageError, run
 
 

@@ -40,8 +40,8 @@ from pathlib import Path
 import yaml
 
 from engines.factory import REPO_ROOT
-from tools.cameras import RtspServer, write_jpeg_frames
-from tools.cameras.mjpeg import MjpegServer
+from tools.testbed.cameras import RtspServer, write_jpeg_frames
+from tools.testbed.cameras.mjpeg import MjpegServer
 from tools.cli import run
 
 

@@ -76,7 +76,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.annotations import BACKGROUND, SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
+from tools.evaluation.annotations import BACKGROUND, SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
 
 ACTION_CLASSES: tuple[str, ...] = SYNTH_ACTIONS_CLASSES[1:]
 

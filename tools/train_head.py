@@ -30,7 +30,7 @@ from tqdm import tqdm
 from engines.backbone import EFFICIENTNET_LITE0
 from engines.head_config import EVENTS_METADATA_KEY
 from engines.temporal_head import HEAD_KINDS, HeadConfig, StreamState, TemporalHead, principal_components, save_head
-from pipeline.annotations import (
+from tools.evaluation.annotations import (
     BACKGROUND,
     SYNTH_ACTIONS_CLASSES,
     SYNTH_ACTIONS_MIRROR_PAIRS,
@@ -39,11 +39,11 @@ from pipeline.annotations import (
     label_at,
     read_annotations,
 )
-from pipeline.features_cache import StepFeatures, load_feature_dir
-from pipeline.offline import score_steps
+from tools.training.features_cache import StepFeatures, load_feature_dir
+from tools.evaluation.offline import score_steps
 from pipeline.scores import StepScores
 from tools.cli import UsageError, run
-from tools.metrics import evaluate
+from tools.evaluation.map import evaluate
 
 
 @dataclass(frozen=True)

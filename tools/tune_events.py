@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.annotations import ActionInstance, read_annotations
+from tools.evaluation.annotations import ActionInstance, read_annotations
 from tools.cli import UsageError, run
 from tools.event_metrics import StartEvent, match_starts
 
@@ -115,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from engines.head_config import EVENTS_METADATA_KEY
     from engines.temporal_head import load_head, save_head
-    from pipeline.features_cache import load_feature_dir
-    from pipeline.offline import score_steps
+    from tools.training.features_cache import load_feature_dir
+    from tools.evaluation.offline import score_steps
 
     head, metadata = load_head(args.model)
     truth = [i for path in args.annotations for i in read_annotations(path)]

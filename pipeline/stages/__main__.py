@@ -11,7 +11,7 @@ under cProfile and writes ``KIND-PID.prof`` there when it ends
 import os
 import sys
 
-from pipeline.stages.entry import main
+from pipeline.stages.bootstrap import main
 
 if __name__ == "__main__":
     profile_dir = os.environ.get("ACTIONPIPE_PROFILE_DIR")

@@ -1,0 +1,63 @@
+"""Decoding recorded video into timestamped frames, and shaping frames for the backbone.
+
+The offline path (feature extraction, offline scoring) decodes through the
+same reader as the streaming capture stage (``pipeline.sources.readers``), so both
+see the same frames at the same presentation times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.sources.uri import VIDEO_SUFFIXES  # noqa: F401  (re-exported for the tools)
+
+
+class VideoOpenError(RuntimeError):
+    """A video source could not be opened or has no usable frame rate."""
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int  # position among the frames that decoded
+    t: float  # seconds from the first frame (presentation time)
+    image: np.ndarray  # BGR uint8 [H, W, 3], as OpenCV decodes it
+
+
+def iter_sampled_frames(path: str | Path, keep: Callable[[float], bool]) -> Iterator[DecodedFrame]:
+    """Decode every frame, converting only those ``keep(t)`` accepts; damaged frames are skipped."""
+    from pipeline.sources.readers import SourceError, VideoFileReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoOpenError(f"video file not found: {path}")
+    try:
+        reader = VideoFileReader(path)
+    except SourceError as exc:
+        raise VideoOpenError(str(exc)) from exc
+    try:
+        index = 0
+        while (frame := reader.read(keep)) is not None:
+            if frame.image is not None:
+                yield DecodedFrame(index=index, t=frame.t, image=frame.image)
+            index += 1
+    finally:
+        reader.close()
+
+
+def prepare_frame(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """BGR frame of any size -> RGB uint8 [height, width, 3] for the backbone (squashed, not cropped)."""
+    interpolation = cv2.INTER_AREA if bgr.shape[1] >= width else cv2.INTER_LINEAR
+    resized = cv2.resize(bgr, (width, height), interpolation=interpolation)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoOpenError(f"video folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)

@@ -1,0 +1,209 @@
+"""Embed stage: PULL frames from every capture, batch them across streams, run
+the engine, PUSH one embedding message per frame to the temporal stage.
+
+A batch leaves when it is full or when its oldest frame has waited the
+configured maximum (``DynamicBatcher``). END-only markers (no pixels) pass
+through in their place in the stream's order. Several embed workers may run;
+the temporal stage puts their outputs back in sequence order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from engines.base import EmbeddingEngine
+from pipeline.stages.embed.batching import DynamicBatcher
+from pipeline.transport.control import Drain, Heartbeat, ParentWatch, StageLink
+from pipeline.transport.messages import EmbeddingHeader, FrameHeader, MessageError, decode_frame, encode_embedding
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_S = 1.0
+
+
+# Measured with tools.benchmark on 2 CPU cores beside four 720p decoders: batch 2 costs 6.4 CPU ms per
+# frame, batch 16 costs 9.0 (activations that outgrow the caches the decoders share); GPUs want many frames.
+CPU_BATCH = 2
+GPU_BATCH = 32
+
+
+def default_batch_size(engine_name: str) -> int:
+    return GPU_BATCH if "cuda" in engine_name or "tensorrt" in engine_name else CPU_BATCH
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    worker: int
+    max_batch_size: int | None  # None: chosen for the engine (default_batch_size)
+    max_wait_s: float
+    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
+    drain_idle_s: float = 0.1
+    max_frames_per_s: float = 0.0  # 0: as fast as the engine goes
+    # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
+    stage: str = "embed:0"
+    backend: str = "onnxruntime"
+    onnx_path: str | None = None
+    threads: int = 0
+    spinning: bool = False
+    precision: str = "fp32"
+    in_endpoint: str = ""
+    out_endpoint: str = ""
+    control_endpoint: str = ""
+    high_water_mark: int = 4
+    parent_pid: int = 0
+
+    @property
+    def onnx(self) -> Path | None:
+        return Path(self.onnx_path) if self.onnx_path else None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    header: FrameHeader
+    pixels: np.ndarray | None
+    received: float
+
+
+@dataclass
+class EmbedTally:
+    frames: int = 0
+    batches: int = 0
+    malformed: int = 0
+
+
+class EmbedWorker:
+    def __init__(
+        self,
+        settings: EmbedSettings,
+        engine: EmbeddingEngine,
+        frames_in: zmq.Socket,
+        embeddings_out: zmq.Socket,
+        metrics=None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.s = settings
+        self._engine = engine
+        self._sleep = sleep
+        self._in = frames_in
+        self._out = embeddings_out
+        self._metrics = metrics
+        self._clock = clock
+        self._wall = wall_clock
+        self.max_batch_size = settings.max_batch_size or default_batch_size(engine.name)
+        self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(self.max_batch_size, settings.max_wait_s)
+        self.tally = EmbedTally()
+        self._malformed_logged = 0
+        self._paused_until = 0.0
+
+    def _malformed(self, exc: Exception) -> None:
+        """A message that is not a frame: count it, say so (not a thousand times), keep serving."""
+        self.tally.malformed += 1
+        if self._metrics:
+            self._metrics.malformed_messages.labels("embed").inc()
+        if self._malformed_logged < 5:
+            self._malformed_logged += 1
+            logger.warning("%s: dropped a malformed message (%s)%s", self.s.stage, exc,
+                           "; further ones are only counted" if self._malformed_logged == 5 else "")
+
+    def _receive(self, timeout_s: float) -> int:
+        """Take every frame waiting (up to a batch's worth), waiting at most ``timeout_s`` for the first."""
+        got = 0
+        if not self._in.poll(int(max(0.0, timeout_s) * 1000)):
+            return 0
+        while got < self.max_batch_size:
+            try:
+                parts = self._in.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                header, pixels = decode_frame(parts)
+            except MessageError as exc:
+                self._malformed(exc)
+                continue
+            # Copy out of the ZeroMQ buffer now: it is stacked into a batch anyway.
+            item = _Pending(header, None if pixels is None else np.array(pixels), self._wall())
+            self._batcher.add(item, self._clock())
+            got += 1
+        if self._metrics:
+            self._metrics.queue_depth.labels("embed").set(self._batcher.pending)
+        return got
+
+    def _process(self, batch: list[_Pending]) -> None:
+        with_pixels = [p for p in batch if p.pixels is not None]
+        embedding = stats = None
+        started = self._wall()
+        if with_pixels:
+            out = self._engine.embed(np.stack([p.pixels for p in with_pixels]))
+            embedding, stats = out.embedding, out.stats
+        done = self._wall()
+        if with_pixels and self.s.max_frames_per_s > 0:
+            # Throttled: take no new batch before this batch's share of time is over.
+            self._paused_until = self._clock() + max(0.0, started + len(with_pixels) / self.s.max_frames_per_s - done)
+        row = 0
+        for item in batch:
+            h = item.header
+            emb_row = stats_row = None
+            if item.pixels is not None:
+                emb_row, stats_row = embedding[row], stats[row]
+                row += 1
+            header = EmbeddingHeader(
+                stream=h.stream, seq=h.seq, t=h.t, capture_wall=h.capture_wall, flags=h.flags, embed_wall=done,
+                embedding_dim=0 if emb_row is None else emb_row.size, stats_dim=0 if stats_row is None else stats_row.size,
+                worker=self.s.worker, generation=h.generation, reason=h.reason, live=h.live,
+            )
+            self._out.send_multipart(encode_embedding(header, emb_row, stats_row))
+            if self._metrics:
+                self._metrics.stage_latency.labels("embed_queue").observe(max(0.0, started - item.received))
+        self.tally.frames += len(batch)
+        self.tally.batches += 1
+        if self._metrics:
+            self._metrics.batch_size.labels("embed").observe(len(with_pixels))
+            self._metrics.stage_latency.labels("embed").observe(done - started)
+
+    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> EmbedTally:
+        """Serve until told to drain (then process what is in flight and return) or the supervisor is gone."""
+        draining = False
+        idle_since: float | None = None
+        next_heartbeat = 0.0
+        if link is not None:
+            link.hello()
+        while True:
+            now = self._clock()
+            if link is not None:
+                for command in link.receive(0.0):
+                    if isinstance(command, Drain):
+                        draining = True
+                if now >= next_heartbeat:
+                    link.send(Heartbeat(self.s.stage, detail={"frames": self.tally.frames, "batches": self.tally.batches}))
+                    next_heartbeat = now + HEARTBEAT_S
+            if parent is not None and not parent.parent_alive():
+                logger.error("%s: the supervisor is gone; stopping", self.s.stage)
+                break
+            if now < self._paused_until:
+                self._sleep(min(0.05, self._paused_until - now))
+                continue
+            due = self._batcher.time_until_due(now)
+            got = self._receive(0.05 if due is None else min(due, 0.05))
+            now = self._clock()
+            while self._batcher.ready(now):
+                self._process(self._batcher.take(now))
+            if draining:
+                if got == 0 and self._batcher.pending == 0:
+                    idle_since = idle_since if idle_since is not None else now
+                    if now - idle_since >= self.s.drain_idle_s:
+                        break
+                else:
+                    idle_since = None
+                    if got == 0 and self._batcher.pending:
+                        self._process(self._batcher.flush())
+        if self._batcher.pending:
+            self._process(self._batcher.flush())
+        return self.tally

@@ -1,0 +1,411 @@
+"""Temporal stage: PULL embeddings from every embed worker, put each stream back
+in sequence order, step the GRU for many streams at once, emit events and scores.
+
+Per round, at most one frame per stream goes into the batched GRU step (a
+stream's next step needs its previous state). START resets a stream and END
+flushes and frees it; both carry a reason (open, reconnect, loop, removed,
+stopped, restart, ...) that the events closed by them carry too. Idle
+streams are evicted; gaps that outlive the reorder timeout are skipped and
+counted as ``reorder_timeout`` drops.
+
+Generations: the supervisor bumps a stream's generation each time it gives
+the stream to a (new) capture process, and sequence numbers restart with
+each generation. Frames of an older generation still in flight are counted
+``late``; what the reorder window held of the older generation is flushed
+in order when the newer one appears. After a capture restart, a replay
+resumes where it was last reported, so the first few frames of the new
+generation may repeat steps already scored: they are dropped
+(``stage_crash``) rather than scored twice.
+
+A restarted temporal worker (its predecessor died, and with it every
+stream's GRU state) closes the actions its predecessor reported open (it
+reports them whenever they change; reason ``restart``), and streams then
+start new sequences (counted as ``state_lost``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import zmq
+
+from pipeline.transport.control import Drain, Heartbeat, ParentWatch, StageLink, UpstreamLost
+from pipeline.events import ActionEvent, ActionEventDetector
+from pipeline.transport.messages import EmbeddingHeader, Flags, MessageError, decode_embedding
+from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
+from pipeline.scores import StepScores
+from pipeline.outputs.sinks import SinkFanOut
+from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
+
+logger = logging.getLogger(__name__)
+
+LATENCY_SAMPLES_KEPT = 20_000
+HEARTBEAT_S = 0.5
+# After an embed worker died: frames still on their way from the others get this long.
+UPSTREAM_LOST_GRACE_S = 0.5
+FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "stopped", "failed"})
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    max_batch_size: int
+    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
+    drain_idle_s: float = 0.1
+    stage: str = "temporal"
+    # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
+    model_path: str = ""
+    temporal: dict = field(default_factory=dict)
+    events: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    in_endpoint: str = ""
+    control_endpoint: str = ""
+    overlay_endpoint: str = ""  # scored steps and events also go to the overlay stage, if any
+    high_water_mark: int = 4
+    parent_pid: int = 0
+    # Set when this worker replaces one that died.
+    restarted: bool = False
+    # stream -> the generation the predecessor was in the middle of (its seqs do not restart at 0 here).
+    known_generations: dict[str, int] = field(default_factory=dict)
+    # stream -> {"t": last step time, "actions": {action: confidence}} the predecessor reported open.
+    orphaned_actions: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class StreamTally:
+    processed: int = 0
+    events: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    first_t: float | None = None
+    last_t: float | None = None
+    first_wall: float | None = None  # when the first step was scored (time.time())
+    last_wall: float | None = None
+    ended: bool = False
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES_KEPT))
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies) if self.latencies else None
+        span = (self.last_t - self.first_t) if self.first_t is not None and self.last_t is not None else 0.0
+        return {
+            "processed": self.processed,
+            "events": self.events,
+            "dropped": dict(self.dropped),
+            "step_rate_hz": (self.processed - 1) / span if span > 0 else None,
+            "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
+            "latency_p99_s": float(np.percentile(lat, 99)) if lat is not None else None,
+            "first_step_wall": self.first_wall,
+            "last_step_wall": self.last_wall,
+        }
+
+
+@dataclass
+class _StreamPosition:
+    generation: int
+    last_t: float | None = None  # the last step scored, over every generation
+    repeat_until_t: float | None = None  # after a capture restart: steps up to here were already scored
+    carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
+
+
+class TemporalWorker:
+    def __init__(
+        self,
+        settings: TemporalSettings,
+        table: StreamStateTable,
+        reorder: ReorderBuffer,
+        detector: ActionEventDetector,
+        embeddings_in: zmq.Socket,
+        events: SinkFanOut,
+        scores: SinkFanOut | None,
+        classes: tuple[str, ...],
+        metrics=None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        live_reorder: ReorderBuffer | None = None,
+    ) -> None:
+        self.s = settings
+        self._table = table
+        self._replay_reorder = reorder
+        self._live_reorder = live_reorder or reorder
+        self._detector = detector
+        self._in = embeddings_in
+        self._events = events
+        self._scores = scores
+        self._classes = classes
+        self._metrics = metrics
+        self._clock = clock
+        self._wall = wall_clock
+        self._ready: dict[str, deque] = defaultdict(deque)  # in-order items waiting for their step
+        self._positions: dict[str, _StreamPosition] = {}
+        self._upstream_lost_at: float | None = None
+        self._malformed_logged = 0
+        self._link: StageLink | None = None
+        self._actions_changed = False
+        self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
+
+    # -- intake ----------------------------------------------------------------
+    def _receive(self, timeout_s: float) -> int:
+        if not self._in.poll(int(max(0.0, timeout_s) * 1000)):
+            return 0
+        got = 0
+        while got < 4 * self.s.max_batch_size:
+            try:
+                parts = self._in.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            got += 1
+            try:
+                header, embedding, stats = decode_embedding(parts)
+            except MessageError as exc:
+                self._malformed(exc)
+                continue
+            self._accept(header, embedding, stats)
+        return got
+
+    def _malformed(self, exc: Exception) -> None:
+        if self._metrics:
+            self._metrics.malformed_messages.labels("temporal").inc()
+        if self._malformed_logged < 5:
+            self._malformed_logged += 1
+            logger.warning("temporal: dropped a malformed message (%s)%s", exc,
+                           "; further ones are only counted" if self._malformed_logged == 5 else "")
+
+    def _reorder_for(self, header: EmbeddingHeader) -> ReorderBuffer:
+        return self._live_reorder if header.live else self._replay_reorder
+
+    def _accept(self, header: EmbeddingHeader, embedding, stats) -> None:
+        stream = header.stream
+        position = self._positions.get(stream)
+        if position is not None and header.generation < position.generation:
+            if embedding is not None:  # a frame of a capture process that was replaced
+                self._drop(stream, "late")
+            return
+        key = (stream, header.generation)
+        reorder = self._reorder_for(header)
+        if position is None or header.generation > position.generation:
+            if position is not None:
+                old_key = (stream, position.generation)
+                self._route(self._live_reorder.flush(old_key) + self._replay_reorder.flush(old_key))
+                position.generation = header.generation
+                if header.flags & Flags.START and header.reason == "restart" and position.last_t is not None:
+                    position.repeat_until_t = position.last_t
+            else:
+                position = self._positions[stream] = _StreamPosition(header.generation)
+            if self.s.known_generations.get(stream) == header.generation:
+                # The predecessor was mid-way through this generation: take the numbering as it comes.
+                reorder.start(key, header.seq)
+        self._route(reorder.push(key, header.seq, (header, embedding, stats), self._clock()))
+
+    def _drop(self, stream: str, reason: str, count: int = 1) -> None:
+        self.tallies[stream].dropped[reason] += count
+        if self._metrics:
+            self._metrics.frames_dropped.labels(stream, reason).inc(count)
+
+    def _route(self, released) -> None:
+        for item in released:
+            stream = item.stream[0]
+            if isinstance(item, Delivered):
+                self._deliver(stream, item.item)
+            elif isinstance(item, Gap):
+                self._drop(stream, "reorder_timeout" if item.reason in ("timeout", "window") else "stage_crash",
+                           item.count)
+            elif isinstance(item, Rejected) and item.reason != "skipped" and item.item[1] is not None:
+                self._drop(stream, "late")
+
+    def _deliver(self, stream: str, item) -> None:
+        header, embedding, _ = item
+        position = self._positions[stream]
+        if embedding is not None and position.repeat_until_t is not None:
+            if header.t <= position.repeat_until_t:
+                if header.flags & Flags.START:
+                    position.carry_start = header.reason
+                self._drop(stream, "stage_crash")
+                return
+            position.repeat_until_t = None
+        if embedding is not None and position.carry_start is not None and not header.flags & Flags.START:
+            item = (replace(header, flags=header.flags | Flags.START, reason=position.carry_start), *item[1:])
+        if embedding is not None:
+            position.carry_start = None
+        self._ready[stream].append(item)
+
+    # -- stepping --------------------------------------------------------------
+    def _emit(self, events: list[ActionEvent]) -> None:
+        for event in events:
+            self._actions_changed = True
+            self._events.emit(event)
+            self.tallies[event.stream].events += 1
+            if self._metrics:
+                self._metrics.events.labels(event.stream, event.action, event.kind).inc()
+
+    def _end_stream(self, header: EmbeddingHeader) -> None:
+        reason = header.reason or "end_of_stream"
+        self._emit(self._detector.end_stream(header.stream, header.t, self._wall(), reason))
+        if reason in FINAL_END_REASONS:
+            key = (header.stream, header.generation)
+            self._route(self._reorder_for(header).end(key))
+            self.tallies[header.stream].ended = True
+
+    def _step_round(self) -> int:
+        batch: list[tuple[EmbeddingHeader, np.ndarray, np.ndarray]] = []
+        for stream in list(self._ready):
+            queue = self._ready[stream]
+            while queue and len(batch) < self.s.max_batch_size:
+                header, embedding, stats = queue[0]
+                if embedding is None:  # END-only marker
+                    queue.popleft()
+                    self._table.release(header.stream)
+                    self._end_stream(header)
+                    continue
+                batch.append(queue.popleft())
+                break
+            if not queue:
+                del self._ready[stream]
+        if not batch:
+            return 0
+        started = self._wall()
+        inputs = [
+            StepInput(h.stream, h.seq, h.t, emb, stats, start=bool(h.flags & Flags.START), end=bool(h.flags & Flags.END))
+            for h, emb, stats in batch
+        ]
+        try:
+            outputs = self._table.step(inputs, self._clock())
+        except StateTableFull as exc:
+            # New streams wait for a row; the rest of the batch is not held up by them.
+            waiting = set(exc.rejected)
+            for h, emb, stats in reversed([b for b in batch if b[0].stream in waiting]):
+                self._ready[h.stream].appendleft((h, emb, stats))
+            batch = [b for b in batch if b[0].stream not in waiting]
+            inputs = [x for x in inputs if x.stream not in waiting]
+            logger.warning("temporal: %s", exc)
+            outputs = self._table.step(inputs, self._clock()) if inputs else []
+        now_wall = self._wall()
+        for (header, _, _), out in zip(batch, outputs):
+            self._after_step(header, out, now_wall)
+        if self._metrics:
+            self._metrics.batch_size.labels("temporal").observe(len(batch))
+            self._metrics.stage_latency.labels("temporal").observe(now_wall - started)
+            self._metrics.active_streams.set(len(self._table.active_streams))
+        self._report_open_actions()
+        return len(batch)
+
+    def _report_open_actions(self) -> None:
+        """Tell the supervisor at once when the open actions change: if this process dies, its
+        successor ends exactly those (a periodic report would miss the ones started since)."""
+        if self._actions_changed and self._link is not None:
+            self._link.send(self._heartbeat())
+            self._actions_changed = False
+
+    def _after_step(self, header: EmbeddingHeader, out, now_wall: float) -> None:
+        stream = header.stream
+        tally = self.tallies[stream]
+        if out.reset:
+            if out.implicit_start:
+                reason = "state_lost" if self.s.restarted else "implicit"
+                if self._metrics:
+                    self._metrics.implicit_starts.labels(stream).inc()
+            else:
+                reason = header.reason or "open"
+            if self._metrics:
+                self._metrics.sequences_started.labels(stream, reason).inc()
+            self._emit(self._detector.reset(stream, header.t, now_wall, reason))
+        self._emit(self._detector.update(stream, header.t, out.probs, now_wall))
+        if self._scores is not None:
+            self._scores.emit(StepScores(stream, header.t, dict(zip(self._classes, map(float, out.probs)))))
+        latency = now_wall - header.capture_wall
+        tally.processed += 1
+        tally.latencies.append(latency)
+        tally.first_t = header.t if tally.first_t is None else tally.first_t
+        tally.last_t = header.t
+        tally.first_wall = now_wall if tally.first_wall is None else tally.first_wall
+        tally.last_wall = now_wall
+        self._positions[stream].last_t = header.t
+        if self._metrics:
+            self._metrics.steps_processed.labels(stream).inc()
+            self._metrics.end_to_end_latency.labels(stream).observe(latency)
+        if out.end:
+            self._end_stream(header)
+
+    def _housekeeping(self) -> None:
+        now = self._clock()
+        self._route(self._live_reorder.expire(now))
+        if self._replay_reorder is not self._live_reorder:
+            self._route(self._replay_reorder.expire(now))
+        if self._upstream_lost_at is not None and now - self._upstream_lost_at >= UPSTREAM_LOST_GRACE_S:
+            self._upstream_lost_at = None
+            self._route(self._live_reorder.skip_all_gaps("lost"))
+            if self._replay_reorder is not self._live_reorder:
+                self._route(self._replay_reorder.skip_all_gaps("lost"))
+        for stream in self._table.evict_idle(now) + self._table.take_evicted():
+            if self._metrics:
+                self._metrics.evictions.labels(stream).inc()
+            self._emit(self._detector.end_stream(stream, self.tallies[stream].last_t or 0.0, self._wall(), "idle"))
+        if self._metrics:
+            self._metrics.queue_depth.labels("reorder").set(self._live_reorder.held() + (
+                self._replay_reorder.held() if self._replay_reorder is not self._live_reorder else 0))
+            self._metrics.active_streams.set(len(self._table.active_streams))
+
+    def close_orphaned_actions(self) -> None:
+        """End the actions a dead predecessor had open: their streams' state is gone."""
+        wall = self._wall()
+        for stream, info in sorted(self.s.orphaned_actions.items()):
+            for action, confidence in sorted(info.get("actions", {}).items()):
+                self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
+                                        "restart")])
+
+    def _heartbeat(self) -> Heartbeat:
+        streams = {}
+        for stream in self._detector.streams:
+            actions = self._detector.open_actions(stream)
+            if actions:
+                position = self._positions.get(stream)
+                streams[stream] = {"t": position.last_t if position else None, "actions": actions}
+        return Heartbeat(self.s.stage, streams, {"active_streams": len(self._table.active_streams),
+                                                 "failing_outputs": self._events.failing + (
+                                                     self._scores.failing if self._scores else [])})
+
+    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> dict[str, dict]:
+        self._link = link
+        self.close_orphaned_actions()
+        draining = False
+        idle_since: float | None = None
+        next_heartbeat = 0.0
+        if link is not None:
+            link.hello()
+        while True:
+            now = self._clock()
+            if link is not None:
+                for command in link.receive(0.0):
+                    if isinstance(command, Drain):
+                        draining = True
+                    elif isinstance(command, UpstreamLost):
+                        logger.warning("temporal: %s died; frames it held are given up after %.1f s",
+                                       command.worker, UPSTREAM_LOST_GRACE_S)
+                        self._upstream_lost_at = now
+                if now >= next_heartbeat:
+                    link.send(self._heartbeat())
+                    next_heartbeat = now + HEARTBEAT_S
+            if parent is not None and not parent.parent_alive():
+                logger.error("temporal: the supervisor is gone; stopping")
+                break
+            due = min(d for d in (self._live_reorder.next_due_in(now), self._replay_reorder.next_due_in(now), 0.05)
+                      if d is not None)
+            got = self._receive(0.0 if self._ready else due)
+            stepped = self._step_round()
+            self._housekeeping()
+            if draining:
+                if got == 0 and stepped == 0 and not self._ready:
+                    now = self._clock()
+                    idle_since = idle_since if idle_since is not None else now
+                    if now - idle_since >= self.s.drain_idle_s:
+                        break
+                else:
+                    idle_since = None
+        # Upstream is gone: release what the reorder windows still hold, in order.
+        self._route(self._live_reorder.expire(float("inf")))
+        self._route(self._replay_reorder.expire(float("inf")))
+        while self._step_round():
+            pass
+        return {stream: t.summary() for stream, t in self.tallies.items()}

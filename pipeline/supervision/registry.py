@@ -1,0 +1,157 @@
+"""The supervisor's table of streams: the one owner of which streams exist, which
+capture worker serves each, its generation and its last reported state.
+
+Capture workers own each stream's state machine and report its changes; the
+table records them. Adding refuses a name already in use or a stream beyond
+the temporal stage's capacity and changes nothing then; removing asks the
+stream's capture worker to end it. A stream's generation goes up each time
+it is handed to a (new) capture process, and never goes back, not even when
+a stream of the same name is added again later. Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config import SourceConfig
+from pipeline.sources.lifecycle import StreamState
+
+
+class StreamRequestError(ValueError):
+    """A request about streams that cannot be carried out; ``code`` says which kind."""
+
+    code = "invalid"
+
+
+class DuplicateStreamError(StreamRequestError):
+    code = "duplicate"
+
+
+class CapacityError(StreamRequestError):
+    code = "capacity"
+
+
+class UnknownStreamError(StreamRequestError):
+    code = "unknown"
+
+
+@dataclass
+class StreamEntry:
+    name: str
+    source: SourceConfig = field(repr=False)  # its URI may hold credentials
+    live: bool
+    generation: int
+    worker: str | None = None
+    delivered: bool = False  # the worker's current process was told to serve it
+    state: str = StreamState.CONNECTING.value
+    reason: str = "starting"
+    error: str = ""
+    last_t: float | None = None
+    last_t_at: float | None = None  # the supervisor's monotonic time when last_t was reported
+    resume_after_t: float | None = None
+    start_reason: str = "open"
+    removing: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (StreamState.ENDED.value, StreamState.FAILED.value)
+
+
+class StreamTable:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[str, StreamEntry] = {}
+        self._generations: dict[str, int] = {}
+
+    # -- queries ---------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> StreamEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownStreamError(f"no stream named {name!r}") from None
+
+    def entries(self) -> list[StreamEntry]:
+        return list(self._entries.values())
+
+    def active(self) -> list[StreamEntry]:
+        return [e for e in self._entries.values() if not e.finished]
+
+    def served_by(self, worker: str) -> list[StreamEntry]:
+        return [e for e in self._entries.values() if e.worker == worker and not e.finished]
+
+    @property
+    def all_finished(self) -> bool:
+        return all(e.finished for e in self._entries.values())
+
+    # -- changes -----------------------------------------------------------------
+    def add(self, name: str, source: SourceConfig, live: bool, workers: list[str]) -> StreamEntry:
+        """A new stream on the least loaded of ``workers``; nothing changes when it is refused."""
+        existing = self._entries.get(name)
+        if existing is not None and not existing.finished:
+            raise DuplicateStreamError(f"a stream named {name!r} already exists ({existing.state}); remove it first or choose another name")
+        if len(self.active()) >= self.capacity:
+            raise CapacityError(
+                f"the pipeline holds {self.capacity} streams at once (temporal.capacity) and all are in use"
+            )
+        if not workers:
+            raise StreamRequestError("no capture worker is configured")
+        load = {w: len(self.served_by(w)) for w in workers}
+        worker = min(workers, key=lambda w: (load[w], workers.index(w)))
+        generation = self._generations.get(name, -1) + 1
+        self._generations[name] = generation
+        entry = StreamEntry(name, source, live, generation, worker)
+        self._entries[name] = entry
+        return entry
+
+    def record(self, name: str, generation: int, state: str, reason: str, error: str = "") -> StreamEntry | None:
+        """A state change reported by a capture worker; reports of a superseded generation are ignored."""
+        entry = self._entries.get(name)
+        if entry is None or generation != entry.generation:
+            return None
+        entry.state, entry.reason = state, reason
+        if error or state == StreamState.LIVE.value:
+            entry.error = error
+        return entry
+
+    def progress(self, name: str, generation: int, last_t: float | None, now: float) -> None:
+        entry = self._entries.get(name)
+        if entry is not None and generation == entry.generation and last_t is not None:
+            entry.last_t, entry.last_t_at = last_t, now
+
+    @staticmethod
+    def start_time(entry: StreamEntry, now: float) -> float | None:
+        """Where a live stream's time resumes in a new capture process: after every step the dead one
+        may have sent (it ran at most until now), so stream time never goes back."""
+        if not entry.live or entry.last_t is None or entry.last_t_at is None:
+            return None
+        return entry.last_t + max(0.0, now - entry.last_t_at)
+
+    def reassign(self, worker: str) -> list[StreamEntry]:
+        """``worker``'s process died: its unfinished streams start a new generation on its successor."""
+        moved = []
+        for entry in self.served_by(worker):
+            entry.generation = self._generations[entry.name] = self._generations[entry.name] + 1
+            entry.delivered = False
+            entry.start_reason = "restart"
+            entry.resume_after_t = None if entry.live else entry.last_t
+            if entry.removing:
+                entry.state, entry.reason = StreamState.ENDED.value, "removed"
+                continue
+            entry.state, entry.reason = StreamState.CONNECTING.value, "capture_restart"
+            moved.append(entry)
+        return moved
+
+    def mark_removing(self, name: str) -> StreamEntry:
+        entry = self.get(name)
+        if entry.finished:
+            raise UnknownStreamError(f"stream {name!r} has already {entry.state}")
+        entry.removing = True
+        return entry
+
+    def finish_all(self, reason: str) -> None:
+        """The run is over: streams still marked running end with ``reason``."""
+        for entry in self.active():
+            entry.state, entry.reason = StreamState.ENDED.value, reason

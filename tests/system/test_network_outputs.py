@@ -1,0 +1,143 @@
+"""Events leave the pipeline over the network: a real pipeline run posting to a real HTTP receiver
+on loopback that refuses its first requests; every event arrives once, in order, and scoring never waits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.supervision.supervisor import Supervisor
+from tests.support.helpers import Receiver, config, run_until, synth_videos, wait_until
+
+
+@pytest.fixture(scope="module")
+def synth_streams(tmp_path_factory) -> list[Path]:
+    return synth_videos(tmp_path_factory.mktemp("net_outputs"), count=2, seed=4242, duration_range=(12.0, 14.0))
+
+
+def test_webhook_gets_every_event_the_jsonl_file_gets_despite_a_failing_start(synth_streams, tmp_path):
+    receiver = Receiver(statuses=[503, 503, 502])
+    try:
+        events_file = tmp_path / "events.jsonl"
+        cfg = config(
+            sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
+            replay={"realtime": False},
+            outputs={"events_jsonl": str(events_file),
+                     "webhook": {"url": receiver.url, "retry_max_s": 0.2, "flush_timeout_s": 10.0}},
+        )
+        summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
+        written = [json.loads(line) for line in events_file.read_text().splitlines()]
+        assert written, "the replay should produce events for this test to mean anything"
+        assert receiver.accepted == written  # the same events, each once, in the same order
+        assert receiver.requests == len(written) + 3
+        assert sum(row["events"] for row in summary.streams.values()) == len(written)
+    finally:
+        receiver.stop()
+
+
+# -- MQTT ------------------------------------------------------------------------------------------
+def _event(i: int, stream: str = "cam1", action: str = "enter", kind: str = "start"):
+    from pipeline.events import ActionEvent
+
+    return ActionEvent(stream, action, kind, float(i), 0.8, 1000.0 + i, "threshold")
+
+
+def test_topic_layout_follows_each_stream_and_action():
+    from pipeline.outputs.mqtt import TopicLayout
+
+    layout = TopicLayout("home/actions")
+    first = layout.messages(_event(1, action="enter"))
+    assert [(m.topic, m.retain) for m in first] == [
+        ("home/actions/events", False), ("home/actions/cam1/events", False),
+        ("home/actions/cam1/enter", True), ("home/actions/cam1/state", True)]
+    assert first[2].payload == "ON"
+    layout.messages(_event(2, action="wave"))
+    last = layout.messages(_event(3, action="enter", kind="end"))
+    assert last[2].payload == "OFF"
+    assert json.loads(last[3].payload)["active"] == ["wave"]
+    assert json.loads(layout.messages(_event(4, stream="cam2"))[3].payload)["active"] == ["enter"]  # per stream
+    for bad in ("", "a/#", "+", "/a", "a/"):
+        with pytest.raises(ValueError, match="MQTT topic prefix"):
+            TopicLayout(bad)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    from tests.support.helpers import MosquittoBroker
+
+    b = MosquittoBroker(tmp_path / "mosquitto")
+    yield b
+    b.stop()
+
+
+def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_order(broker):
+    from pipeline.backoff import Backoff
+    from pipeline.outputs.delivery import BackgroundSink
+    from pipeline.outputs.mqtt import MqttTransport
+    from tests.support.helpers import MqttRecorder
+
+    recorder = MqttRecorder(broker.port, "actionpipe/#")
+    sink = BackgroundSink(MqttTransport("127.0.0.1", broker.port), capacity=100,
+                          backoff=Backoff(initial_s=0.05, max_s=0.3, jitter=0.0))
+    try:
+        for i in range(3):
+            sink.emit(_event(i, kind="start" if i % 2 == 0 else "end"))
+        wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 3, 20)
+        broker.stop()
+        for i in range(3, 8):  # while the broker is down: buffered, not lost
+            sink.emit(_event(i, kind="start" if i % 2 == 0 else "end"))
+        wait_until(lambda: sink.pending == 5, 5)
+        broker.start()
+        wait_until(lambda: len(recorder.payloads("actionpipe/events")) == 8, 20)
+        wait_until(lambda: sink.pending == 0, 20)
+    finally:
+        sink.close()
+    sent = [json.loads(p)["t"] for p in recorder.payloads("actionpipe/events")]
+    assert sent == [float(i) for i in range(8)]  # once each, in order
+    assert [json.loads(p)["t"] for p in recorder.payloads("actionpipe/cam1/events")] == sent
+    assert sink.dropped == {}
+    # A subscriber arriving now finds the retained state: the last event (t=7) ended "enter".
+    late = MqttRecorder(broker.port, "actionpipe/cam1/#", client_id="late", clean=True)
+    try:
+        wait_until(lambda: "actionpipe/cam1/state" in {t for t, _, _ in late.messages}, 20)
+        retained = {t: p for t, p, r in late.messages if r}
+        assert retained["actionpipe/cam1/enter"] == "OFF"
+        assert json.loads(retained["actionpipe/cam1/state"])["last_event"]["t"] == 7.0
+    finally:
+        late.close()
+    assert recorder.payloads("actionpipe/available")[-1] == "offline"  # said so on a clean close
+    recorder.close()
+
+
+def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_streams, broker, tmp_path):
+    import time
+
+    from tests.support.helpers import MqttRecorder
+
+    recorder = MqttRecorder(broker.port, "actionpipe/#")
+    events_file = tmp_path / "events.jsonl"
+    cfg = config(
+        sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
+        outputs={"events_jsonl": str(events_file),
+                 "mqtt": {"port": broker.port, "retry_max_s": 0.5, "flush_timeout_s": 20.0}},
+    )
+    restarted: list[float] = []
+
+    def restart_broker(supervisor) -> None:
+        # Once the first events went out, take the broker away for two seconds, mid-run.
+        if not restarted and recorder.payloads("actionpipe/events"):
+            broker.stop()
+            time.sleep(2.0)
+            broker.start()
+            restarted.append(time.monotonic())
+
+    summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120, during=restart_broker)
+    assert restarted, "the broker should have been restarted during the run"
+    written = [json.loads(line) for line in events_file.read_text().splitlines()]
+    wait_until(lambda: len(recorder.payloads("actionpipe/events")) >= len(written), 20)
+    received = [json.loads(p) for p in recorder.payloads("actionpipe/events")]
+    recorder.close()
+    assert received == written
+    assert sum(row["events"] for row in summary.streams.values()) == len(written)

@@ -1,0 +1,184 @@
+"""The temporal stage's sequence handling, message by message over a real ZeroMQ socket,
+with the demo head: generations, restarts, END reasons, lost upstream frames, malformed input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zmq
+
+from engines.spec import STATS_DIM
+from engines.temporal_head import load_head
+from pipeline.config import EventsConfig
+from pipeline.events import ActionEventDetector
+from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
+from pipeline.stages.temporal.reorder import ReorderBuffer
+from pipeline.outputs.sinks import SinkFanOut
+from pipeline.stages.temporal.worker import TemporalSettings, TemporalWorker
+from pipeline.stages.temporal.state_table import StreamStateTable
+from tests.support.helpers import MODEL
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def emit(self, record) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def head():
+    return load_head(MODEL)[0]
+
+
+@pytest.fixture()
+def rig(head):
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.bind("inproc://embeddings")
+    push = context.socket(zmq.PUSH)
+    push.connect("inproc://embeddings")
+    made = []
+
+    def make(**settings):
+        clock = Clock()
+        events, scores = Collect(), Collect()
+        worker = TemporalWorker(
+            TemporalSettings(max_batch_size=8, **settings), StreamStateTable(head, 8, 30.0),
+            ReorderBuffer(64, 60.0, first_seq=0), ActionEventDetector(head.config.classes, EventsConfig().hysteresis()),
+            pull, SinkFanOut([events]), SinkFanOut([scores]), head.config.classes, clock=clock,
+            live_reorder=ReorderBuffer(8, 2.0, first_seq=0),
+        )
+        made.append(worker)
+        return worker, events, scores, clock
+
+    rng = np.random.default_rng(3)
+
+    def send(stream, seq, t, generation=0, flags=0, reason="", pixels=True):
+        header = EmbeddingHeader(stream, seq, t, 0.0, flags, 0.0, 1280 if pixels else 0, STATS_DIM if pixels else 0,
+                                 generation=generation, reason=reason)
+        embedding = rng.normal(size=1280).astype(np.float32) if pixels else None
+        stats = rng.uniform(size=STATS_DIM).astype(np.float32) if pixels else None
+        push.send_multipart(encode_embedding(header, embedding, stats))
+
+    yield make, send, push
+    push.close(linger=0)
+    pull.close(linger=0)
+    context.term()
+
+
+def _pump(worker: TemporalWorker) -> None:
+    """What the worker's loop does until it is idle: take messages, step, keep house, step what that freed."""
+    while worker._receive(0.05):
+        pass
+    while worker._step_round():
+        pass
+    worker._housekeeping()
+    while worker._step_round():
+        pass
+
+
+def test_a_new_generation_flushes_the_old_one_in_order_and_counts_its_stragglers_late(rig):
+    make, send, _ = rig
+    worker, _, scores, _ = make()
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    send("cam", 2, 0.5)  # seq 1 is still with a (dead) embed worker
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0]
+    # The capture process was replaced: generation 1 starts at seq 0 and resumes after t=0.5.
+    send("cam", 0, 0.75, generation=1, flags=Flags.START, reason="restart")
+    send("cam", 1, 0.25, generation=0)  # the old generation's straggler
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0, 0.5, 0.75]
+    tally = worker.tallies["cam"]
+    assert tally.dropped == {"stage_crash": 1, "late": 1}  # seq 1 skipped in the flush, then arrived late
+
+
+def test_steps_repeated_after_a_capture_restart_are_dropped_and_the_start_moves_forward(rig):
+    make, send, _ = rig
+    worker, _, scores, _ = make()
+    for seq, t in enumerate((0.0, 0.25, 0.5, 0.75)):
+        send("cam", seq, t, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
+    _pump(worker)
+    # The replacement resumed from a heartbeat that lagged: 0.5 and 0.75 come again.
+    for seq, t in enumerate((0.5, 0.75, 1.0, 1.25)):
+        send("cam", seq, t, generation=1, flags=Flags.START if seq == 0 else 0, reason="restart" if seq == 0 else "")
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    assert worker.tallies["cam"].dropped == {"stage_crash": 2}
+    # The START of the dropped repeat went to the first step scored: the state was reset there.
+    assert worker._table.row_of("cam") is not None
+
+
+def test_end_reasons_close_open_actions_with_that_reason_and_a_final_end_forgets_the_window(rig, head):
+    make, send, _ = rig
+    worker, events, _, _ = make()
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    _pump(worker)
+    # Force an open action, as if the detector had started one.
+    worker._detector._streams["cam"].classes[1].active = True
+    send("cam", 1, 0.0, flags=Flags.END, reason="reconnect", pixels=False)
+    _pump(worker)
+    assert [(e.action, e.kind, e.reason) for e in events.records] == [(head.config.classes[1], "end", "reconnect")]
+    assert worker._table.row_of("cam") is None  # state freed
+    assert ("cam", 0) in worker._replay_reorder.streams  # a reconnect keeps numbering: the window stays
+    send("cam", 2, 1.0, flags=Flags.START, reason="reconnect")
+    send("cam", 3, 1.0, flags=Flags.END, reason="removed", pixels=False)
+    _pump(worker)
+    assert ("cam", 0) not in worker._replay_reorder.streams and worker.tallies["cam"].ended
+
+
+def test_a_restarted_worker_takes_numbering_as_it_comes_and_closes_its_predecessors_actions(rig):
+    make, send, _ = rig
+    worker, events, scores, _ = make(restarted=True, known_generations={"cam": 2},
+                                     orphaned_actions={"cam": {"t": 41.0, "actions": {"enter": 0.8}}})
+    worker.close_orphaned_actions()
+    assert [(e.stream, e.action, e.kind, e.t, e.reason) for e in events.records] == [("cam", "enter", "end", 41.0, "restart")]
+    send("cam", 171, 41.25, generation=2)  # mid-sequence: no START, numbering far from 0
+    send("cam", 172, 41.5, generation=2)
+    _pump(worker)
+    assert [r.t for r in scores.records] == [41.25, 41.5]  # not held waiting for seq 0
+    assert worker.tallies["cam"].dropped == {}
+
+
+def test_frames_held_by_a_dead_embed_worker_are_given_up_without_waiting_for_the_timeout(rig):
+    from pipeline.transport.control import UpstreamLost  # noqa: F401  (the command that triggers this)
+    from pipeline.stages.temporal.worker import UPSTREAM_LOST_GRACE_S
+
+    make, send, _ = rig
+    worker, _, scores, clock = make()
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    send("cam", 2, 0.5)
+    send("cam", 3, 0.75)
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0]  # waiting for seq 1 (replay: up to 60 s)
+    worker._upstream_lost_at = clock.now
+    clock.now += UPSTREAM_LOST_GRACE_S
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0, 0.5, 0.75]
+    assert worker.tallies["cam"].dropped == {"stage_crash": 1}
+
+
+def test_malformed_messages_are_skipped(rig):
+    make, send, push = rig
+    worker, _, scores, _ = make()
+    push.send_multipart([b"embedding", b"{broken"])
+    push.send_multipart([b"frame", b"{}", b"x"])
+    push.send(b"\x01")
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0]
