@@ -10,7 +10,7 @@ DEMO_MODEL := models/synthactions_gru.safetensors
 # The CPU build of torch for CI and laptops; see README for CUDA machines.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup system-deps models run test test-all evaluate clean
+.PHONY: setup system-deps models run test test-fast test-all evaluate clean
 
 # Debian packages the tests need: GStreamer's RTSP server (a real RTSP peer for
 # the live-source tests, run under the system Python's GObject bindings; -bad
@@ -49,6 +49,10 @@ run: models
 
 test: models system-deps
 	$(PY) -m pytest -q -m "not slow"
+
+# The unit tier alone: pure logic, sockets in one process, no pipeline runs (seconds, not minutes).
+test-fast: models
+	$(PY) -m pytest -q -m "not slow" tests/unit
 
 test-all: models system-deps
 	$(PY) -m pytest -q
