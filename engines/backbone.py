@@ -43,12 +43,12 @@ from torch import nn
 
 from engines.efficientnet_lite import EfficientNetLite0, load_pretrained
 from engines.spec import (  # noqa: F401  (the contract's names, re-exported for the tools)
-    EFFICIENTNET_LITE0,
-    INPUT_NAME,
-    OUTPUT_NAMES,
     EDGE_GRID,
+    EFFICIENTNET_LITE0,
     FINE_LUMA_GRID,
+    INPUT_NAME,
     LUMA_GRID,
+    OUTPUT_NAMES,
     STATS_DIM,
     STATS_GRID,
     BackboneSpec,

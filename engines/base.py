@@ -8,9 +8,10 @@ from typing import Protocol
 import numpy as np
 
 from engines.spec import BackboneSpec
+from pipeline.errors import ActionPipeError
 
 
-class EngineError(RuntimeError):
+class EngineError(ActionPipeError, RuntimeError):
     """A backend failed to load or run."""
 
 
@@ -18,8 +19,10 @@ class EngineUnavailableError(EngineError):
     """The backend cannot run on this machine (library or device missing)."""
 
 
-class FrameBatchError(ValueError):
+class FrameBatchError(ActionPipeError, ValueError):
     """Frames handed to an engine are not what its backbone consumes."""
+
+    restart_helps = True
 
 
 @dataclass(frozen=True)

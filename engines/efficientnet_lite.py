@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from engines.spec import EMBEDDING_DIM, INPUT_SIZE  # noqa: F401  (re-exported)
+from pipeline.errors import ActionPipeError
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -108,7 +109,7 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(ActionPipeError, FileNotFoundError):
     pass
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engines.spec import BackboneSpec
+from pipeline.errors import ActionPipeError
 
 # A header this large is not a head checkpoint (ours are a few KB).
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -23,7 +24,7 @@ CHECKPOINT_FORMAT = "streaming-action-head/1"
 HEAD_KINDS = ("gru", "frame_only")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ActionPipeError, ValueError):
     """A head checkpoint is missing, malformed, or does not fit the backbone."""
 
 

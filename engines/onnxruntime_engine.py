@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.spec import EFFICIENTNET_LITE0, INPUT_NAME, OUTPUT_NAMES, BackboneSpec
 from engines.base import EngineError, EngineUnavailableError, FrameEmbeddings, validate_frames
+from engines.spec import EFFICIENTNET_LITE0, INPUT_NAME, OUTPUT_NAMES, BackboneSpec
 
 
 class OnnxRuntimeEngine:

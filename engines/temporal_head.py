@@ -25,6 +25,7 @@ from torch import nn
 
 from engines.head_config import CHECKPOINT_FORMAT, HEAD_KINDS, CheckpointError, HeadConfig  # noqa: F401  (re-exported)
 
+
 def frame_vectors(embedding: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
     """[..., E], [..., L] -> [..., E + L + 1]: direction, brightness and magnitude of each frame."""
     norm = embedding.norm(dim=-1, keepdim=True).clamp_min(1e-6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from engines.base import EngineUnavailableError
 from engines.spec import EFFICIENTNET_LITE0, INPUT_NAME, BackboneSpec, file_sha256
+from pipeline.errors import ActionPipeError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / "build" / "engines"
 WORKSPACE_BYTES = 1 << 30
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(ActionPipeError, RuntimeError):
     """A TensorRT engine could not be built; the message says which step failed."""
 
 
@@ -93,35 +94,7 @@ def current_gpu() -> str:
     return f"{props.name} sm_{props.major}{props.minor}"
 
 
-# -- INT8 calibration data ---------------------------------------------------------------------
-def calibration_frames(videos: Sequence[Path], count: int, spec: BackboneSpec = EFFICIENTNET_LITE0,
-                       step_rate: float = 4.0) -> np.ndarray:
-    """``count`` frames prepared exactly as capture prepares them (sampled by time, resized, RGB),
-    spread over the videos, for INT8 calibration: uint8 [count, H, W, 3]."""
-    from pipeline.sources.sampling import StepSampler
-    from pipeline.sources.readers import VideoFileReader
-    from pipeline.sources.decoding import prepare_frame
-
-    if not videos:
-        raise ValueError("calibration needs at least one video")
-    per_video = -(-count // len(videos))
-    frames: list[np.ndarray] = []
-    for video in videos:
-        sampler = StepSampler(step_rate)
-        reader = VideoFileReader(Path(video))
-        taken = 0
-        try:
-            while taken < per_video and (frame := reader.read(sampler.accept)) is not None:
-                if frame.image is not None:
-                    frames.append(prepare_frame(frame.image, spec.input_width, spec.input_height))
-                    taken += 1
-        finally:
-            reader.close()
-    if not frames:
-        raise ValueError(f"no frames decoded from {[str(v) for v in videos]}")
-    return np.stack(frames[:count])
-
-
+# -- INT8 calibration data (the frames: pipeline.sources.decoding.calibration_frames) -----------------
 def calibration_batches(frames: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Full batches only: the calibrator's batch size is fixed."""
     for start in range(0, len(frames) - batch_size + 1, batch_size):

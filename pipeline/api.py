@@ -30,17 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from pydantic import ValidationError
 
-from pipeline.config import PipelineConfig, SourceConfig, load_config, validate_config
+from pipeline.config import (
+    PipelineConfig,
+    SourceConfig,
+    describe_validation_error,
+    load_config,
+    validate_config,
+)
+from pipeline.errors import ActionPipeError, ConfigError
 from pipeline.events import ActionEvent
-from pipeline.supervision.supervisor import RunSummary, Supervisor
+from pipeline.supervision.report import RunSummary
+from pipeline.supervision.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 _END = object()
 
 
-class PipelineNotRunningError(RuntimeError):
+class PipelineNotRunningError(ActionPipeError, RuntimeError):
     """A call that needs a running pipeline came before start() or after the run ended."""
 
 
@@ -219,17 +228,21 @@ class ActionPipeline:
 
     def stats(self) -> dict[str, dict]:
         """Per stream: state, captured, processed, dropped by reason, events, latency (as the control API)."""
-        return {row["name"]: row for row in self._supervisor.streams()}
+        return {row["name"]: row for row in self._supervisor.view.streams()}
 
     def add_stream(self, uri: str, name: str | None = None, **fields: Any) -> dict:
         """Adds a source while running (``fields``: any source key, e.g. ``mode="live"``)."""
         self._need_running()
         entry = {"uri": uri, **({"name": name} if name else {}), **fields}
-        return self._supervisor.add_stream(SourceConfig(**entry))
+        try:
+            source = SourceConfig.model_validate(entry)
+        except ValidationError as exc:
+            raise ConfigError(f"add_stream: {describe_validation_error(exc, SourceConfig)}") from None
+        return self._supervisor.view.add_stream(source)
 
     def remove_stream(self, name: str) -> dict:
         self._need_running()
-        return self._supervisor.remove_stream(name)
+        return self._supervisor.view.remove_stream(name)
 
     def _need_running(self) -> None:
         if not self.running:

@@ -12,8 +12,10 @@ import math
 import random
 from dataclasses import dataclass
 
+from pipeline.errors import ActionPipeError
 
-class BackoffConfigError(ValueError):
+
+class BackoffConfigError(ActionPipeError, ValueError):
     """Backoff bounds that cannot work."""
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 # Only light imports here: the stage processes never import this module, but
 # keeping PyTorch out of the command line keeps start-up and --help fast.
-from pipeline.config import ConfigError, load_config, validate_config
+from pipeline.config import load_config, validate_config
+from pipeline.errors import ActionPipeError, ConfigError
 
 EXIT_STATUS = ("Exit status: 0 the run did its job (or was stopped) and no stream failed; 1 a stage could not "
                "run, or every stream failed; 2 a bad command line or configuration; 3 the run finished but "
@@ -133,10 +134,8 @@ def print_summary(summary, out=sys.stdout) -> None:
 
 def main(argv=None, prog: str = "run_pipeline.py") -> int:
     args = _parser(prog).parse_args(argv)
-    from engines.base import EngineError
-    from engines.head_config import CheckpointError
     from pipeline.logs import setup_logging
-    from pipeline.supervision.supervisor import PipelineError, Supervisor, install_signal_handlers
+    from pipeline.supervision.supervisor import Supervisor, install_signal_handlers
 
     try:
         config = build_config(args)
@@ -151,9 +150,9 @@ def main(argv=None, prog: str = "run_pipeline.py") -> int:
         supervisor = Supervisor(config, on_ready=ready)
         install_signal_handlers(supervisor)
         summary = supervisor.run()
-    except (ConfigError, CheckpointError, EngineError, PipelineError, OSError) as exc:
+    except (ActionPipeError, OSError) as exc:  # ours name the input and what to do; the machine's, the file
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        return exc.exit_status if isinstance(exc, ActionPipeError) else 1
     print_summary(summary)
     if summary.failure:
         print(f"error: {summary.failure}", file=sys.stderr)

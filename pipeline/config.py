@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engines.factory import BACKENDS, REPO_ROOT
+from pipeline.errors import ConfigError
 from pipeline.sources.uri import STREAM_NAME_PATTERN as _STREAM_NAME
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says where and why."""
 
 
 def is_loopback(host: str) -> bool:
@@ -314,6 +318,14 @@ class SupervisionConfig(_Model):
     max_restarts: int = Field(default=5, ge=0, le=1000, description="deaths of one stage within restart_window_s before the run fails")
     restart_window_s: float = Field(default=60.0, gt=0.0)
     stop_timeout_s: float = Field(default=20.0, gt=0.0, le=600.0, description="the longest a drain may take before stages are killed")
+
+    def restart_policy(self):
+        """When a dead stage is restarted, and when the run gives up on it (pipeline.supervision.restart)."""
+        from pipeline.backoff import Backoff
+        from pipeline.supervision.restart import RestartPolicy
+
+        backoff = Backoff(self.restart_initial_s, max(self.restart_initial_s, self.restart_max_s))
+        return RestartPolicy(backoff, self.max_restarts, self.restart_window_s)
 
 
 class LoggingConfig(_Model):

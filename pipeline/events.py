@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipeline.errors import ActionPipeError, check_whole
+
 EventKind = Literal["start", "end"]
 # Why an event happened: "threshold" for the detector's own decisions; an end
 # forced by the stream carries the reason of its END or START marker
@@ -45,17 +47,14 @@ EventKind = Literal["start", "end"]
 EventReason = str
 
 
-class EventConfigError(ValueError):
+class EventConfigError(ActionPipeError, ValueError):
     """Hysteresis parameters or class list out of range."""
 
 
-class EventInputError(ValueError):
+class EventInputError(ActionPipeError, ValueError):
     """Scores or times handed to the detector that it cannot use."""
 
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise EventConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    restart_helps = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,9 +82,9 @@ class HysteresisConfig:
                 raise EventConfigError(
                     f"onset_threshold must be a number in (0, on_threshold={self.on_threshold}], got {value!r}"
                 )
-        _check_int("min_on_steps", self.min_on_steps, 1)
-        _check_int("min_off_steps", self.min_off_steps, 1)
-        _check_int("warmup_steps", self.warmup_steps, 0)
+        check_whole("min_on_steps", self.min_on_steps, 1, EventConfigError)
+        check_whole("min_off_steps", self.min_off_steps, 1, EventConfigError)
+        check_whole("warmup_steps", self.warmup_steps, 0, EventConfigError)
 
 
 @dataclass(frozen=True)

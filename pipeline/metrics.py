@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.errors import ActionPipeError
 
 PREFIX = "actionpipe"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -27,7 +31,7 @@ DROP_REASONS = ("sampling", "backpressure", "decode_error", "stale", "reorder_ti
 STAGE_KINDS = ("capture", "embed", "temporal", "overlay")
 
 
-class MetricsSetupError(RuntimeError):
+class MetricsSetupError(ActionPipeError, RuntimeError):
     pass
 
 
@@ -203,6 +207,21 @@ def build_registry(multiproc_dir: Path, supervisor_state=None):
     else:
         registry.register(SupervisorCollector(multiproc_dir, supervisor_state))
     return registry
+
+
+@contextmanager
+def collected_in(multiproc_dir: Path) -> Iterator[None]:
+    """While inside, metrics of this process and the stages it starts are written to ``multiproc_dir``
+    (prometheus_client reads the folder from the environment); the environment is restored after."""
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = str(multiproc_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
 
 
 def mark_process_dead(pid: int, multiproc_dir: Path) -> None:

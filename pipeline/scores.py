@@ -17,8 +17,10 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from pipeline.errors import ActionPipeError
 
-class ScoresError(ValueError):
+
+class ScoresError(ActionPipeError, ValueError):
     """A scores file that cannot be read or written."""
 
 

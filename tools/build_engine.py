@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.factory import DEFAULT_ONNX_PATH
-from engines.tensorrt_build import PRECISIONS, build_engine, calibration_frames, profile_for
-from pipeline.sources.decoding import list_videos
+from engines.tensorrt_build import PRECISIONS, build_engine, profile_for
+from pipeline.sources.decoding import calibration_frames, list_videos
 from tools.cli import UsageError, run
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.backoff import Backoff
+from pipeline.errors import ActionPipeError
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ DROP_REASONS = ("buffer_full", "refused", "unsent_at_exit")
 DEFAULT_RETRY = Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, jitter=0.2)
 
 
-class DeliveryError(Exception):
+class DeliveryError(ActionPipeError):
     """A transport could not deliver a record; ``permanent`` when trying again cannot help."""
+
+    restart_helps = True
 
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)

@@ -20,10 +20,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ActionPipeError
+
 logger = logging.getLogger(__name__)
 
 
-class OutputError(OSError):
+class OutputError(ActionPipeError, OSError):
     """An output path that cannot be used; the message names the setting."""
 
 

@@ -26,8 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pipeline.outputs.delivery import DeliveryError
 from pipeline.events import ActionEvent
+from pipeline.outputs.delivery import DeliveryError
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from pipeline.outputs.delivery import DeliveryError
 from pipeline.events import ActionEvent
+from pipeline.outputs.delivery import DeliveryError
 from pipeline.sources.uri import redact
 
 RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -7,17 +7,21 @@ see the same frames at the same presentation times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from engines.spec import EFFICIENTNET_LITE0, BackboneSpec
+from pipeline.errors import ActionPipeError
+from pipeline.sources.sampling import StepSampler
 from pipeline.sources.uri import VIDEO_SUFFIXES  # noqa: F401  (re-exported for the tools)
 
 
-class VideoOpenError(RuntimeError):
+class VideoOpenError(ActionPipeError, RuntimeError):
     """A video source could not be opened or has no usable frame rate."""
 
 
@@ -54,6 +58,22 @@ def prepare_frame(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if bgr.shape[1] >= width else cv2.INTER_LINEAR
     resized = cv2.resize(bgr, (width, height), interpolation=interpolation)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def calibration_frames(videos: Sequence[Path], count: int, spec: BackboneSpec = EFFICIENTNET_LITE0,
+                       step_rate: float = 4.0) -> np.ndarray:
+    """``count`` frames prepared exactly as capture prepares them (sampled by time, resized, RGB),
+    spread over the videos, for INT8 calibration: uint8 [count, H, W, 3]."""
+    if not videos:
+        raise ValueError("calibration needs at least one video")
+    per_video = -(-count // len(videos))
+    frames: list[np.ndarray] = []
+    for video in videos:
+        sampled = iter_sampled_frames(video, StepSampler(step_rate).accept)
+        frames += [prepare_frame(f.image, spec.input_width, spec.input_height) for f in islice(sampled, per_video)]
+    if not frames:
+        raise ValueError(f"no frames decoded from {[str(v) for v in videos]}")
+    return np.stack(frames[:count])
 
 
 def list_videos(folder: str | Path) -> list[Path]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pipeline.backoff import Backoff
+from pipeline.errors import ActionPipeError
 
 
 class StreamState(str, Enum):
@@ -73,8 +74,10 @@ class Transition:
     attempt: int = 0
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(ActionPipeError, RuntimeError):
     """An event that cannot happen in the stream's current state (a bug in the caller)."""
+
+    restart_helps = True
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,22 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from pipeline.sources.uri import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceKind, SourceUri, classify, redact
+from pipeline.errors import ActionPipeError
+from pipeline.sources.uri import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    SourceKind,
+    SourceUri,
+    classify,
+    redact,
+)
 
 DEFAULT_IMAGE_FPS = 10.0
 # Consecutive failed reads before a file with no usable frame count is taken as ended.
 MAX_CONSECUTIVE_READ_FAILURES = 64
 
 
-class SourceError(RuntimeError):
+class SourceError(ActionPipeError, RuntimeError):
     """A source that cannot be opened or read; the message names it without credentials."""
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from pipeline.errors import ActionPipeError
+
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -27,7 +29,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 MASK = "***"
 
 
-class UriError(ValueError):
+class UriError(ActionPipeError, ValueError):
     """A source URI that cannot name a source; the message says what would."""
 
 

@@ -1,7 +1,8 @@
 """``python -m pipeline.stages KIND``: one stage process, started by the supervisor.
 
-KIND is capture, embed or temporal; the stage's settings arrive as one JSON
-object on stdin (never on the command line, where ``ps`` would show them).
+KIND is capture, embed, temporal or overlay; the stage's settings arrive as
+one JSON object on stdin (never on the command line, where ``ps`` would show
+them): :mod:`pipeline.stages.bootstrap`.
 
 For profiling: with ``ACTIONPIPE_PROFILE_DIR`` set, each stage process runs
 under cProfile and writes ``KIND-PID.prof`` there when it ends

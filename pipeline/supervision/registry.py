@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.config import SourceConfig
+from pipeline.errors import ActionPipeError
 from pipeline.sources.lifecycle import StreamState
 
 
-class StreamRequestError(ValueError):
+class StreamRequestError(ActionPipeError, ValueError):
     """A request about streams that cannot be carried out; ``code`` says which kind."""
 
     code = "invalid"
@@ -114,6 +115,8 @@ class StreamTable:
         entry.state, entry.reason = state, reason
         if error or state == StreamState.LIVE.value:
             entry.error = error
+        if entry.removing and entry.finished:
+            entry.reason = "removed"  # however its capture worker phrased the end, it was asked for
         return entry
 
     def progress(self, name: str, generation: int, last_t: float | None, now: float) -> None:
@@ -150,6 +153,21 @@ class StreamTable:
             raise UnknownStreamError(f"stream {name!r} has already {entry.state}")
         entry.removing = True
         return entry
+
+    def end(self, name: str, reason: str) -> None:
+        """End a stream no capture process serves (nothing to wait for)."""
+        entry = self.get(name)
+        entry.state, entry.reason = StreamState.ENDED.value, reason
+
+    def end_served_by(self, worker: str, reason: str) -> None:
+        """``worker``'s process died while the run stops: its streams end here."""
+        for entry in self.served_by(worker):
+            entry.state, entry.reason = StreamState.ENDED.value, reason
+
+    def fail_served_by(self, worker: str, reason: str, error: str) -> None:
+        """``worker`` is given up on: its streams fail."""
+        for entry in self.served_by(worker):
+            entry.state, entry.reason, entry.error = StreamState.FAILED.value, reason, error
 
     def finish_all(self, reason: str) -> None:
         """The run is over: streams still marked running end with ``reason``."""

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import zmq
 
+from pipeline.errors import ActionPipeError
 
-class ControlMessageError(ValueError):
+
+class ControlMessageError(ActionPipeError, ValueError):
     """A control message that does not follow the protocol."""
+
+    restart_helps = True
 
 
 # -- supervisor -> stage -----------------------------------------------------
@@ -142,6 +147,17 @@ def decode(raw: bytes) -> object:
         raise ControlMessageError(f"malformed control message: {exc}") from exc
 
 
+def _waiting(socket: zmq.Socket, timeout_s: float) -> Iterator[list[bytes]]:
+    """Every message waiting on ``socket`` (as its parts), after waiting up to ``timeout_s`` for the first."""
+    if not socket.poll(int(timeout_s * 1000)):
+        return
+    while True:
+        try:
+            yield socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
 class StageLink:
     """A stage's end of the control channel. Used from the stage's main thread only."""
 
@@ -161,15 +177,7 @@ class StageLink:
 
     def receive(self, timeout_s: float = 0.0) -> list[object]:
         """Every command waiting, after waiting up to ``timeout_s`` for the first."""
-        messages: list[object] = []
-        if not self._socket.poll(int(timeout_s * 1000)):
-            return messages
-        while True:
-            try:
-                raw = self._socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return messages
-            messages.append(decode(raw))
+        return [decode(parts[0]) for parts in _waiting(self._socket, timeout_s)]
 
     def close(self, linger: int | None = None) -> None:
         self._socket.close(linger=linger)
@@ -183,3 +191,46 @@ class ParentWatch:
 
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
+
+
+class SupervisorChannel:
+    """The supervisor's end of the control channel: a ROUTER bound in the run's folder.
+
+    A stage's identity is its name, so a restarted stage takes over its
+    predecessor's address (ROUTER_HANDOVER); a message to a stage that is not
+    connected (yet, or any more) is refused at once (ROUTER_MANDATORY) and
+    :meth:`send` says so, since the stage's Hello will ask again.
+    """
+
+    def __init__(self, context: zmq.Context, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+
+    def send(self, stage: str, message: object) -> bool:
+        """False when ``stage`` is not connected; never waits."""
+        try:
+            self._socket.send_multipart([stage.encode(), encode(message)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def receive(self, timeout_s: float) -> list[tuple[str, object | ControlMessageError]]:
+        """Every (stage, message) waiting, after waiting up to ``timeout_s`` for the first; a message
+        that does not follow the protocol comes as its ControlMessageError, for the caller to report."""
+        received: list[tuple[str, object | ControlMessageError]] = []
+        for parts in _waiting(self._socket, timeout_s):
+            if len(parts) != 2:
+                continue  # not a DEALER of ours: nothing to answer
+            stage = parts[0].decode(errors="replace")
+            try:
+                received.append((stage, decode(parts[1])))
+            except ControlMessageError as exc:
+                received.append((stage, exc))
+        return received
+
+    def close(self) -> None:
+        self._socket.close()

@@ -14,20 +14,28 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.errors import ActionPipeError
+
 FRAME_KIND = b"frame"
 EMBEDDING_KIND = b"embedding"
 # Below this size a copy is cheaper than pyzmq's zero-copy bookkeeping.
 ZERO_COPY_MIN_BYTES = 64 * 1024
 
 
-class MessageError(ValueError):
+class MessageError(ActionPipeError, ValueError):
     """A message that does not follow the wire format."""
+
+    restart_helps = True
 
 
 class Flags(IntFlag):
     NONE = 0
     START = 1  # first frame of a sequence (open, reconnect, loop, restart): reset the stream's state
     END = 2  # end of a sequence: flush and free the stream's state
+
+
+# An END with one of these reasons ends the stream itself; any other (reconnect, loop) only its sequence.
+FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "stopped", "failed"})
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,13 @@ import logging
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from pydantic import ValidationError
 
 from pipeline.config import SourceConfig, describe_validation_error
 from pipeline.supervision.registry import StreamRequestError
-
-if TYPE_CHECKING:
-    from pipeline.supervision.supervisor import Supervisor
+from pipeline.supervision.view import PipelineView
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -43,9 +40,9 @@ _STATUS_BY_CODE = {"duplicate": HTTPStatus.CONFLICT, "capacity": HTTPStatus.CONF
 class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], supervisor: "Supervisor", token: str | None) -> None:
+    def __init__(self, address: tuple[str, int], view: PipelineView, token: str | None) -> None:
         super().__init__(address, _Handler)
-        self.supervisor = supervisor
+        self.view = view
         self.token = token
 
 
@@ -110,25 +107,25 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         parts = self._path()
-        supervisor = self.server.supervisor
+        view = self.server.view
         if parts == ["healthz"]:
-            ok, body = supervisor.health()
+            ok, body = view.health()
             self._answer(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
         elif parts == ["readyz"]:
-            ok, body = supervisor.readiness()
+            ok, body = view.readiness()
             self._answer(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
         elif not self._authorised():
             return
         elif parts == ["streams"]:
-            self._answer(HTTPStatus.OK, {"streams": supervisor.streams()})
+            self._answer(HTTPStatus.OK, {"streams": view.streams()})
         elif len(parts) == 2 and parts[0] == "streams":
-            rows = [r for r in supervisor.streams() if r["name"] == parts[1]]
+            rows = [r for r in view.streams() if r["name"] == parts[1]]
             if rows:
                 self._answer(HTTPStatus.OK, rows[0])
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no stream named {parts[1]!r}", "unknown")
         elif parts == ["stages"]:
-            self._answer(HTTPStatus.OK, {"stages": supervisor.stages()})
+            self._answer(HTTPStatus.OK, {"stages": view.stages()})
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {self.path}", "unknown")
 
@@ -148,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def add() -> None:
-            self._answer(HTTPStatus.CREATED, self.server.supervisor.add_stream(source))
+            self._answer(HTTPStatus.CREATED, self.server.view.add_stream(source))
 
         self._run(add)
 
@@ -161,12 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def remove() -> None:
-            self._answer(HTTPStatus.ACCEPTED, self.server.supervisor.remove_stream(parts[1]))
+            self._answer(HTTPStatus.ACCEPTED, self.server.view.remove_stream(parts[1]))
 
         self._run(remove)
 
 
-def start_control_api(supervisor: "Supervisor", host: str, port: int, token: str | None) -> ControlServer:
-    server = ControlServer((host, port), supervisor, token)
+def start_control_api(view: PipelineView, host: str, port: int, token: str | None) -> ControlServer:
+    server = ControlServer((host, port), view, token)
     threading.Thread(target=server.serve_forever, name="control-api", daemon=True).start()
     return server

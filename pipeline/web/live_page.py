@@ -24,10 +24,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pipeline.supervision.supervisor import Supervisor
+from pipeline.supervision.view import PipelineView
 
 logger = logging.getLogger(__name__)
 _FRAME_PATH = re.compile(r"^/frames/([0-9a-f]{1,256})\.jpg$")
@@ -54,8 +52,8 @@ class RateMeter:
             return (total - first_total) / (now - first_t)
 
 
-def live_state(supervisor: "Supervisor", board_dir: Path, meter: RateMeter | None = None) -> dict:
-    """What /api/live answers: the supervisor's view of every stream joined with the overlay's board.
+def live_state(view: PipelineView, board_dir: Path, meter: RateMeter | None = None) -> dict:
+    """What /api/live answers: the pipeline's view of every stream joined with the overlay's board.
 
     ``dropped`` leaves out frames skipped by design (``sampling``: the model runs at its step rate):
     it counts frames that should have been scored and were not."""
@@ -63,11 +61,11 @@ def live_state(supervisor: "Supervisor", board_dir: Path, meter: RateMeter | Non
         board = json.loads((board_dir / "state.json").read_bytes())
     except (OSError, ValueError):
         board = {"classes": [], "streams": {}}
-    ready, readiness = supervisor.readiness()
+    ready, readiness = view.readiness()
     streams = []
     totals = {"streams": 0, "live": 0, "failed": 0, "processed": 0, "dropped": 0, "events": 0, "reconnects": 0,
               "overlay_frames": 0}
-    for row in supervisor.streams():
+    for row in view.streams():
         seen = board["streams"].get(row["name"], {})
         dropped = sum(n for reason, n in row.get("dropped", {}).items() if reason != "sampling")
         streams.append({
@@ -95,9 +93,9 @@ def live_state(supervisor: "Supervisor", board_dir: Path, meter: RateMeter | Non
 class LivePageServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], supervisor: "Supervisor", board_dir: Path) -> None:
+    def __init__(self, address: tuple[str, int], view: PipelineView, board_dir: Path) -> None:
         super().__init__(address, _Handler)
-        self.supervisor = supervisor
+        self.view = view
         self.board_dir = board_dir
         self.meter = RateMeter()
 
@@ -126,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/api/live":
-            body = json.dumps(live_state(self.server.supervisor, self.server.board_dir, self.server.meter)).encode()
+            body = json.dumps(live_state(self.server.view, self.server.board_dir, self.server.meter)).encode()
             self._send(HTTPStatus.OK, body, "application/json")
         elif match := _FRAME_PATH.match(path):
             try:
@@ -139,8 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found: the live page is at /", "text/plain")
 
 
-def start_live_page(supervisor: "Supervisor", board_dir: Path, host: str, port: int) -> LivePageServer:
-    server = LivePageServer((host, port), supervisor, board_dir)
+def start_live_page(view: PipelineView, board_dir: Path, host: str, port: int) -> LivePageServer:
+    server = LivePageServer((host, port), view, board_dir)
     threading.Thread(target=server.serve_forever, name="live-page", daemon=True).start()
     logger.info("live page at http://%s:%d/", host, server.server_port)
     return server

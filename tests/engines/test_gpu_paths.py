@@ -16,11 +16,11 @@ from engines.tensorrt_build import (
     BatchProfile,
     EngineKey,
     calibration_batches,
-    calibration_frames,
     engine_key,
     profile_for,
 )
 from engines.torch_engine import GRAPH_BATCHES, graph_batch_for
+from pipeline.sources.decoding import calibration_frames
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device on this machine (CI has none)")

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pipeline.config import validate_config
-from pipeline.supervision.supervisor import RunSummary, Supervisor
+from pipeline.supervision.report import RunSummary
+from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
@@ -31,7 +32,7 @@ def config(**sections):
 
 
 def stream_row(supervisor: Supervisor, name: str) -> dict:
-    rows = [r for r in supervisor.streams() if r["name"] == name]
+    rows = [r for r in supervisor.view.streams() if r["name"] == name]
     return rows[0] if rows else {}
 
 
@@ -47,9 +48,9 @@ def run_until(supervisor: Supervisor, done: Callable[[Supervisor], bool], timeou
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                if supervisor._registry is not None and done(supervisor):
+                if supervisor.started and done(supervisor):
                     break
-                if during is not None and supervisor._registry is not None:
+                if during is not None and supervisor.started:
                     during(supervisor)
                 time.sleep(0.1)
         except BaseException as exc:  # surfaced by the test after the run

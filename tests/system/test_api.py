@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.api import ActionPipeline, PipelineNotRunningError
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.support.helpers import MODEL, synth_videos
 

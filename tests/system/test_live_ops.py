@@ -65,7 +65,7 @@ def _offline_steps(path: Path, step_rate: float = 4.0) -> list[float]:
 
 
 def _stage_pids(supervisor: Supervisor) -> list[int]:
-    return [s["pid"] for s in supervisor.stages() if s["pid"]]
+    return [s["pid"] for s in supervisor.view.stages() if s["pid"]]
 
 
 def _alive(pid: int) -> bool:
@@ -473,7 +473,7 @@ def test_killed_stages_are_restarted_and_only_streams_whose_state_was_lost_start
         if len(killed) == len(plan):
             return
         stage, after = plan[len(killed)]
-        stages = {s["name"]: s for s in sup.stages()}
+        stages = {s["name"]: s for s in sup.view.stages()}
         if stream_row(sup, "a").get("processed", 0) >= after and all(s["ready"] for s in stages.values()):
             os.kill(stages[stage]["pid"], signal.SIGKILL)
             killed.append(stage)
@@ -638,7 +638,7 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
                     answers["unknown"] = http("GET", f"{api}/streams/zzz")
                     answers["stages"] = http("GET", f"{api}/stages")
                 return
-            rows = {r["name"]: r for r in sup.streams()}
+            rows = {r["name"]: r for r in sup.view.streams()}
             if "removed" not in answers and rows.get("b", {}).get("processed", 0) >= 8:
                 answers["removed"] = http("DELETE", f"{api}/streams/b")
             if "removed" in answers and "listing" not in answers and rows["b"]["state"] == "ended":
@@ -698,7 +698,7 @@ def test_a_capture_process_loads_neither_pytorch_nor_an_inference_runtime(skvide
         seen: dict = {}
 
         def inspect(sup: Supervisor) -> None:
-            stages = {s["name"]: s for s in sup.stages()}
+            stages = {s["name"]: s for s in sup.view.stages()}
             if stream_row(sup, "cam").get("processed", 0) >= 4 and "maps" not in seen:
                 pid = stages["capture:0"]["pid"]
                 seen["maps"] = Path(f"/proc/{pid}/maps").read_text()

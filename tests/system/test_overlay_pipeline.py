@@ -107,7 +107,7 @@ def test_a_frozen_or_killed_overlay_costs_overlay_frames_not_scores(videos, offl
     plan: dict = {}
 
     def operate(sup: Supervisor) -> None:
-        stages = {s["name"]: s for s in sup.stages()}
+        stages = {s["name"]: s for s in sup.view.stages()}
         processed = stream_row(sup, "a").get("processed", 0)
         if "frozen_at" not in plan and processed >= 8 and all(s["ready"] for s in stages.values()):
             os.kill(stages["overlay"]["pid"], signal.SIGSTOP)

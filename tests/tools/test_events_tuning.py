@@ -11,8 +11,9 @@ import pytest
 from engines.head_config import EVENTS_METADATA_KEY, read_head_events
 from engines.temporal_head import load_head, save_head
 from tools.evaluation.annotations import ActionInstance
-from pipeline.config import ConfigError, EventsConfig, events_for_model
-from pipeline.supervision.supervisor import Supervisor
+from pipeline.config import EventsConfig, events_for_model
+from pipeline.errors import ConfigError
+from pipeline.supervision.preflight import preflight
 from tests.support.helpers import MODEL, config
 from tools.tune_events import ScoredStream, start_events, tune
 
@@ -84,15 +85,10 @@ def test_train_head_freezes_settings_and_the_pipeline_runs_with_them(tmp_path):
     save_head(tuned, head, {**{k: v for k, v in metadata.items() if k not in ("format", "head")},
                             EVENTS_METADATA_KEY: json.dumps(chosen)})
     assert read_head_events(tuned) == chosen
-    supervisor = Supervisor(config(sources=[{"uri": "a.mp4"}], model=str(tuned)))
-    supervisor.preflight()
-    assert supervisor.event_settings == EventsConfig(**chosen)
-    override = Supervisor(config(sources=[{"uri": "a.mp4"}], model=str(tuned), events={"min_on_steps": 1}))
-    override.preflight()
-    assert override.event_settings == EventsConfig(**{**chosen, "min_on_steps": 1})
+    assert preflight(config(sources=[{"uri": "a.mp4"}], model=str(tuned))).events == EventsConfig(**chosen)
+    override = preflight(config(sources=[{"uri": "a.mp4"}], model=str(tuned), events={"min_on_steps": 1}))
+    assert override.events == EventsConfig(**{**chosen, "min_on_steps": 1})
     plain = tmp_path / "plain.safetensors"
     shutil.copy(MODEL, plain)
     if read_head_events(plain) is None:  # a head trained before settings were frozen: the config's defaults
-        untuned = Supervisor(config(sources=[{"uri": "a.mp4"}], model=str(plain)))
-        untuned.preflight()
-        assert untuned.event_settings == EventsConfig()
+        assert preflight(config(sources=[{"uri": "a.mp4"}], model=str(plain))).events == EventsConfig()

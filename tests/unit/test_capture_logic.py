@@ -14,19 +14,18 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.transport.control import AddStream
-from pipeline.transport.messages import Flags, decode_frame
 from pipeline.sources.readers import RawFrame, SourceOpenError
-from pipeline.stages.capture.stage import (
-    CaptureSettings,
+from pipeline.stages.capture.outbox import (
     EndOfSequence,
-    FrameSender,
     OutFrame,
-    ReplayPacer,
     StreamCounters,
     StreamOutbox,
-    StreamRunner,
 )
+from pipeline.stages.capture.runner import ReplayPacer, StreamRunner
+from pipeline.stages.capture.sender import FrameSender
+from pipeline.stages.settings import CaptureSettings
+from pipeline.transport.control import AddStream
+from pipeline.transport.messages import Flags, decode_frame
 
 
 class FakeClock:
@@ -207,7 +206,8 @@ def test_a_stream_runner_retries_a_camera_that_is_down_then_reconnects_after_a_d
     spec = AddStream(stream="cam", uri="rtsp://user:pw@cam/1", live=True, realtime=True, loop=False, generation=0,
                      open_timeout_s=1.0, stale_after_s=5.0, buffer_frames=1000,
                      reconnect={"initial_s": 0.5, "max_s": 4.0, "multiplier": 2.0, "jitter": 0.0, "max_attempts": None})
-    settings = CaptureSettings("capture:0", "", (), 4, 8, 8, step_rate=4.0, parent_pid=0)
+    settings = CaptureSettings(stage="capture:0", control_endpoint="", parent_pid=0, run_dir="", embed_endpoints=(),
+                               width=8, height=8, step_rate=4.0)
     counters = StreamCounters("cam", None)
     outbox = StreamOutbox("cam", 0, live=True, capacity=1000, stale_after_s=5.0, counters=counters,
                           wake=threading.Event())

@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.config import ConfigError, SourceConfig, load_config, stream_name, validate_config
+from pipeline.config import SourceConfig, load_config, stream_name, validate_config
+from pipeline.errors import ConfigError
 
 
 def test_defaults_fill_every_section():
@@ -95,12 +96,11 @@ def test_overlay_and_live_page_options_of_the_command_line(tmp_path):
 
 
 def test_an_overlay_folder_that_cannot_be_made_is_named_before_anything_starts(tmp_path):
-    from pipeline.supervision.supervisor import Supervisor
+    from pipeline.supervision.preflight import preflight
     from tests.support.helpers import config
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    supervisor = Supervisor(config(sources=[{"uri": str(tmp_path / "x.mp4")}],
-                                   overlay={"out_dir": str(blocker / "overlay")}))
+    configured = config(sources=[{"uri": str(tmp_path / "x.mp4")}], overlay={"out_dir": str(blocker / "overlay")})
     with pytest.raises(ConfigError, match="overlay.out_dir: cannot create .*a-file/overlay"):
-        supervisor.preflight()
+        preflight(configured)

@@ -9,13 +9,14 @@ import zmq
 
 from engines.spec import STATS_DIM
 from engines.temporal_head import load_head
-from pipeline.config import EventsConfig
+from pipeline.config import EventsConfig, OutputsConfig, TemporalConfig
 from pipeline.events import ActionEventDetector
-from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
-from pipeline.stages.temporal.reorder import ReorderBuffer
 from pipeline.outputs.sinks import SinkFanOut
-from pipeline.stages.temporal.worker import TemporalSettings, TemporalWorker
+from pipeline.stages.settings import TemporalSettings
+from pipeline.stages.temporal.reorder import ReorderBuffer
 from pipeline.stages.temporal.state_table import StreamStateTable
+from pipeline.stages.temporal.worker import TemporalWorker
+from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
 from tests.support.helpers import MODEL
 
 
@@ -58,7 +59,10 @@ def rig(head):
         clock = Clock()
         events, scores = Collect(), Collect()
         worker = TemporalWorker(
-            TemporalSettings(max_batch_size=8, **settings), StreamStateTable(head, 8, 30.0),
+            TemporalSettings(stage="temporal", control_endpoint="", parent_pid=0, run_dir="", model_path=str(MODEL),
+                             temporal=TemporalConfig(max_batch_size=8), events=EventsConfig(), outputs=OutputsConfig(),
+                             in_endpoint="inproc://embeddings", **settings),
+            StreamStateTable(head, 8, 30.0),
             ReorderBuffer(64, 60.0, first_seq=0), ActionEventDetector(head.config.classes, EventsConfig().hysteresis()),
             pull, SinkFanOut([events]), SinkFanOut([scores]), head.config.classes, clock=clock,
             live_reorder=ReorderBuffer(8, 2.0, first_seq=0),
@@ -156,8 +160,8 @@ def test_a_restarted_worker_takes_numbering_as_it_comes_and_closes_its_predecess
 
 
 def test_frames_held_by_a_dead_embed_worker_are_given_up_without_waiting_for_the_timeout(rig):
-    from pipeline.transport.control import UpstreamLost  # noqa: F401  (the command that triggers this)
     from pipeline.stages.temporal.worker import UPSTREAM_LOST_GRACE_S
+    from pipeline.transport.control import UpstreamLost  # noqa: F401  (the command that triggers this)
 
     make, send, _ = rig
     worker, _, scores, clock = make()

@@ -10,15 +10,16 @@ timeout of its socket poll.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pipeline.errors import ActionPipeError, check_seconds, check_whole
+
 T = TypeVar("T")
 
 
-class BatcherConfigError(ValueError):
+class BatcherConfigError(ActionPipeError, ValueError):
     """A batcher parameter out of range."""
 
 
@@ -32,14 +33,8 @@ class DynamicBatcher(Generic[T]):
     """FIFO queue that releases batches by size or by the age of its oldest item."""
 
     def __init__(self, max_batch_size: int, max_wait_s: float) -> None:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise BatcherConfigError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
-        if isinstance(max_wait_s, bool) or not isinstance(max_wait_s, (int, float)):
-            raise BatcherConfigError(f"max_wait_s must be a number of seconds, got {max_wait_s!r}")
-        if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
-            raise BatcherConfigError(f"max_wait_s must be a finite number of seconds >= 0, got {max_wait_s!r}")
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = float(max_wait_s)
+        self.max_batch_size = check_whole("max_batch_size", max_batch_size, 1, BatcherConfigError)
+        self.max_wait_s = check_seconds("max_wait_s", max_wait_s, BatcherConfigError)
         self._queue: deque[_Pending[T]] = deque()
 
     @property

@@ -13,18 +13,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import zmq
 
 from engines.base import EmbeddingEngine
 from pipeline.stages.embed.batching import DynamicBatcher
-from pipeline.transport.control import Drain, Heartbeat, ParentWatch, StageLink
-from pipeline.transport.messages import EmbeddingHeader, FrameHeader, MessageError, decode_frame, encode_embedding
+from pipeline.stages.loop import FedBySocket, StageLoop
+from pipeline.stages.settings import EmbedSettings
+from pipeline.transport.control import Heartbeat
+from pipeline.transport.messages import (
+    EmbeddingHeader,
+    FrameHeader,
+    MessageError,
+    decode_frame,
+    encode_embedding,
+)
 
 logger = logging.getLogger(__name__)
-HEARTBEAT_S = 1.0
 
 
 # Measured with tools.benchmark on 2 CPU cores beside four 720p decoders: batch 2 costs 6.4 CPU ms per
@@ -35,32 +41,6 @@ GPU_BATCH = 32
 
 def default_batch_size(engine_name: str) -> int:
     return GPU_BATCH if "cuda" in engine_name or "tensorrt" in engine_name else CPU_BATCH
-
-
-@dataclass(frozen=True)
-class EmbedSettings:
-    worker: int
-    max_batch_size: int | None  # None: chosen for the engine (default_batch_size)
-    max_wait_s: float
-    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
-    drain_idle_s: float = 0.1
-    max_frames_per_s: float = 0.0  # 0: as fast as the engine goes
-    # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
-    stage: str = "embed:0"
-    backend: str = "onnxruntime"
-    onnx_path: str | None = None
-    threads: int = 0
-    spinning: bool = False
-    precision: str = "fp32"
-    in_endpoint: str = ""
-    out_endpoint: str = ""
-    control_endpoint: str = ""
-    high_water_mark: int = 4
-    parent_pid: int = 0
-
-    @property
-    def onnx(self) -> Path | None:
-        return Path(self.onnx_path) if self.onnx_path else None
 
 
 @dataclass(frozen=True)
@@ -77,7 +57,10 @@ class EmbedTally:
     malformed: int = 0
 
 
-class EmbedWorker:
+class EmbedWorker(FedBySocket):
+    """One embed process's work: frames in, batches through the engine, one embedding message per frame out."""
+
+
     def __init__(
         self,
         settings: EmbedSettings,
@@ -97,8 +80,9 @@ class EmbedWorker:
         self._metrics = metrics
         self._clock = clock
         self._wall = wall_clock
-        self.max_batch_size = settings.max_batch_size or default_batch_size(engine.name)
-        self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(self.max_batch_size, settings.max_wait_s)
+        self.max_batch_size = settings.engine.max_batch_size or default_batch_size(engine.name)
+        self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(self.max_batch_size,
+                                                                 settings.engine.max_wait_ms / 1000)
         self.tally = EmbedTally()
         self._malformed_logged = 0
         self._paused_until = 0.0
@@ -144,9 +128,9 @@ class EmbedWorker:
             out = self._engine.embed(np.stack([p.pixels for p in with_pixels]))
             embedding, stats = out.embedding, out.stats
         done = self._wall()
-        if with_pixels and self.s.max_frames_per_s > 0:
+        if with_pixels and self.s.engine.max_frames_per_s > 0:
             # Throttled: take no new batch before this batch's share of time is over.
-            self._paused_until = self._clock() + max(0.0, started + len(with_pixels) / self.s.max_frames_per_s - done)
+            self._paused_until = self._clock() + max(0.0, started + len(with_pixels) / self.s.engine.max_frames_per_s - done)
         row = 0
         for item in batch:
             h = item.header
@@ -168,42 +152,31 @@ class EmbedWorker:
             self._metrics.batch_size.labels("embed").observe(len(with_pixels))
             self._metrics.stage_latency.labels("embed").observe(done - started)
 
-    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> EmbedTally:
+    # -- the loop's turns --------------------------------------------------------------------
+    def run(self, loop: StageLoop) -> EmbedTally:
         """Serve until told to drain (then process what is in flight and return) or the supervisor is gone."""
-        draining = False
-        idle_since: float | None = None
-        next_heartbeat = 0.0
-        if link is not None:
-            link.hello()
-        while True:
-            now = self._clock()
-            if link is not None:
-                for command in link.receive(0.0):
-                    if isinstance(command, Drain):
-                        draining = True
-                if now >= next_heartbeat:
-                    link.send(Heartbeat(self.s.stage, detail={"frames": self.tally.frames, "batches": self.tally.batches}))
-                    next_heartbeat = now + HEARTBEAT_S
-            if parent is not None and not parent.parent_alive():
-                logger.error("%s: the supervisor is gone; stopping", self.s.stage)
-                break
-            if now < self._paused_until:
-                self._sleep(min(0.05, self._paused_until - now))
-                continue
-            due = self._batcher.time_until_due(now)
-            got = self._receive(0.05 if due is None else min(due, 0.05))
-            now = self._clock()
-            while self._batcher.ready(now):
-                self._process(self._batcher.take(now))
-            if draining:
-                if got == 0 and self._batcher.pending == 0:
-                    idle_since = idle_since if idle_since is not None else now
-                    if now - idle_since >= self.s.drain_idle_s:
-                        break
-                else:
-                    idle_since = None
-                    if got == 0 and self._batcher.pending:
-                        self._process(self._batcher.flush())
+        loop.run(self)
         if self._batcher.pending:
             self._process(self._batcher.flush())
         return self.tally
+
+    def handle(self, command: object) -> None:
+        logger.warning("%s: ignoring unexpected command %s", self.s.stage, type(command).__name__)
+
+    def work(self, draining: bool) -> bool:
+        now = self._clock()
+        if now < self._paused_until:
+            self._sleep(min(0.05, self._paused_until - now))
+            return True
+        due = self._batcher.time_until_due(now)
+        got = self._receive(0.05 if due is None else min(due, 0.05))
+        now = self._clock()
+        while self._batcher.ready(now):
+            self._process(self._batcher.take(now))
+        busy = got > 0 or self._batcher.pending > 0
+        if draining and got == 0 and self._batcher.pending:
+            self._process(self._batcher.flush())  # upstream is done: what waits for a fuller batch waits for nothing
+        return busy
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.s.stage, detail={"frames": self.tally.frames, "batches": self.tally.batches})

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import zmq
 
+from pipeline.errors import ActionPipeError
 from pipeline.events import ActionEvent
 from pipeline.scores import StepScores
 
@@ -30,8 +31,10 @@ STEP_KIND = b"overlay-step"
 EVENT_KIND = b"overlay-event"
 
 
-class OverlayMessageError(ValueError):
-    pass
+class OverlayMessageError(ActionPipeError, ValueError):
+    """A message on the overlay's socket that is not a preview frame, a scored step or an event."""
+
+    restart_helps = True
 
 
 def encode_step(stream: str, t: float, probs: Sequence[float]) -> list[bytes]:

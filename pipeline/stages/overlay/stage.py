@@ -18,47 +18,36 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 
-from pipeline.transport.control import Drain, Heartbeat, ParentWatch, StageLink
-from pipeline.stages.overlay.board import LiveBoard
-from pipeline.transport.messages import FRAME_KIND, MessageError, decode_frame
 from pipeline.outputs.files import OutputError, prepare_output
-from pipeline.stages.overlay.feed import EVENT_KIND, STEP_KIND, OverlayMessageError, decode_json_part
-from pipeline.stages.overlay.pairing import MatchedStep, StepMatcher
+from pipeline.stages.loop import FedBySocket, StageLoop
+from pipeline.stages.overlay.board import LiveBoard
 from pipeline.stages.overlay.drawing import OverlayLayout, render_overlay
+from pipeline.stages.overlay.feed import (
+    EVENT_KIND,
+    STEP_KIND,
+    OverlayMessageError,
+    decode_json_part,
+)
+from pipeline.stages.overlay.pairing import MatchedStep, StepMatcher
 from pipeline.stages.overlay.video import OverlayVideoError, OverlayVideoWriter
+from pipeline.stages.settings import OverlaySettings
+from pipeline.transport.control import Heartbeat
+from pipeline.transport.messages import FRAME_KIND, MessageError, decode_frame
 
 logger = logging.getLogger(__name__)
-HEARTBEAT_S = 0.5
 PUBLISH_EVERY_S = 0.25
 # A writer with no frame for this long is closed (a removed or ended stream); a later frame opens a new file.
 IDLE_CLOSE_S = 30.0
 
 
-@dataclass(frozen=True)
-class OverlaySettings:
-    stage: str
-    classes: tuple[str, ...]
-    step_rate: float
-    on_threshold: float
-    width: int  # the preview frames' width (capture scales them; the panel comes beside)
-    out_dir: str | None = None
-    live_dir: str | None = None
-    existing: str = "rotate"
-    keep_rotated: int = 5
-    jpeg_quality: int = 80
-    in_endpoint: str = ""
-    control_endpoint: str = ""
-    parent_pid: int = 0
-    high_water_mark: int = 16
-    drain_idle_s: float = 0.2
+class OverlayStage(FedBySocket):
+    """The overlay process's work: previews and scored steps in, paired, drawn, written and published."""
 
 
-class OverlayStage:
     def __init__(self, settings: OverlaySettings, frames_in: zmq.Socket, metrics=None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.s = settings
@@ -75,6 +64,7 @@ class OverlayStage:
         self.rendered: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self._malformed = 0
+        self._next_publish = 0.0
 
     # -- intake ----------------------------------------------------------------------------------
     def receive(self, timeout_s: float) -> int:
@@ -191,35 +181,24 @@ class OverlayStage:
         return {"streams": {name: {"rendered": self.rendered.get(name, 0), "unmatched": self.dropped.get(name, 0)}
                             for name in sorted(set(self.rendered) | set(self.dropped))}}
 
-    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> dict:
-        if link is not None:
-            link.hello()
-        draining = False
-        idle_since: float | None = None
-        next_heartbeat = next_publish = 0.0
-        while True:
-            now = self._clock()
-            if link is not None:
-                if any(isinstance(c, Drain) for c in link.receive(0.0)):
-                    draining = True
-                if now >= next_heartbeat:
-                    link.send(Heartbeat(self.s.stage, {}, {"videos": len(self._writers)}))
-                    next_heartbeat = now + HEARTBEAT_S
-            if parent is not None and not parent.parent_alive():
-                logger.error("overlay: the supervisor is gone; stopping")
-                break
-            got = self.receive(0.05)
-            if now >= next_publish:
-                self.housekeeping()
-                next_publish = now + PUBLISH_EVERY_S
-            if draining:
-                if got == 0:
-                    idle_since = idle_since if idle_since is not None else self._clock()
-                    if self._clock() - idle_since >= self.s.drain_idle_s:
-                        break
-                else:
-                    idle_since = None
+    # -- the loop's turns ------------------------------------------------------------------------
+    def run(self, loop: StageLoop) -> dict:
+        loop.run(self)
         return self.finish()
+
+    def handle(self, command: object) -> None:
+        logger.warning("overlay: ignoring unexpected command %s", type(command).__name__)
+
+    def work(self, draining: bool) -> bool:
+        got = self.receive(0.05)
+        now = self._clock()
+        if now >= self._next_publish:
+            self.housekeeping()
+            self._next_publish = now + PUBLISH_EVERY_S
+        return got > 0
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.s.stage, {}, {"videos": len(self._writers)})
 
 
 def _file_stem(stream: str) -> str:

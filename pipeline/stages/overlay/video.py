@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import ActionPipeError
+
 logger = logging.getLogger(__name__)
 # A millisecond time base: stream times are kept to the millisecond.
 TIME_BASE = Fraction(1, 1000)
 
 
-class OverlayVideoError(RuntimeError):
+class OverlayVideoError(ActionPipeError, RuntimeError):
     """An overlay video that cannot be opened or written; names the file."""
 
 

@@ -29,9 +29,10 @@ Pure logic: time is the monotonic ``now`` the caller passes in.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar, Union
+
+from pipeline.errors import ActionPipeError, check_seconds, check_whole
 
 T = TypeVar("T")
 
@@ -41,7 +42,7 @@ RejectReason = Literal["late", "skipped", "duplicate", "stream_ended"]
 _SKIPPED_RANGES_KEPT = 64
 
 
-class ReorderConfigError(ValueError):
+class ReorderConfigError(ActionPipeError, ValueError):
     """A reorder buffer parameter out of range."""
 
 
@@ -103,14 +104,8 @@ class ReorderBuffer(Generic[T]):
     """Releases each stream's frames in strict seq order; skips gaps after a timeout or on overflow."""
 
     def __init__(self, window: int, timeout_s: float, first_seq: int | None = None) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise ReorderConfigError(f"window must be an integer >= 0 (frames held per stream), got {window!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-            raise ReorderConfigError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
-        if not (math.isfinite(timeout_s) and timeout_s >= 0):
-            raise ReorderConfigError(f"timeout_s must be a finite number of seconds >= 0, got {timeout_s!r}")
-        self.window = window
-        self.timeout_s = float(timeout_s)
+        self.window = check_whole("window", window, 0, ReorderConfigError, "frames held per stream")
+        self.timeout_s = check_seconds("timeout_s", timeout_s, ReorderConfigError)
         self.first_seq = first_seq
         self._streams: dict[str, _StreamWindow[T]] = {}
 

@@ -29,7 +29,6 @@ caller passes in.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,10 +36,13 @@ import numpy as np
 import torch
 
 from engines.temporal_head import StreamState, TemporalHead
+from pipeline.errors import ActionPipeError, check_seconds, check_whole
 
 
-class StateTableError(RuntimeError):
+class StateTableError(ActionPipeError, RuntimeError):
     """The state table cannot do what was asked."""
+
+    restart_helps = True
 
 
 class StateTableConfigError(StateTableError, ValueError):
@@ -106,14 +108,8 @@ class StreamStateTable:
     def __init__(
         self, head: TemporalHead, capacity: int, idle_timeout_s: float, device: str | torch.device = "cpu"
     ) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise StateTableConfigError(f"capacity must be an integer >= 1, got {capacity!r}")
-        if isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float)):
-            raise StateTableConfigError(f"idle_timeout_s must be a number of seconds, got {idle_timeout_s!r}")
-        if not (math.isfinite(idle_timeout_s) and idle_timeout_s > 0):
-            raise StateTableConfigError(
-                f"idle_timeout_s must be a finite number of seconds > 0, got {idle_timeout_s!r}"
-            )
+        check_whole("capacity", capacity, 1, StateTableConfigError)
+        idle_timeout_s = check_seconds("idle_timeout_s", idle_timeout_s, StateTableConfigError, positive=True)
         self.device = torch.device(device)
         head_device = next(head.parameters()).device
         if head_device.type != self.device.type:

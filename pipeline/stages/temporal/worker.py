@@ -34,45 +34,33 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
-from pipeline.transport.control import Drain, Heartbeat, ParentWatch, StageLink, UpstreamLost
 from pipeline.events import ActionEvent, ActionEventDetector
-from pipeline.transport.messages import EmbeddingHeader, Flags, MessageError, decode_embedding
-from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
-from pipeline.scores import StepScores
 from pipeline.outputs.sinks import SinkFanOut
-from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
+from pipeline.scores import StepScores
+from pipeline.stages.loop import FedBySocket, StageLoop
+from pipeline.stages.settings import TemporalSettings
+from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
+from pipeline.stages.temporal.state_table import (
+    StateTableFull,
+    StepInput,
+    StreamStateTable,
+)
+from pipeline.transport.control import Heartbeat, UpstreamLost
+from pipeline.transport.messages import (
+    FINAL_END_REASONS,
+    EmbeddingHeader,
+    Flags,
+    MessageError,
+    decode_embedding,
+)
 
 logger = logging.getLogger(__name__)
 
 LATENCY_SAMPLES_KEPT = 20_000
-HEARTBEAT_S = 0.5
 # After an embed worker died: frames still on their way from the others get this long.
 UPSTREAM_LOST_GRACE_S = 0.5
-FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "stopped", "failed"})
-
-
-@dataclass(frozen=True)
-class TemporalSettings:
-    max_batch_size: int
-    # After upstream has exited everything it sent is already buffered here: a short quiet spell ends the drain.
-    drain_idle_s: float = 0.1
-    stage: str = "temporal"
-    # Process wiring (filled by the supervisor; unused when a test drives the worker directly).
-    model_path: str = ""
-    temporal: dict = field(default_factory=dict)
-    events: dict = field(default_factory=dict)
-    outputs: dict = field(default_factory=dict)
-    in_endpoint: str = ""
-    control_endpoint: str = ""
-    overlay_endpoint: str = ""  # scored steps and events also go to the overlay stage, if any
-    high_water_mark: int = 4
-    parent_pid: int = 0
-    # Set when this worker replaces one that died.
-    restarted: bool = False
-    # stream -> the generation the predecessor was in the middle of (its seqs do not restart at 0 here).
-    known_generations: dict[str, int] = field(default_factory=dict)
-    # stream -> {"t": last step time, "actions": {action: confidence}} the predecessor reported open.
-    orphaned_actions: dict[str, dict] = field(default_factory=dict)
+# Messages taken per turn, per stream a step can hold: enough to fill a step, bounded so stepping is not starved.
+RECEIVE_PER_TURN_FACTOR = 4
 
 
 @dataclass
@@ -110,7 +98,10 @@ class _StreamPosition:
     carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
 
 
-class TemporalWorker:
+class TemporalWorker(FedBySocket):
+    """The temporal process's work: embeddings in, back in order per stream, batched GRU steps, events and scores out."""
+
+
     def __init__(
         self,
         settings: TemporalSettings,
@@ -142,7 +133,7 @@ class TemporalWorker:
         self._positions: dict[str, _StreamPosition] = {}
         self._upstream_lost_at: float | None = None
         self._malformed_logged = 0
-        self._link: StageLink | None = None
+        self._report: Callable[[object], None] | None = None  # the supervisor's ear, once running
         self._actions_changed = False
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
 
@@ -151,7 +142,7 @@ class TemporalWorker:
         if not self._in.poll(int(max(0.0, timeout_s) * 1000)):
             return 0
         got = 0
-        while got < 4 * self.s.max_batch_size:
+        while got < RECEIVE_PER_TURN_FACTOR * self.s.temporal.max_batch_size:
             try:
                 parts = self._in.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -252,7 +243,7 @@ class TemporalWorker:
         batch: list[tuple[EmbeddingHeader, np.ndarray, np.ndarray]] = []
         for stream in list(self._ready):
             queue = self._ready[stream]
-            while queue and len(batch) < self.s.max_batch_size:
+            while queue and len(batch) < self.s.temporal.max_batch_size:
                 header, embedding, stats = queue[0]
                 if embedding is None:  # END-only marker
                     queue.popleft()
@@ -294,8 +285,8 @@ class TemporalWorker:
     def _report_open_actions(self) -> None:
         """Tell the supervisor at once when the open actions change: if this process dies, its
         successor ends exactly those (a periodic report would miss the ones started since)."""
-        if self._actions_changed and self._link is not None:
-            self._link.send(self._heartbeat())
+        if self._actions_changed and self._report is not None:
+            self._report(self.heartbeat())
             self._actions_changed = False
 
     def _after_step(self, header: EmbeddingHeader, out, now_wall: float) -> None:
@@ -355,7 +346,7 @@ class TemporalWorker:
                 self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
                                         "restart")])
 
-    def _heartbeat(self) -> Heartbeat:
+    def heartbeat(self) -> Heartbeat:
         streams = {}
         for stream in self._detector.streams:
             actions = self._detector.open_actions(stream)
@@ -366,46 +357,32 @@ class TemporalWorker:
                                                  "failing_outputs": self._events.failing + (
                                                      self._scores.failing if self._scores else [])})
 
-    def run(self, link: StageLink | None = None, parent: ParentWatch | None = None) -> dict[str, dict]:
-        self._link = link
+    # -- the loop's turns ------------------------------------------------------------------------
+    def run(self, loop: StageLoop, report: Callable[[object], None] | None = None) -> dict[str, dict]:
+        """Serve until drained or orphaned; ``report`` tells the supervisor at once when open actions change."""
+        self._report = report
         self.close_orphaned_actions()
-        draining = False
-        idle_since: float | None = None
-        next_heartbeat = 0.0
-        if link is not None:
-            link.hello()
-        while True:
-            now = self._clock()
-            if link is not None:
-                for command in link.receive(0.0):
-                    if isinstance(command, Drain):
-                        draining = True
-                    elif isinstance(command, UpstreamLost):
-                        logger.warning("temporal: %s died; frames it held are given up after %.1f s",
-                                       command.worker, UPSTREAM_LOST_GRACE_S)
-                        self._upstream_lost_at = now
-                if now >= next_heartbeat:
-                    link.send(self._heartbeat())
-                    next_heartbeat = now + HEARTBEAT_S
-            if parent is not None and not parent.parent_alive():
-                logger.error("temporal: the supervisor is gone; stopping")
-                break
-            due = min(d for d in (self._live_reorder.next_due_in(now), self._replay_reorder.next_due_in(now), 0.05)
-                      if d is not None)
-            got = self._receive(0.0 if self._ready else due)
-            stepped = self._step_round()
-            self._housekeeping()
-            if draining:
-                if got == 0 and stepped == 0 and not self._ready:
-                    now = self._clock()
-                    idle_since = idle_since if idle_since is not None else now
-                    if now - idle_since >= self.s.drain_idle_s:
-                        break
-                else:
-                    idle_since = None
+        loop.run(self)
         # Upstream is gone: release what the reorder windows still hold, in order.
         self._route(self._live_reorder.expire(float("inf")))
         self._route(self._replay_reorder.expire(float("inf")))
         while self._step_round():
             pass
         return {stream: t.summary() for stream, t in self.tallies.items()}
+
+    def handle(self, command: object) -> None:
+        if isinstance(command, UpstreamLost):
+            logger.warning("temporal: %s died; frames it held are given up after %.1f s", command.worker,
+                           UPSTREAM_LOST_GRACE_S)
+            self._upstream_lost_at = self._clock()
+        else:
+            logger.warning("temporal: ignoring unexpected command %s", type(command).__name__)
+
+    def work(self, draining: bool) -> bool:
+        now = self._clock()
+        due = min(d for d in (self._live_reorder.next_due_in(now), self._replay_reorder.next_due_in(now), 0.05)
+                  if d is not None)
+        got = self._receive(0.0 if self._ready else due)
+        stepped = self._step_round()
+        self._housekeeping()
+        return bool(got or stepped or self._ready)

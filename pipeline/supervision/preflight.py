@@ -1,0 +1,106 @@
+"""Everything about a run that can be checked before a process starts.
+
+A bad model, too many workers for this machine, an output file that cannot
+be written, a ZeroMQ endpoint that cannot be bound, an overlay folder that
+cannot be made: each is refused here with one line naming the setting
+(:class:`~pipeline.errors.ConfigError`), before any stage has started and
+before any output file was touched (other than rotating an old one aside).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from engines.factory import DEFAULT_ONNX_PATH
+from engines.head_config import HeadConfig, read_head_config, read_head_events
+from pipeline.config import (
+    EngineConfig,
+    EventsConfig,
+    PipelineConfig,
+    SourceConfig,
+    events_for_model,
+)
+from pipeline.errors import ConfigError
+from pipeline.outputs.files import OutputError, prepare_output
+from pipeline.supervision.limits import MachineFacts, check_worker_counts, machine_facts
+from pipeline.supervision.registry import StreamRequestError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks learnt that the run needs."""
+
+    head: HeadConfig
+    events: EventsConfig  # the model's tuned event settings, with the config's explicit keys on top
+
+
+def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Checked:
+    """Raises ConfigError naming the first setting this run cannot use."""
+    head = read_head_config(config.model)
+    events = events_for_model(config.events, read_head_events(config.model))
+    engine = config.engine
+    problems = check_worker_counts(engine.workers, config.capture.workers, machine or machine_facts(),
+                                   gpu_backend=engine.backend.endswith("cuda") or engine.backend == "tensorrt")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    outputs = config.outputs
+    for setting, path in (("outputs.events_jsonl", outputs.events_jsonl), ("outputs.scores_jsonl", outputs.scores_jsonl)):
+        if path is not None:
+            try:
+                prepare_output(Path(path), setting, outputs.existing, outputs.keep_rotated)
+            except OutputError as exc:
+                raise ConfigError(str(exc)) from None
+    if outputs.events_pub:
+        _check_bindable(outputs.events_pub, "outputs.events_pub")
+    if config.overlay.out_dir is not None:
+        try:
+            Path(config.overlay.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"overlay.out_dir: cannot create {config.overlay.out_dir} ({exc.strerror}); "
+                              "choose a folder this user can write") from None
+    return Checked(head, events)
+
+
+def onnx_path_for(engine: EngineConfig) -> str | None:
+    """The backbone graph the embed workers load (exported once if it is the default and missing), or
+    None for a backend that does not read one."""
+    if not (engine.backend.startswith("onnxruntime") or engine.backend in ("auto", "tensorrt")):
+        return None
+    if engine.onnx_path is not None:
+        if not Path(engine.onnx_path).is_file():
+            raise ConfigError(f"engine.onnx_path: {engine.onnx_path} does not exist")
+        return str(Path(engine.onnx_path).resolve())
+    if not DEFAULT_ONNX_PATH.is_file():
+        logger.info("exporting the ONNX backbone to %s (once)", DEFAULT_ONNX_PATH)
+        from engines.backbone import ensure_onnx
+
+        ensure_onnx(DEFAULT_ONNX_PATH)
+    return str(DEFAULT_ONNX_PATH)
+
+
+def check_recorded_source(source: SourceConfig) -> None:
+    """A request for a file or folder that cannot be opened is refused before anything changes."""
+    from pipeline.sources.readers import SourceOpenError, open_source
+
+    try:
+        open_source(source.uri, image_fps=source.image_fps).close()
+    except SourceOpenError as exc:
+        raise StreamRequestError(str(exc)) from None
+
+
+def _check_bindable(endpoint: str, setting: str) -> None:
+    context = zmq.Context.instance()
+    probe = context.socket(zmq.PUB)
+    probe.setsockopt(zmq.LINGER, 0)
+    try:
+        probe.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise ConfigError(f"{setting}: cannot bind {endpoint}: {exc}") from None
+    finally:
+        probe.close()
