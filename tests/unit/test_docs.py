@@ -1,8 +1,8 @@
 """The docs stay true to the code: README.md and docs/*.md are checked against the tree as it is.
 
 The manual quotes the code in ways that rot silently when the code moves on:
-metric names, command lines, links between pages, and the paths and modules
-it names. Each test reads them from the Markdown and checks them against the
+metric names, command lines (and the list of commands), links between
+pages, and the paths and modules it names. Each test reads them from the Markdown and checks them against the
 code itself (the metrics a process really registers, the options its
 argument parser really has, the files git really holds), so a rename that
 forgets the docs fails here, naming the page and line to fix.
@@ -351,6 +351,15 @@ def commands(page: Page) -> Iterator[tuple[Where, str]]:
     for where, code in inline_code(page):
         if INLINE_COMMAND.match(code):
             yield where, code
+
+
+def test_every_tools_command_is_listed(pages):
+    # A command is a tools/ module run as a script; the library modules beneath are not commands.
+    commands_page = pages[DOCS / "commands.md"].prose
+    unlisted = [f"python -m tools.{path.stem}" for path in sorted((REPO_ROOT / "tools").glob("*.py"))
+                if '__name__ == "__main__"' in path.read_text(encoding="utf-8")
+                and f"`python -m tools.{path.stem}`" not in commands_page]
+    assert not unlisted, f"commands docs/commands.md does not list (add a row for each): {unlisted}"
 
 
 def test_every_command_the_docs_show_runs_as_written(pages):
