@@ -88,7 +88,7 @@ KINDS = {
 # -- media ---------------------------------------------------------------------------------------
 def make_videos(kind: Kind, count: int, seconds: float, out: Path = BENCH_DIR) -> list[Path]:
     """``count`` H.264 videos of ``kind`` (cached): SynthActions content, scaled, with temporal noise."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     folder = out / f"{kind.name}_{int(seconds)}s"
     videos = [folder / f"{kind.name}_{i}.mp4" for i in range(count)]

@@ -187,7 +187,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, poll_s: fl
 
 def synth_videos(root: Path, count: int, seed: int, duration_range: tuple[float, float]) -> list[Path]:
     """``count`` small SynthActions videos (320x240, 15 fps) rendered under ``root``, sorted."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     write_dataset(root, count=count, seed=seed, sizes=(320, 240), fps=15.0, duration_range=duration_range,
                   progress=False)

