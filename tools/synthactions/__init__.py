@@ -20,5 +20,6 @@ Modules, in the order they build on each other:
 * ``planning``: a stream's timeline and states;
 * ``textures``: procedural images and colour changes;
 * ``rendering``: frames of a plan and mp4 files of them;
-* ``dataset``: many streams into a data set on disk.
+* ``dataset``: many streams into a data set on disk;
+* ``alt_renderer``: an independent second renderer, written from the spec alone.
 """

@@ -4,20 +4,16 @@ Written from the spec text alone, with a deliberately plain look: the background
 is a two-colour gradient, a checkerboard or smoothed noise (possibly drifting a
 few pixels per second), the actor one flat circle, square or triangle. Video
 from here checks that a model trained on the project's own generator learnt
-the classes, not that generator's look.
+the classes, not that generator's look. It shares no code with the project's
+renderer (the rest of :mod:`tools.synthactions`); only the annotation format.
 
-    python -m tools.alt_renderer --out DIR --count N [--seed S]
-
-writes DIR/videos/alt{S}_{i:04d}.mp4 and DIR/annotations.txt (THUMOS'14 style).
-Bad input: one ``error: ...`` line on stderr and exit code 2.
+:func:`write_alt_dataset` writes DIR/videos/alt{S}_{i:04d}.mp4 and
+DIR/annotations.txt (THUMOS'14 style).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +24,8 @@ import numpy as np
 from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
 
 ACTIONS = SYNTH_ACTIONS_CLASSES[1:]
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (1280, 720))
+DEFAULT_FPS: tuple[int, ...] = (10, 15, 24, 30)
 LIGHTS = ("lights_on", "lights_off")
 SHAPES = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # area / (bounding side)^2
 A_MIN, A_MAX = 0.022, 0.38  # actor area share when fully visible (spec: 2%..40%), with margin
@@ -40,7 +38,7 @@ DRIFT = 3.0  # background drift, pixels per second per axis
 EDGE_GAP = 2.0  # pixels between the actor and the frame edge when fully outside
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """Per-frame scene state of one stream and its actions as (class, first frame, end frame)."""
 
@@ -63,6 +61,7 @@ def _frames(lo_s: float, hi_s: float, fps: int) -> tuple[int, int]:
 
 def plan_stream(rng: np.random.Generator, width: int, height: int, fps: int, n_frames: int,
                 counts: dict[str, int]) -> Plan:
+    """One stream's scene, frame by frame; ``counts`` (actions per class so far, updated) steers the balance."""
     W, H = width, height
     shape = str(rng.choice(list(SHAPES)))
     k = SHAPES[shape]
@@ -213,6 +212,7 @@ def draw_actor(frame: np.ndarray, shape: str, x: float, y: float, side: float, c
 
 
 def render_stream(rng: np.random.Generator, plan: Plan, path: Path) -> None:
+    """Render ``plan`` into an mp4 at ``path``: background, actor, brightness, then sensor noise."""
     W, H, fps, n = plan.width, plan.height, plan.fps, len(plan.bright)
     margin = math.ceil(DRIFT * n / fps) + 2
     canvas, c1, c2 = _background(rng, H + 2 * margin, W + 2 * margin, W)
@@ -246,10 +246,10 @@ def _ms(t: float) -> float:
     return math.floor(t * 1000 + 1e-6) / 1000
 
 
-def write_alt_dataset(out_dir: Path, count: int, seed: int,
-                      sizes: Sequence[tuple[int, int]] = ((320, 240), (640, 480), (1280, 720)),
-                      fps_choices: Sequence[int] = (10, 15, 24, 30),
+def write_alt_dataset(out_dir: Path, count: int, seed: int, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+                      fps_choices: Sequence[int] = DEFAULT_FPS,
                       duration_range: tuple[float, float] = (30.0, 50.0)) -> None:
+    """Render ``count`` streams of seed ``seed`` into ``out_dir``; raises ValueError on a bad argument."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if seed < 0:
@@ -275,39 +275,3 @@ def write_alt_dataset(out_dir: Path, count: int, seed: int,
         render_stream(rng, plan, out_dir / "videos" / f"{video_id}.mp4")
         instances += [ActionInstance(video_id, c, _ms(f0 / fps), _ms(f1 / fps)) for c, f0, f1 in plan.actions]
     write_annotations(out_dir / "annotations.txt", instances)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 640x480, got {text!r}") from None
-    return w, h
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.alt_renderer",
-                                description="Render SynthActions v1 streams with an independent, plain-looking renderer.")
-    p.add_argument("--out", type=Path, required=True, help="output folder (videos/ and annotations.txt)")
-    p.add_argument("--count", type=int, required=True, help="number of videos")
-    p.add_argument("--seed", type=int, default=0, help="random seed (>= 0); same seed, same data set")
-    p.add_argument("--size", type=_size, action="append", help="WxH, repeatable (default 320x240, 640x480, 1280x720)")
-    p.add_argument("--fps", type=int, action="append", help="frame rate, repeatable (default 10, 15, 24, 30)")
-    p.add_argument("--min-duration", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--max-duration", type=float, default=50.0, help="seconds (default 50)")
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    try:
-        write_alt_dataset(args.out, args.count, args.seed,
-                          sizes=tuple(args.size or ((320, 240), (640, 480), (1280, 720))),
-                          fps_choices=tuple(args.fps or (10, 15, 24, 30)),
-                          duration_range=(args.min_duration, args.max_duration))
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.count} videos and annotations.txt to {args.out} in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
