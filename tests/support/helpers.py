@@ -15,6 +15,8 @@ from pathlib import Path
 from pipeline.config import validate_config
 from pipeline.supervision.supervisor import RunSummary, Supervisor
 from tests.conftest import REPO_ROOT
+from tools.testbed.ports import free_port
+from tools.testbed.scrape import scrape  # noqa: F401 (the system tests' one Prometheus scrape)
 
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 
@@ -62,12 +64,6 @@ def run_until(supervisor: Supervisor, done: Callable[[Supervisor], bool], timeou
     if failures:
         raise failures[0]
     return summary
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
