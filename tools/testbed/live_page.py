@@ -1,34 +1,31 @@
 """Open the live page of a running pipeline in headless Chromium and save a screenshot.
 
-    python -m tools.live_screenshot --source clip.mp4 --source yard=other.mp4 --out docs/images/live-page.png
-
 Starts the pipeline on the sources (replayed in a loop at their own pace),
-waits until every stream shows a frame and at least ``--events`` events have
+waits until every stream shows a frame and at least ``events`` events have
 happened (and, for a telling picture, until some action is active), then
 takes the screenshot and stops the pipeline. Needs Debian's ``chromium``
-(``make system-deps`` installs it). The tests use the same code to check
-that the page shows the streams and their events.
+(``make system-deps`` installs it). ``python -m tools.live_screenshot`` and
+the tests (which check that the page shows the streams and their events)
+use it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools.testbed.control import get_json
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 class ScreenshotError(RuntimeError):
-    pass
+    """No screenshot: Chromium is missing or failed, or the page had nothing to show in time."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,7 @@ class PageCapture:
 
 
 def find_chromium() -> str:
+    """The Chromium (or Chrome) on the PATH."""
     for name in CHROMIUM_NAMES:
         if path := shutil.which(name):
             return path
@@ -68,12 +66,8 @@ def capture_page(url: str, out: Path, width: int = 1280, height: int = 800, time
     return out, dom
 
 
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.loads(answer.read())
-
-
 def page_ready(state: dict, events: int) -> bool:
+    """Whether the live page's state (``/api/live``) shows a frame of every stream and ``events`` events."""
     streams = state.get("streams", [])
     return (bool(streams) and all(s.get("frame") for s in streams)
             and state.get("totals", {}).get("events", 0) >= events)
@@ -100,13 +94,14 @@ def screenshot_running_pipeline(sources: list[dict], out: Path, events: int = 1,
             ready_since = None
             while time.monotonic() < deadline:
                 if supervisor.live_url:
-                    state = _get_json(supervisor.live_url + "api/live")
+                    live_state = supervisor.live_url + "api/live"
+                    state = get_json(live_state, timeout_s=5)
                     if page_ready(state, events):
                         ready_since = ready_since or time.monotonic()
                         active = any(s["active"] for s in state["streams"])
                         if active or time.monotonic() - ready_since > want_active_s:
                             png, dom = capture_page(supervisor.live_url, out, width, height)
-                            result["capture"] = PageCapture(png, dom, _get_json(supervisor.live_url + "api/live"))
+                            result["capture"] = PageCapture(png, dom, get_json(live_state, timeout_s=5))
                             return
                 time.sleep(0.2)
             result["error"] = ScreenshotError(f"the live page had nothing to show within {timeout_s:g} s")
@@ -120,30 +115,3 @@ def screenshot_running_pipeline(sources: list[dict], out: Path, events: int = 1,
     if "error" in result:
         raise result["error"]
     return result["capture"]
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", action="append", required=True, metavar="[NAME=]FILE")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--model", help="head checkpoint (default: the demo model)")
-    parser.add_argument("--events", type=int, default=2, help="wait for this many events first")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=800)
-    args = parser.parse_args(argv)
-    from pipeline.cli import _source_entry
-    from pipeline.logs import setup_logging
-
-    setup_logging("warning", "live_screenshot")
-    try:
-        capture = screenshot_running_pipeline([_source_entry(s) for s in args.source], args.out, args.events,
-                                              args.model, args.width, args.height)
-    except (ScreenshotError, OSError, subprocess.TimeoutExpired) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {capture.png} ({len(capture.state['streams'])} streams, {capture.state['totals']['events']} events)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

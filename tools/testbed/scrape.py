@@ -55,6 +55,11 @@ def bucket_quantile(buckets: Mapping[float, float], q: float) -> float | None:
     return None  # only when q > 1: the last bucket holds every count
 
 
+def interval_quantile(before: Mapping[float, float], after: Mapping[float, float], q: float) -> float | None:
+    """The q-quantile of what a histogram counted between two scrapes of its buckets."""
+    return bucket_quantile({bound: count - before.get(bound, 0.0) for bound, count in after.items()}, q)
+
+
 def histogram_quantile(samples: Samples, metric: str, q: float, **labels: str) -> float | None:
     """The q-quantile of histogram ``metric`` over its series that carry ``labels``."""
     return bucket_quantile(histogram_buckets(samples, metric, **labels), q)

