@@ -29,7 +29,7 @@ import numpy as np
 
 from tools.evaluation.annotations import ActionInstance, read_annotations
 from tools.cli import UsageError, run
-from tools.event_metrics import StartEvent, match_starts
+from tools.evaluation.events import StartEvent, match_starts
 
 ON_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 # Off and min-off only decide when a class may start again; two values of each cover that.

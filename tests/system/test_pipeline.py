@@ -262,7 +262,7 @@ EVENT_PRECISION_FLOOR = 0.5
 
 def test_events_from_replayed_streams_match_their_annotations(tmp_path):
     from tools.evaluation.annotations import read_annotations
-    from tools.event_metrics import match_starts, read_start_events
+    from tools.evaluation.events import match_starts, read_start_events
     from tools.synthactions.dataset import write_dataset
 
     data = tmp_path / "events_data"

@@ -2,30 +2,27 @@
 when its class matches and it lies within ``offset_s`` of a not yet matched
 annotated start of that class in the same stream.
 
-    python -m tools.event_metrics --events EVENTS.jsonl --annotations ANN.txt [--offset 1.0]
-    python -m tools.event_metrics --scores SCORES.jsonl --annotations ANN.txt
-
-With ``--scores``, events are made from per-step scores by the pipeline's own
-detector (``pipeline.events``), with the settings frozen in ``--model``'s
-checkpoint when given, else the default ``events:`` config: the events a run
-of the pipeline over the same streams emits.
+Start events come from an events file (``run_pipeline.py --events-out``) or
+are made from per-step scores by the pipeline's own detector
+(``pipeline.events``): the events a run of the pipeline over the same streams
+emits.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.evaluation.annotations import ActionInstance, read_annotations
-from tools.cli import UsageError, run
+from tools.cli import UsageError
+from tools.evaluation.annotations import ActionInstance
 
 
 @dataclass(frozen=True)
 class StartEvent:
+    """An action's start as the pipeline announced it: which stream, which class, at what stream time."""
+
     stream: str
     action: str
     t: float
@@ -56,6 +53,7 @@ def match_starts(events: Sequence[StartEvent], truth: Sequence[ActionInstance], 
 
 
 def read_start_events(path: Path) -> list[StartEvent]:
+    """The start events of an events file (JSON lines; other kinds of event are skipped)."""
     if not path.is_file():
         raise UsageError(f"events file not found: {path}")
     events = []
@@ -87,33 +85,11 @@ def events_from_scores(path: Path, model: Path | None = None) -> list[StartEvent
     detector = ActionEventDetector(classes, settings.hysteresis())
     events = []
     for step in sorted(steps, key=lambda s: (s.stream, s.t)):
-        for event in detector.update(step.stream, step.t, step.scores, wall_time=0.0):
-            if event.kind == "start":
-                events.append(StartEvent(event.stream, event.action, event.t))
+        events.extend(detected_starts(detector, step.stream, step.t, step.scores))
     return events
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.event_metrics", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--events", type=Path, help="events JSON lines written by run_pipeline.py --events-out")
-    source.add_argument("--scores", type=Path, help="per-step scores: run the pipeline's event detector over them")
-    p.add_argument("--annotations", type=Path, required=True)
-    p.add_argument("--offset", type=float, default=1.0, help="seconds (default 1.0)")
-    p.add_argument("--model", type=Path, help="with --scores: use the detector settings frozen in this head's checkpoint")
-    args = p.parse_args(argv)
-    if args.events:
-        events = read_start_events(args.events)
-        streams = {e.stream for e in events} or None
-    else:
-        from pipeline.scores import read_scores
-
-        events = events_from_scores(args.scores, args.model)
-        streams = {s.stream for s in read_scores(args.scores)}
-    truth = read_annotations(args.annotations)
-    print(json.dumps(match_starts(events, truth, args.offset, streams=streams), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))
+def detected_starts(detector, stream: str, t: float, scores) -> list[StartEvent]:
+    """The start events an ``ActionEventDetector`` emits on one step of a stream (its scores by class)."""
+    return [StartEvent(event.stream, event.action, event.t)
+            for event in detector.update(stream, t, scores, wall_time=0.0) if event.kind == "start"]

@@ -1,6 +1,5 @@
-"""Judge a head against the project's bar, on what the streaming pipeline itself writes.
-
-    python -m tools.judge_model [--model models/synthactions_gru.safetensors] [--out build/judge]
+"""Judge a head against the project's bar, on what the streaming pipeline itself writes
+(``python -m tools.judge_model``, ``make evaluate``).
 
 Three test sets that no training or checkpoint selection ever saw, rendered
 on first use (deterministic seeds; mixed sizes 320x240 to 1280x720, 10 to
@@ -12,20 +11,18 @@ on first use (deterministic seeds; mixed sizes 320x240 to 1280x720, 10 to
   fills and noise levels were all kept out of training (seed 515151,
   ``--looks heldout``);
 * ``alt_renderer``: 40 streams of the independent renderer
-  (``tools/alt_renderer.py``, seed 5150).
+  (``tools.synthactions.alt_renderer``, seed 5150).
 
 Each set is replayed through the whole streaming pipeline (``run_pipeline.py
---fast --scores-out --events-out``); ``tools.evaluate`` scores the per-step
-output and ``tools.event_metrics`` the start events the pipeline emitted.
-The frame-only baseline is run the same way on the ordinary set. Prints a
-table against the bar (below) and writes ``OUT/report.json``; exit status 0
-when every figure meets it, 1 when some do not.
+--fast --scores-out --events-out``); :mod:`tools.evaluation.map` scores the
+per-step output and :mod:`tools.evaluation.events` the start events the
+pipeline emitted. The frame-only baseline is run the same way on the ordinary
+set. :func:`verdict` lists what misses the bar (below), :func:`table` shows
+the figures against it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -48,10 +45,13 @@ ROBUSTNESS_GAP = 0.05
 
 @dataclass(frozen=True)
 class TestSet:
+    """A test set and the command that renders it."""
+
     name: str
     command: tuple[str, ...]  # renders it into the folder given as the last argument
 
     def render(self, folder: Path) -> None:
+        """Render the set into ``folder`` unless it is there already."""
         if (folder / "annotations.txt").is_file():
             return
         print(f"rendering test set {self.name} into {folder} ...", file=sys.stderr, flush=True)
@@ -105,9 +105,10 @@ def map_away_from_edges(steps, instances, margin_s: float = EDGE_MARGIN_S) -> fl
 
 
 def judge_set(model: Path, videos_root: Path, out: Path) -> dict:
+    """The figures of ``model`` on one rendered test set, from the pipeline's own output."""
     from tools.evaluation.annotations import read_annotations
     from pipeline.scores import read_scores
-    from tools.event_metrics import match_starts, read_start_events
+    from tools.evaluation.events import match_starts, read_start_events
     from tools.evaluation.map import evaluate
 
     scores_path, events_path = run_pipeline(model, videos_root / "videos", out)
@@ -149,6 +150,7 @@ COLUMNS = (("mAP", "mAP"), ("mcAP", "mcAP"), ("p_mAP@1s", "p-mAP@1s"), ("p_mAP@2
 
 
 def table(report: dict) -> str:
+    """Every set's figures, one row each, and the bar under them."""
     rows = [f"{'set':<22}{'streams':>8}" + "".join(f"{label:>13}" for _, label in COLUMNS)]
     for name, figures in report["sets"].items():
         cells = "".join(f"{'-' if figures.get(k) is None else format(figures[k], '.3f'):>13}" for k, _ in COLUMNS)
@@ -158,36 +160,18 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.judge_model", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "synthactions_gru.safetensors")
-    p.add_argument("--baseline", default=str(REPO_ROOT / "models" / "synthactions_frame_only.safetensors"),
-                   help="the frame-only head, run on the ordinary set beside it ('' to skip)")
-    p.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "judge", help="where the test sets are rendered")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "judge")
-    p.add_argument("--sets", nargs="+", choices=[t.name for t in TEST_SETS], default=[t.name for t in TEST_SETS])
-    args = p.parse_args(argv)
-    if not args.model.is_file():
-        print(f"error: --model {args.model} does not exist", file=sys.stderr)
-        return 2
-    report: dict = {"model": str(args.model), "bar": BAR, "robustness_gap": ROBUSTNESS_GAP, "sets": {}}
+def judge(model: Path, baseline: Path | None, data: Path, out: Path, sets: Sequence[str]) -> dict:
+    """The report on ``model`` over the test sets named in ``sets`` (rendered under ``data`` on first use, the
+    pipeline's output under ``out``), with the frame-only ``baseline`` on the ordinary set when given."""
+    report: dict = {"model": str(model), "bar": BAR, "robustness_gap": ROBUSTNESS_GAP, "sets": {}}
     for test_set in TEST_SETS:
-        if test_set.name not in args.sets:
+        if test_set.name not in sets:
             continue
-        folder = args.data / test_set.name
+        folder = data / test_set.name
         test_set.render(folder)
-        print(f"judging {args.model.name} on {test_set.name} ...", file=sys.stderr, flush=True)
-        report["sets"][test_set.name] = judge_set(args.model, folder, args.out / test_set.name)
-    if args.baseline and "ordinary" in args.sets and Path(args.baseline).is_file():
-        report["sets"]["ordinary (frame-only)"] = judge_set(Path(args.baseline), args.data / "ordinary",
-                                                            args.out / "ordinary_frame_only")
+        print(f"judging {model.name} on {test_set.name} ...", file=sys.stderr, flush=True)
+        report["sets"][test_set.name] = judge_set(model, folder, out / test_set.name)
+    if baseline is not None and "ordinary" in sets and baseline.is_file():
+        report["sets"]["ordinary (frame-only)"] = judge_set(baseline, data / "ordinary", out / "ordinary_frame_only")
     report["misses"] = verdict(report) if "ordinary" in report["sets"] else []
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(table(report))
-    print("meets the bar" if not report["misses"] else "misses the bar:\n  " + "\n  ".join(report["misses"]))
-    return 0 if not report["misses"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report
