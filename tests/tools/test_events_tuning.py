@@ -14,7 +14,7 @@ from tools.evaluation.annotations import ActionInstance
 from pipeline.config import ConfigError, EventsConfig, events_for_model
 from pipeline.supervision.supervisor import Supervisor
 from tests.support.helpers import MODEL, config
-from tools.tune_events import ScoredStream, start_events, tune
+from tools.training.events_tuning import ScoredStream, start_events, tune
 
 CLASSES = ("background", "enter", "exit")
 

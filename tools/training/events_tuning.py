@@ -1,35 +1,28 @@
-"""Choose the event detector's settings for a head on its validation streams.
+"""Choosing the event detector's settings for a head on its validation streams.
 
 The detector (``pipeline.events``: hysteresis thresholds, steps to confirm an
 action's start and end, warm-up, the onset level a start is dated back to)
-turns per-step probabilities into start and end events. The settings that give the best start-event F1 within 1 s on the
-validation streams are frozen in the checkpoint's metadata; the pipeline runs
-with them unless the user's ``events:`` config says otherwise.
-
-    python -m tools.tune_events --model HEAD --features VAL_FEATURES --annotations ANN.txt [--write]
-    python -m tools.tune_events --model HEAD --features TRAIN_FEATURES --annotations ANN.txt ... \
-        --validation-split [--write]
-
-``--validation-split`` keeps only the streams that the head's training held out
-for validation (the fraction and seed in its checkpoint's training record), so
-the features folder it was trained from can be given as it is.
+turns per-step probabilities into start and end events. The settings that
+give the best start-event F1 within 1 s on the validation streams are frozen
+in the checkpoint's metadata (``python -m tools.tune_events``, and
+``tools.train_head`` after training); the pipeline runs with them unless the
+user's ``events:`` config says otherwise.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tools.evaluation.annotations import ActionInstance, read_annotations
-from tools.cli import UsageError, run
-from tools.evaluation.events import StartEvent, match_starts
+from tools.cli import UsageError
+from tools.evaluation.annotations import ActionInstance
+from tools.evaluation.events import StartEvent, detected_starts, match_starts
+from tools.training.dataset import split_streams
 
 ON_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 # Off and min-off only decide when a class may start again; two values of each cover that.
@@ -43,12 +36,15 @@ OFFSET_S = 1.0
 
 @dataclass(frozen=True)
 class ScoredStream:
+    """One stream's class probabilities at each step, as a head scored it."""
+
     stream: str
     times: np.ndarray  # [T]
     probs: np.ndarray  # [T, C]
 
 
 def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settings: dict) -> list[StartEvent]:
+    """The start events the pipeline's detector with ``settings`` emits over the streams."""
     from pipeline.config import EventsConfig
     from pipeline.events import ActionEventDetector
 
@@ -56,13 +52,12 @@ def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settin
     events = []
     for s in streams:
         for t, row in zip(s.times.tolist(), np.asarray(s.probs, dtype=np.float64)):
-            for event in detector.update(s.stream, t, row, wall_time=0.0):
-                if event.kind == "start":
-                    events.append(StartEvent(event.stream, event.action, event.t))
+            events.extend(detected_starts(detector, s.stream, t, row))
     return events
 
 
 def candidates() -> list[dict]:
+    """Every combination of settings the search tries (off below on, onset at most on)."""
     return [
         {"on_threshold": on, "off_threshold": off, "min_on_steps": n_on, "min_off_steps": n_off,
          "warmup_steps": WARMUP_STEPS, **({} if onset is None else {"onset_threshold": onset})}
@@ -88,9 +83,7 @@ def tune(streams: Sequence[ScoredStream], classes: Sequence[str], truth: Sequenc
 
 
 def held_out_for_validation(features: Sequence, metadata: dict[str, str], model: Path) -> list:
-    """The streams of ``features`` that the head's training kept for validation (tools.train_head's split)."""
-    from tools.train_head import split_streams
-
+    """The streams of ``features`` that the head's training kept for validation (the split of its training)."""
     try:
         record = json.loads(metadata["training"])["train_config"]
         fraction, seed = float(record["val_fraction"]), int(record["seed"])
@@ -102,40 +95,3 @@ def held_out_for_validation(features: Sequence, metadata: dict[str, str], model:
         raise UsageError(f"--validation-split: none of the {len(features)} streams was held out by {model}'s "
                          f"training (val_fraction {fraction}, seed {seed})")
     return held_out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.tune_events", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--features", type=Path, required=True, help="validation streams' feature caches")
-    p.add_argument("--annotations", type=Path, nargs="+", required=True)
-    p.add_argument("--validation-split", action="store_true",
-                   help="use only the streams the head's training held out for validation")
-    p.add_argument("--write", action="store_true", help="freeze the chosen settings in the checkpoint")
-    args = p.parse_args(argv)
-    from engines.head_config import EVENTS_METADATA_KEY
-    from engines.temporal_head import load_head, save_head
-    from tools.training.features_cache import load_feature_dir
-    from tools.evaluation.offline import score_steps
-
-    head, metadata = load_head(args.model)
-    truth = [i for path in args.annotations for i in read_annotations(path)]
-    features = load_feature_dir(args.features)
-    annotated = {i.video_id for i in truth}
-    chosen = [f for f in features.values() if f.video_id in annotated]
-    if not chosen:
-        raise UsageError("no stream of --features has annotations in --annotations")
-    if args.validation_split:
-        chosen = held_out_for_validation(chosen, metadata, args.model)
-    streams = [ScoredStream(f.video_id, f.times, score_steps(head, f.embedding, f.stats)) for f in chosen]
-    settings, figures = tune(streams, head.config.classes, truth)
-    print(json.dumps({"events": settings, "validation": figures}, indent=2))
-    if args.write:
-        extra = {k: v for k, v in metadata.items() if k not in ("format", "head")}
-        extra[EVENTS_METADATA_KEY] = json.dumps(settings, sort_keys=True)
-        save_head(args.model, head, extra)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))
