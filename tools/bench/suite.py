@@ -46,7 +46,8 @@ def run_benchmark(options: BenchOptions) -> dict:
     workdir = BENCH_DIR / "runs"
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": options.command,
-                    "machine": machine(), "step_rate": step_rate, "capacity_seconds": options.capacity_seconds, "kinds": {}}
+                    "machine": machine(), "step_rate": step_rate, "capacity_seconds": options.capacity_seconds,
+                    "kinds": {}}
     for kind in options.kinds:
         print(f"== {kind.name}", flush=True)
         _measure_kind(kind, options, result, result["kinds"].setdefault(kind.name, {}), step_rate, workdir)

@@ -1,4 +1,5 @@
-"""SynthActions data sets: many streams into ``videos/*.mp4``, a THUMOS-style ``annotations.txt`` and a ``manifest.json``.
+"""SynthActions data sets: many streams into ``videos/*.mp4``, a THUMOS-style ``annotations.txt`` and a
+``manifest.json``.
 
 Determinism. Everything random comes from numpy Generators seeded from the
 plan's ``seed`` and fixed sub-stream keys; video ``k`` of dataset seed ``S``
