@@ -30,15 +30,18 @@ def head_defaults() -> dict[str, object]:
 class TrainConfig:
     """The training loop's settings; the head it trains is described by its HeadConfig."""
 
+    # What it trains on: the first N frame statistics (engines/spec.py; None: all the graph makes), and the
+    # share of videos held out for validation by a hash seeded with ``seed`` (which also seeds the loop).
+    stats_dim: int | None = None
+    val_fraction: float = 0.15
+    seed: int = 0
+    # The loop: epochs of windows (steps each) in batches, AdamW.
     epochs: int = 40
     window: int = 128
     batch_size: int = 16
     windows_per_epoch: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    val_fraction: float = 0.15
-    seed: int = 0
-    stats_dim: int | None = None  # the first N frame statistics (engines/spec.py); None: all the graph makes
     # Share of training windows played backwards with each class swapped for its mirror (approach <->
     # recede, ...): what reverses an action is its mirror, so direction, not look, must decide.
     reverse_prob: float = 0.0
