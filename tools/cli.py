@@ -1,4 +1,5 @@
-"""Command-line conventions shared by the tools: one clear line and exit 2 on bad input."""
+"""Command-line conventions shared by the tools: one clear line and an exit status (2 unless a command says
+otherwise) on bad input."""
 
 from __future__ import annotations
 
