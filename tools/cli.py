@@ -1,4 +1,5 @@
-"""Command-line conventions shared by the tools: one clear line and exit 2 on bad input."""
+"""Command-line conventions shared by the tools: one clear line and an exit status (2 unless a command says
+otherwise) on bad input."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *,
+        user_errors: tuple[type[BaseException], ...] = USER_ERRORS, exit_code: int = 2) -> int:
+    """``main(argv)``'s exit status; one of ``user_errors`` becomes an ``error: ...`` line and ``exit_code``."""
     try:
         return main(argv)
-    except USER_ERRORS as exc:
+    except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -22,7 +22,7 @@ from pipeline.config import load_config
 from pipeline.scores import read_scores
 from tools.cli import run
 from tools.evaluation.map import evaluate
-from tools.synthactions import write_dataset
+from tools.synthactions.dataset import write_dataset
 
 DEMO_SEED = 777001
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"

@@ -17,80 +17,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tools.evaluation.annotations import ActionInstance, read_annotations
-from tools.cli import UsageError, run
-
-
-@dataclass(frozen=True)
-class StartEvent:
-    stream: str
-    action: str
-    t: float
-
-
-def match_starts(events: Sequence[StartEvent], truth: Sequence[ActionInstance], offset_s: float,
-                 streams: set[str] | None = None) -> dict:
-    """Greedy in time order: each event takes the nearest unmatched true start within the offset."""
-    relevant = [i for i in truth if streams is None or i.video_id in streams]
-    unmatched = {id(i): i for i in relevant}
-    hits = 0
-    for event in sorted(events, key=lambda e: (e.stream, e.t)):
-        candidates = [
-            i for i in unmatched.values()
-            if i.video_id == event.stream and i.action == event.action and abs(i.start - event.t) <= offset_s
-        ]
-        if candidates:
-            best = min(candidates, key=lambda i: abs(i.start - event.t))
-            del unmatched[id(best)]
-            hits += 1
-    return {
-        "true_starts": len(relevant),
-        "start_events": len(events),
-        "matched": hits,
-        "recall": hits / len(relevant) if relevant else None,
-        "precision": hits / len(events) if events else None,
-    }
-
-
-def read_start_events(path: Path) -> list[StartEvent]:
-    if not path.is_file():
-        raise UsageError(f"events file not found: {path}")
-    events = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if record["kind"] == "start":
-                events.append(StartEvent(record["stream"], record["action"], float(record["t"])))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}:{lineno}: not an event line ({exc})") from exc
-    return events
-
-
-def events_from_scores(path: Path, model: Path | None = None) -> list[StartEvent]:
-    """Start events the pipeline's detector makes from per-step scores: with the settings frozen in
-    ``model``'s checkpoint when given (as the pipeline runs it), else the default ``events:`` config."""
-    from engines.head_config import read_head_events
-    from pipeline.config import EventsConfig, events_for_model
-    from pipeline.events import ActionEventDetector
-    from pipeline.scores import read_scores
-
-    steps = read_scores(path)
-    if not steps:
-        raise UsageError(f"{path}: no steps")
-    classes = tuple(steps[0].scores)
-    settings = events_for_model(EventsConfig(), read_head_events(model) if model else None)
-    detector = ActionEventDetector(classes, settings.hysteresis())
-    events = []
-    for step in sorted(steps, key=lambda s: (s.stream, s.t)):
-        for event in detector.update(step.stream, step.t, step.scores, wall_time=0.0):
-            if event.kind == "start":
-                events.append(StartEvent(event.stream, event.action, event.t))
-    return events
+from tools.cli import run
+from tools.evaluation.annotations import read_annotations
+from tools.evaluation.events import events_from_scores, match_starts, read_start_events
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,7 +77,7 @@ def _fmt(v: float) -> str:
 
 
 def _validate(p: _Parser, args: argparse.Namespace) -> None:
-    from tools.synthactions import parse_size
+    from tools.synthactions.dataset import parse_size
 
     if args.count < 1:
         p.error(f"--count {args.count} must be at least 1")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _validate(p, args)
 
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     try:
         instances = write_dataset(

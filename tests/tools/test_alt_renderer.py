@@ -1,4 +1,4 @@
-"""The independent SynthActions v1 renderer (tools/alt_renderer.py) against the spec's limits."""
+"""The independent SynthActions v1 renderer (tools/synthactions/alt_renderer.py) against the spec's limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, group_by_video, read_annotations
-from tools.alt_renderer import ACTIONS, main, plan_stream, write_alt_dataset
+from tools.alt_renderer import main
+from tools.synthactions.alt_renderer import ACTIONS, plan_stream, write_alt_dataset
 
 SMALL = dict(sizes=((320, 240),), fps_choices=(10,), duration_range=(12.0, 12.0))
 
@@ -82,7 +83,7 @@ def _outside(plan, i: int) -> bool:
 
 
 def test_plans_respect_the_spec() -> None:
-    from tools.alt_renderer import SHAPES
+    from tools.synthactions.alt_renderer import SHAPES
 
     counts = {c: 0 for c in ACTIONS}
     for i in range(120):

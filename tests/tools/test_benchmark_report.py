@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.benchmark import _quantile, median_of
+from tools.bench.runs import median_of
+from tools.testbed.scrape import histogram_quantile
 
 
 def test_median_is_one_of_the_runs_and_keeps_every_figure():
@@ -31,12 +32,12 @@ def _buckets(stage: str, counts: dict[float, float]) -> dict:
 
 def test_quantile_interpolates_within_the_bucket_that_holds_the_rank():
     samples = _buckets("embed", {0.01: 50, 0.1: 90, 1.0: 100, float("inf"): 100})
-    assert _quantile(samples, "actionpipe_stage_latency_seconds", "stage", "embed", 0.5) == pytest.approx(0.01)
+    assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.5, stage="embed") == pytest.approx(0.01)
     # rank 70 lies halfway between 50 (at 10 ms) and 90 (at 100 ms)
-    assert _quantile(samples, "actionpipe_stage_latency_seconds", "stage", "embed", 0.7) == pytest.approx(0.055)
+    assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.7, stage="embed") == pytest.approx(0.055)
 
 
 def test_quantile_beyond_the_last_finite_bucket_reports_that_bound_and_empty_is_none():
     samples = _buckets("capture", {0.25: 90, float("inf"): 100})
-    assert _quantile(samples, "actionpipe_stage_latency_seconds", "stage", "capture", 0.99) == 0.25
-    assert _quantile(samples, "actionpipe_stage_latency_seconds", "stage", "temporal", 0.5) is None
+    assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.99, stage="capture") == 0.25
+    assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.5, stage="temporal") is None

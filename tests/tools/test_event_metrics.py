@@ -1,5 +1,5 @@
 from tools.evaluation.annotations import ActionInstance
-from tools.event_metrics import StartEvent, match_starts
+from tools.evaluation.events import StartEvent, match_starts
 
 
 def test_starts_match_by_class_stream_and_offset_once_each():

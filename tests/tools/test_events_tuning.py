@@ -15,7 +15,7 @@ from pipeline.config import EventsConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.supervision.preflight import preflight
 from tests.support.helpers import MODEL, config
-from tools.tune_events import ScoredStream, start_events, tune
+from tools.training.events_tuning import ScoredStream, start_events, tune
 
 CLASSES = ("background", "enter", "exit")
 

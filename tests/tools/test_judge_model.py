@@ -1,8 +1,8 @@
-"""tools.judge_model's verdict against the bar (the runs themselves take minutes: `make evaluate`)."""
+"""tools.evaluation.judging's verdict against the bar (the runs themselves take minutes: `make evaluate`)."""
 
 from __future__ import annotations
 
-from tools.judge_model import BAR, table, verdict
+from tools.evaluation.judging import BAR, table, verdict
 
 
 def _figures(**changes) -> dict:
@@ -37,7 +37,7 @@ def test_another_renderer_or_look_more_than_the_gap_below_ordinary_misses():
 def test_map_away_from_edges_leaves_out_the_steps_near_an_actions_start_and_end():
     from tools.evaluation.annotations import ActionInstance
     from pipeline.scores import StepScores
-    from tools.judge_model import map_away_from_edges
+    from tools.evaluation.judging import map_away_from_edges
     from tools.evaluation.map import evaluate
 
     truth = [ActionInstance("s", "enter", 2.0, 4.0)]

@@ -11,7 +11,8 @@ import pytest
 from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance
 from pipeline.scores import StepScores, write_scores
 from tools.cli import UsageError
-from tools.plot_timeline import main, timeline_figure
+from tools.evaluation.timeline import timeline_figure
+from tools.plot_timeline import main
 
 
 def _steps(stream: str = "cam1", n: int = 40) -> list[StepScores]:

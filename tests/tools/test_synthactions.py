@@ -14,16 +14,11 @@ import numpy as np
 import pytest
 
 from tools.evaluation.annotations import BACKGROUND, SYNTH_ACTIONS_CLASSES, label_at, read_annotations
-from tools.synthactions import (
-    MIXED_SIZES,
-    StreamPlan,
-    plan_dataset_stream,
-    plan_stream,
-    render_stream,
-    resolve_sizes,
-    validate_plan,
-    write_dataset,
-)
+from tools.synthactions.dataset import MIXED_SIZES, plan_dataset_stream, resolve_sizes, write_dataset
+from tools.synthactions.planning import plan_stream
+from tools.synthactions.rendering import render_stream
+from tools.synthactions.scene import StreamPlan
+from tools.synthactions.validation import validate_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = SYNTH_ACTIONS_CLASSES[1:]
@@ -206,7 +201,7 @@ def test_plan_is_deterministic() -> None:
 
 
 def test_train_and_heldout_looks_share_no_background_actor_or_noise_level() -> None:
-    from tools.synthactions import LOOKS
+    from tools.synthactions.looks import LOOKS
 
     seen: dict[str, dict[str, set]] = {}
     for looks in ("train", "heldout"):
@@ -232,7 +227,7 @@ def test_train_and_heldout_looks_share_no_background_actor_or_noise_level() -> N
 
 def test_all_looks_plans_what_it_planned_before_looks_existed() -> None:
     # "all" draws exactly as the renderer always did: earlier data sets stay reproducible.
-    from tools.synthactions import LOOKS
+    from tools.synthactions.looks import LOOKS
 
     a = plan_stream(np.random.default_rng(5), "v", 640, 360, 25.0, duration=20.0)
     b = plan_stream(np.random.default_rng(5), "v", 640, 360, 25.0, duration=20.0, looks=LOOKS["all"])

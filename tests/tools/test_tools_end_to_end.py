@@ -78,7 +78,7 @@ def test_a_head_trained_on_embedding_components_carries_the_basis_fitted_on_its_
     import torch
 
     from engines.temporal_head import load_head, principal_components
-    from tools.train_head import split_streams
+    from tools.training.dataset import split_streams
 
     head, metadata = load_head(checkpoint)
     assert head.config.embedding_components == 4
@@ -99,7 +99,7 @@ def test_tune_events_on_the_heads_own_validation_split_freezes_its_choice(datase
     from engines.head_config import read_head_events
     from engines.temporal_head import load_head
     from tools.evaluation.annotations import read_annotations
-    from tools.train_head import split_streams
+    from tools.training.dataset import split_streams
 
     tuned = tmp_path / "tuned.safetensors"
     shutil.copy(checkpoint, tuned)
@@ -181,7 +181,7 @@ def test_scoring_a_file_that_is_not_a_video_names_it(tmp_path):
 def test_validation_split_is_stable_and_never_empty():
     from types import SimpleNamespace
 
-    from tools.train_head import split_streams
+    from tools.training.dataset import split_streams
 
     few = [SimpleNamespace(video_id=f"v{i}") for i in range(3)]
     train, val = split_streams(few, fraction=0.15, seed=0)
@@ -220,7 +220,8 @@ def test_a_window_played_backwards_has_its_steps_reversed_and_each_label_mirrore
 
     from engines.temporal_head import HeadConfig, TemporalHead, frame_vectors
     from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES
-    from tools.train_head import LabelledStream, TrainConfig, _sample_windows, mirror_index
+    from tools.training.config import TrainConfig
+    from tools.training.dataset import LabelledStream, mirror_index, sample_windows
 
     classes = SYNTH_ACTIONS_CLASSES
     mirror = mirror_index(classes)
@@ -233,7 +234,7 @@ def test_a_window_played_backwards_has_its_steps_reversed_and_each_label_mirrore
     stream = LabelledStream("v", embedding, stats, labels, np.arange(steps) * 0.25)
     head = TemporalHead(HeadConfig(classes=classes, step_rate_hz=4.0, backbone=EFFICIENTNET_LITE0))
     cfg = TrainConfig(window=16, batch_size=64, reverse_prob=0.5)
-    emb, _, got, state, _ = _sample_windows([stream], head, cfg, np.random.default_rng(0), mirror)
+    emb, _, got, state, _ = sample_windows([stream], head, cfg, np.random.default_rng(0), mirror)
     backwards = forwards = 0
     for row in range(cfg.batch_size):
         order = emb[row, :, 0] - 1.0  # the step index each position holds
@@ -256,7 +257,7 @@ def test_a_window_played_backwards_has_its_steps_reversed_and_each_label_mirrore
 def test_edge_weights_fall_on_the_steps_right_after_each_change_of_label_and_never_on_padding():
     import torch
 
-    from tools.train_head import step_weights
+    from tools.training.loop import step_weights
 
     labels = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0, 0, -100, -100],
                            [2, 2, 2, 0, 5, 5, 5, 5, 5, 5, 5]])

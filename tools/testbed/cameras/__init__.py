@@ -12,21 +12,19 @@ from pathlib import Path
 
 import cv2
 
+from tools.testbed.frames import first_frames
+from tools.testbed.ports import free_port
+
 SERVERS = Path(__file__).resolve().parent
 
 
 def write_jpeg_frames(video: Path, folder: Path, count: int, size: tuple[int, int] = (640, 360)) -> Path:
     """``count`` frames of ``video`` as 00000.jpg, ... (what the endless RTSP camera loops over)."""
     folder.mkdir(parents=True, exist_ok=True)
-    capture = cv2.VideoCapture(str(video))
     written = 0
-    while written < count:
-        ok, image = capture.read()
-        if not ok:
-            break
+    for image in first_frames(video, count):
         cv2.imwrite(str(folder / f"{written:05d}.jpg"), cv2.resize(image, size))
         written += 1
-    capture.release()
     if not written:
         raise RuntimeError(f"no frames decoded from {video}")
     return folder
@@ -105,6 +103,4 @@ class SilentServer:
 
 def closed_port() -> int:
     """A port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()

@@ -9,20 +9,17 @@ from pathlib import Path
 
 import cv2
 
+from tools.testbed.frames import first_frames
+
 BOUNDARY = "frameboundary"
 
 
 def _jpeg_frames(video: Path, limit: int, sizes: list[tuple[int, int]] | None) -> list[bytes]:
-    capture = cv2.VideoCapture(str(video))
     frames = []
-    while len(frames) < limit:
-        ok, image = capture.read()
-        if not ok:
-            break
+    for image in first_frames(video, limit):
         if sizes:  # the camera changes resolution every len(frames) // len(sizes) frames
             image = cv2.resize(image, sizes[len(frames) * len(sizes) // limit])
         frames.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
-    capture.release()
     if not frames:
         raise RuntimeError(f"no frames decoded from {video}")
     return frames

@@ -1,0 +1,110 @@
+"""One benchmark run: for each kind of video, the stages alone, the naive loop and the pipeline in
+rounds, then its profile, real-time capacity, memory and the GPU figures, as the run's result.
+
+Throughput figures are the median of ``repeats`` rounds; each round measures decode, the naive loop
+and every pipeline size once, so drift in the machine's speed hits them alike. ``ideal`` = cores /
+(decode CPU-s per step + engine CPU-s per step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tools.bench.capacity import capacity
+from tools.bench.gpu import gpu_rows
+from tools.bench.paths import BENCH_DIR, MODEL
+from tools.bench.report import machine
+from tools.bench.runs import median_of, memory_per_stream, pipeline_replay, profile_pipeline
+from tools.bench.stages import decode_alone, engine_alone, gru_alone, naive_loop, sample_frames
+from tools.bench.videos import KINDS, Kind, make_videos
+
+PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "memory", "gpu")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What a run measures and for how long."""
+
+    kinds: tuple[Kind, ...]
+    parts: frozenset[str]
+    videos: int  # per kind
+    seconds: float  # length of each test video
+    capacity_seconds: float  # length of each real-time trial
+    repeats: int  # rounds of each throughput measurement
+    quick: bool  # shorter engine and GRU measurements too
+    gpu_peak_tflops: float | None
+    command: str  # how the run was started, for the report
+
+
+def run_benchmark(options: BenchOptions) -> dict:
+    """Measure what ``options`` asks for, printing progress; the result is what the report is written from."""
+    from engines.head_config import read_head_config
+
+    step_rate = read_head_config(MODEL).step_rate_hz
+    workdir = BENCH_DIR / "runs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    result: dict = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": options.command,
+                    "machine": machine(), "step_rate": step_rate, "capacity_seconds": options.capacity_seconds,
+                    "kinds": {}}
+    for kind in options.kinds:
+        print(f"== {kind.name}", flush=True)
+        _measure_kind(kind, options, result, result["kinds"].setdefault(kind.name, {}), step_rate, workdir)
+    if "stages" in options.parts:
+        result["gru"] = gru_alone(1.0 if options.quick else 3.0)
+    if "gpu" in options.parts:
+        result["gpu"] = gpu_rows(make_videos(KINDS["1080p30"], options.videos, options.seconds), workdir,
+                                 options.capacity_seconds, options.gpu_peak_tflops, step_rate)
+    if "memory" in options.parts:
+        result["memory"] = memory_per_stream(make_videos(KINDS["720p25"], options.videos, options.seconds), workdir)
+        print(f"  memory per added stream: {result['memory']['per_added_stream_mb']:.1f} MB", flush=True)
+    return result
+
+
+def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step_rate: float, workdir: Path) -> None:
+    """Fill ``r`` with one kind's figures; the engine alone is measured once per run, into ``result``."""
+    videos = make_videos(kind, options.videos, options.seconds)
+    if options.parts & {"stages", "pipeline", "capacity"}:
+        if "engine" not in result:
+            result["engine"] = engine_alone(sample_frames(videos[0]), 2.0 if options.quick else 5.0)
+        r["engine_best"] = min(result["engine"], key=lambda e: e["cpu_s_per_frame"])
+    # Each round measures everything once, so slow drift in the machine's speed hits all alike.
+    rounds: dict[str, list[dict]] = {}
+    for round_index in range(options.repeats):
+        if options.parts & {"stages", "pipeline", "capacity"}:
+            rounds.setdefault("decode", []).append(decode_alone(videos, step_rate))
+        if "naive" in options.parts:
+            rounds.setdefault("naive", []).append(naive_loop(videos, step_rate))
+        if "pipeline" in options.parts:
+            for n in (1, 2, 4, 8):
+                rounds.setdefault(f"pipeline{n}", []).append(pipeline_replay(videos, n, workdir))
+        print(f"  round {round_index + 1}/{options.repeats}: " + ", ".join(
+            f"{name} {runs[-1]['steps_per_s']:.1f}" for name, runs in rounds.items()), flush=True)
+    if "decode" in rounds:
+        r["decode"] = median_of(rounds["decode"])
+        cores = result["machine"]["cores"]
+        r["ideal_steps_per_s"] = cores / (r["decode"]["cpu_s_per_step"] + r["engine_best"]["cpu_s_per_frame"])
+        print(f"  decode alone {r['decode']['steps_per_s']:.1f} steps/s; ideal {r['ideal_steps_per_s']:.1f} steps/s",
+              flush=True)
+    if "naive" in rounds:
+        r["naive"] = median_of(rounds["naive"])
+        print(f"  naive loop: {r['naive']['steps_per_s']:.1f} steps/s", flush=True)
+    if "pipeline" in options.parts:
+        r["pipeline"] = []
+        for n in (1, 2, 4, 8):
+            row = median_of(rounds[f"pipeline{n}"])
+            row["vs_ideal"] = row["steps_per_s"] / r["ideal_steps_per_s"]
+            if "naive" in r:
+                row["vs_naive"] = row["steps_per_s"] / r["naive"]["steps_per_s"]
+            r["pipeline"].append(row)
+            print(f"  pipeline x{n}: {row['steps_per_s']:.1f} steps/s ({row['vs_ideal']:.2f} of ideal; runs "
+                  f"{row['runs']}), start-up {row['startup_s']:.2f} s, shutdown {row['shutdown_s']:.2f} s", flush=True)
+    if "profile" in options.parts:
+        r["profile"] = profile_pipeline(videos, 4, workdir)
+        print("  profile (CPU ms per step): " + ", ".join(f"{k} {v:.1f}" for k, v in r["profile"]["cpu_ms_per_step"].items()),
+              flush=True)
+    if "capacity" in options.parts:
+        print("  real-time capacity:", flush=True)
+        ideal_streams = r["ideal_steps_per_s"] / step_rate
+        r["capacity"] = capacity(videos, options.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)))
