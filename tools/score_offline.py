@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from engines.factory import BACKENDS, create_engine
 from engines.temporal_head import load_head
-from tools.training.features_cache import load_feature_dir
-from tools.evaluation.offline import embed_video, score_steps
 from pipeline.scores import ScoresWriter, StepScores
-from pipeline.sources.decoding import VIDEO_SUFFIXES, list_videos
+from pipeline.sources.decoding import list_videos
+from pipeline.sources.uri import VIDEO_SUFFIXES
 from tools.cli import UsageError, run
+from tools.evaluation.offline import embed_video, score_steps
+from tools.training.features_cache import load_feature_dir
 
 
 def _collect_videos(items: Sequence[Path]) -> list[Path]:

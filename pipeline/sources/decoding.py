@@ -18,7 +18,7 @@ import numpy as np
 from engines.spec import EFFICIENTNET_LITE0, BackboneSpec
 from pipeline.errors import ActionPipeError
 from pipeline.sources.sampling import StepSampler
-from pipeline.sources.uri import VIDEO_SUFFIXES  # noqa: F401  (re-exported for the tools)
+from pipeline.sources.uri import VIDEO_SUFFIXES
 
 
 class VideoOpenError(ActionPipeError, RuntimeError):

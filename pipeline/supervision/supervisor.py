@@ -20,12 +20,13 @@ whole drain is bounded by ``supervision.stop_timeout_s``.
 
 Around the loop, :meth:`Supervisor.run` sets the run up and takes it down:
 the checks (:mod:`~pipeline.supervision.preflight`), the run's folder, the
-metrics, the HTTP servers (:mod:`pipeline.web`, which see the supervisor only
-as a :class:`~pipeline.supervision.view.PipelineView`), the stages' settings
+metrics, the HTTP servers (:mod:`pipeline.web`), the stages' settings
 (:mod:`~pipeline.supervision.launch`) and the summary
-(:mod:`~pipeline.supervision.report`). Other threads (signal handlers, the
-control API, a program embedding the pipeline) talk to the loop only
-through the thread-safe methods at the top of the class.
+(:mod:`~pipeline.supervision.report`). Other threads (the HTTP servers, a
+program embedding the pipeline) see the loop only through ``view``
+(:mod:`~pipeline.supervision.view`): what it published at the end of its
+last turn, and requests it carries out on its own thread. Signal handlers
+call :meth:`Supervisor.request_stop`.
 """
 
 from __future__ import annotations
@@ -48,11 +49,7 @@ from pipeline.sources.uri import SourceKind, UriError, classify, redact
 from pipeline.stages.settings import StageKind
 from pipeline.supervision import launch, report
 from pipeline.supervision.limits import MachineFacts, machine_facts
-from pipeline.supervision.preflight import (
-    check_recorded_source,
-    onnx_path_for,
-    preflight,
-)
+from pipeline.supervision.preflight import check_recorded_source, onnx_path_for, preflight
 from pipeline.supervision.processes import StageProcess, kill_all
 from pipeline.supervision.registry import StreamRequestError, StreamTable
 from pipeline.supervision.restart import StageRestarts
