@@ -32,13 +32,7 @@ from typing import Any
 import zmq
 from pydantic import ValidationError
 
-from pipeline.config import (
-    PipelineConfig,
-    SourceConfig,
-    describe_validation_error,
-    load_config,
-    validate_config,
-)
+from pipeline.config import PipelineConfig, SourceConfig, describe_validation_error, load_config, validate_config
 from pipeline.errors import ActionPipeError, ConfigError
 from pipeline.events import ActionEvent
 from pipeline.supervision.report import RunSummary

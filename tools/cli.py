@@ -6,32 +6,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from engines.base import EngineError, FrameBatchError
-from engines.efficientnet_lite import WeightsNotFoundError
-from engines.temporal_head import CheckpointError
-from tools.evaluation.annotations import AnnotationError
-from tools.training.features_cache import FeatureCacheError
-from pipeline.scores import ScoresError
-from pipeline.sources.decoding import VideoOpenError
+from pipeline.errors import ActionPipeError
 
 
-class UsageError(ValueError):
+class UsageError(ActionPipeError, ValueError):
     """An argument that is well-formed but cannot be used (names the argument)."""
 
 
-# Errors that mean "the input is wrong", worth one line to the user; anything
-# else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError,
-    AnnotationError,
-    FeatureCacheError,
-    CheckpointError,
-    EngineError,
-    FrameBatchError,
-    VideoOpenError,
-    WeightsNotFoundError,
-    ScoresError,
-)
+# Every error of this project names the input and what to do: worth one line to the user. Anything else
+# is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ActionPipeError,)
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, *,

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.factory import REPO_ROOT
-from tools.evaluation.annotations import read_annotations
 from pipeline.config import load_config
 from pipeline.scores import read_scores
 from tools.cli import run
+from tools.evaluation.annotations import read_annotations
 from tools.evaluation.map import evaluate
 from tools.synthactions.dataset import write_dataset
 

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools.evaluation.annotations import AnnotationError, read_annotations
-from pipeline.scores import ScoresError, read_scores
-from tools.evaluation.map import EvaluationError, MetricsInputError, evaluate, unannotated_streams
+from pipeline.errors import ActionPipeError
+from pipeline.scores import read_scores
+from tools.evaluation.annotations import read_annotations
+from tools.evaluation.map import evaluate, unannotated_streams
 
 EXIT_BAD_INPUT = 2
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = json.dumps(metrics, indent=2)
         if args.out is not None:
             args.out.write_text(text + "\n", encoding="utf-8")
-    except (ScoresError, AnnotationError, EvaluationError, MetricsInputError) as exc:
+    except ActionPipeError as exc:  # a bad scores or annotations file, or ones that do not fit together
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:

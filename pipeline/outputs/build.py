@@ -16,19 +16,8 @@ import zmq
 
 from pipeline.backoff import Backoff
 from pipeline.config import OutputsConfig
-from pipeline.outputs.delivery import (
-    DROP_REASONS,
-    BackgroundSink,
-    DropReport,
-    Transport,
-)
-from pipeline.outputs.sinks import (
-    JsonlEventSink,
-    JsonlScoreSink,
-    PubEventSink,
-    Sink,
-    StdoutEventSink,
-)
+from pipeline.outputs.delivery import DROP_REASONS, BackgroundSink, DropReport, Transport
+from pipeline.outputs.sinks import JsonlEventSink, JsonlScoreSink, PubEventSink, Sink, StdoutEventSink
 
 
 def event_sinks(outputs: OutputsConfig, context: zmq.Context, metrics) -> list[Sink]:

@@ -32,14 +32,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ActionPipeError
-from pipeline.sources.uri import (
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
-    SourceKind,
-    SourceUri,
-    classify,
-    redact,
-)
+from pipeline.sources.uri import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceKind, SourceUri, classify, redact
 
 DEFAULT_IMAGE_FPS = 10.0
 # Consecutive failed reads before a file with no usable frame count is taken as ended.

@@ -68,12 +68,7 @@ def main(argv: list[str]) -> int:
     setup_logging(settings.log_level, settings.stage)
     import zmq
 
-    from pipeline.transport.control import (
-        ParentWatch,
-        StageDone,
-        StageFailed,
-        StageLink,
-    )
+    from pipeline.transport.control import ParentWatch, StageDone, StageFailed, StageLink
 
     context = zmq.Context()
     link = StageLink(context, settings.control_endpoint, settings.stage)

@@ -17,13 +17,7 @@ from pathlib import Path
 from engines.head_config import HeadConfig
 from pipeline.config import EventsConfig, PipelineConfig, live_settings
 from pipeline.sources.uri import SourceKind, classify
-from pipeline.stages.settings import (
-    CaptureSettings,
-    EmbedSettings,
-    OverlaySettings,
-    StageSettings,
-    TemporalSettings,
-)
+from pipeline.stages.settings import CaptureSettings, EmbedSettings, OverlaySettings, StageSettings, TemporalSettings
 from pipeline.supervision.limits import decoder_threads_for
 from pipeline.supervision.registry import StreamEntry
 from pipeline.supervision.run_folder import RunFolder

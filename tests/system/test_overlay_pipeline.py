@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.stages.overlay.board import frame_key
 from pipeline.scores import read_scores
+from pipeline.stages.overlay.board import frame_key
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 from tests.support.helpers import MODEL, config, run_until, stream_row, synth_videos

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, group_by_video, read_annotations
 from tools.alt_renderer import main
+from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, group_by_video, read_annotations
 from tools.synthactions.alt_renderer import ACTIONS, plan_stream, write_alt_dataset
 
 SMALL = dict(sizes=((320, 240),), fps_choices=(10,), duration_range=(12.0, 12.0))

@@ -10,11 +10,11 @@ import pytest
 
 from engines.head_config import EVENTS_METADATA_KEY, read_head_events
 from engines.temporal_head import load_head, save_head
-from tools.evaluation.annotations import ActionInstance
 from pipeline.config import EventsConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.supervision.preflight import preflight
 from tests.support.helpers import MODEL, config
+from tools.evaluation.annotations import ActionInstance
 from tools.training.events_tuning import ScoredStream, start_events, tune
 
 CLASSES = ("background", "enter", "exit")

@@ -35,8 +35,8 @@ def test_another_renderer_or_look_more_than_the_gap_below_ordinary_misses():
 
 
 def test_map_away_from_edges_leaves_out_the_steps_near_an_actions_start_and_end():
-    from tools.evaluation.annotations import ActionInstance
     from pipeline.scores import StepScores
+    from tools.evaluation.annotations import ActionInstance
     from tools.evaluation.judging import map_away_from_edges
     from tools.evaluation.map import evaluate
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
 from pipeline.scores import StepScores, write_scores
+from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance, write_annotations
 from tools.evaluation.map import (
     EvaluationError,
     MetricsInputError,

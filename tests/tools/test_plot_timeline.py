@@ -8,9 +8,9 @@ import json
 import cv2
 import pytest
 
-from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance
 from pipeline.scores import StepScores, write_scores
 from tools.cli import UsageError
+from tools.evaluation.annotations import SYNTH_ACTIONS_CLASSES, ActionInstance
 from tools.evaluation.timeline import timeline_figure
 from tools.plot_timeline import main
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from engines.backbone import EFFICIENTNET_LITE0
-from tools.training.features_cache import load_feature_dir
 from pipeline.scores import read_scores
 from tests.conftest import REPO_ROOT
+from tools.training.features_cache import load_feature_dir
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

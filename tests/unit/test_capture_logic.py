@@ -15,12 +15,7 @@ import pytest
 import zmq
 
 from pipeline.sources.readers import RawFrame, SourceOpenError
-from pipeline.stages.capture.outbox import (
-    EndOfSequence,
-    OutFrame,
-    StreamCounters,
-    StreamOutbox,
-)
+from pipeline.stages.capture.outbox import EndOfSequence, OutFrame, StreamCounters, StreamOutbox
 from pipeline.stages.capture.runner import ReplayPacer, StreamRunner
 from pipeline.stages.capture.sender import FrameSender
 from pipeline.stages.settings import CaptureSettings

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from pipeline.backoff import Backoff
-from pipeline.outputs.delivery import BackgroundSink, DeliveryError, DropReport, RecordBuffer, RetrySchedule
 from pipeline.events import ActionEvent
+from pipeline.outputs.delivery import BackgroundSink, DeliveryError, DropReport, RecordBuffer, RetrySchedule
 from pipeline.outputs.webhook import WebhookTransport, is_temporary
 from tests.support.helpers import Receiver, wait_until
 

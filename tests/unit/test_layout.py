@@ -129,13 +129,15 @@ def test_stages_never_import_the_supervisor_or_the_web_servers(graph):
     assert reaches == set()
 
 
-@pytest.mark.parametrize("package", ["pipeline", "engines"])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_every_error_we_define_derives_from_the_one_base(package):
     orphans = []
     for name, path in module_files().items():
         if not name.startswith(package):
             continue
         defined = [node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)]
+        if not defined:
+            continue  # nothing to check (and a module run by another Python, such as the RTSP camera, stays unimported)
         module = importlib.import_module(name)
         for class_name in defined:
             cls = getattr(module, class_name, None)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from pipeline.stages.overlay.board import LiveBoard, frame_key
-from pipeline.web.live_page import RateMeter, live_state
-from pipeline.stages.overlay.pairing import StepMatcher
 from pipeline.stages.overlay.drawing import OverlayLayout, preview_size, render_overlay
+from pipeline.stages.overlay.pairing import StepMatcher
 from pipeline.stages.overlay.video import OverlayVideoWriter, StreamTimeStamps
+from pipeline.web.live_page import RateMeter, live_state
 
 CLASSES = ("background", "approach", "recede", "enter")
 

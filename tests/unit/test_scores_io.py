@@ -4,14 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.scores import (
-    ScoresError,
-    ScoresFormatError,
-    ScoresWriter,
-    StepScores,
-    read_scores,
-    write_scores,
-)
+from pipeline.scores import ScoresError, ScoresFormatError, ScoresWriter, StepScores, read_scores, write_scores
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:

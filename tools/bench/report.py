@@ -99,7 +99,7 @@ def markdown(result: dict) -> str:
                                                      f"({g['stream_steps_per_s']:.0f} stream-steps/s)" for g in result["gru"]), ""]
     if "memory" in result:
         mem = result["memory"]
-        lines += [f"Memory (USS of all pipeline processes, live 720p25): " + ", ".join(
+        lines += ["Memory (USS of all pipeline processes, live 720p25): " + ", ".join(
             f"{k} streams {v:.0f} MB" for k, v in mem["uss_mb"].items())
             + f"; **{mem['per_added_stream_mb']:.1f} MB per added stream**.", ""]
     gpu = result.get("gpu") or {"not_measured": "the gpu part was not run"}

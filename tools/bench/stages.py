@@ -25,8 +25,8 @@ def decode_alone(videos: list[Path], step_rate: float, size: int = 224) -> dict:
     """Capture's work without the sending: decode all, convert and resize the sampled frames."""
     import cv2
 
-    from pipeline.sources.sampling import StepSampler
     from pipeline.sources.decoding import prepare_frame
+    from pipeline.sources.sampling import StepSampler
 
     frames = steps = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -106,8 +106,8 @@ def naive_loop(videos: list[Path], step_rate: float) -> dict:
 
     from engines.onnxruntime_engine import OnnxRuntimeEngine
     from engines.temporal_head import load_head
-    from pipeline.sources.sampling import StepSampler
     from pipeline.sources.decoding import prepare_frame
+    from pipeline.sources.sampling import StepSampler
 
     engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH)
     head, _ = load_head(MODEL)

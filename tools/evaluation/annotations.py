@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ActionPipeError
+
 BACKGROUND = "background"
 
 # SynthActions v1 (docs/synthactions.md): index order is the contract.
@@ -31,7 +33,7 @@ SYNTH_ACTIONS_MIRROR_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-class AnnotationError(ValueError):
+class AnnotationError(ActionPipeError, ValueError):
     """An annotation file or instance that does not follow the format."""
 
 

@@ -106,8 +106,8 @@ def map_away_from_edges(steps, instances, margin_s: float = EDGE_MARGIN_S) -> fl
 
 def judge_set(model: Path, videos_root: Path, out: Path) -> dict:
     """The figures of ``model`` on one rendered test set, from the pipeline's own output."""
-    from tools.evaluation.annotations import read_annotations
     from pipeline.scores import read_scores
+    from tools.evaluation.annotations import read_annotations
     from tools.evaluation.events import match_starts, read_start_events
     from tools.evaluation.map import evaluate
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pipeline.errors import ActionPipeError
+from pipeline.scores import StepScores
 from tools.evaluation.annotations import (
     BACKGROUND,
     SYNTH_ACTIONS_CLASSES,
@@ -32,16 +34,15 @@ from tools.evaluation.annotations import (
     group_by_video,
     label_at,
 )
-from pipeline.scores import StepScores
 
 POINT_OFFSETS_S: tuple[float, ...] = (1.0, 2.0)
 
 
-class MetricsInputError(ValueError):
+class MetricsInputError(ActionPipeError, ValueError):
     """Arrays or records given to a metric that do not fit together."""
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ActionPipeError, ValueError):
     """Scores and annotations that cannot be evaluated against each other."""
 
 

@@ -15,8 +15,8 @@ import torch
 
 from engines.base import EmbeddingEngine
 from engines.temporal_head import TemporalHead
-from pipeline.sources.sampling import StepSampler
 from pipeline.sources.decoding import iter_sampled_frames, prepare_frame
+from pipeline.sources.sampling import StepSampler
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from tools.synthactions.textures import (
     tint_gray,
 )
 
+
 def build_background(spec: BackgroundSpec, width: int, height: int) -> np.ndarray:
     """The background canvas: the frame plus room for panning on every side."""
     pad_x = int(math.ceil(spec.pan[0])) + 2

@@ -18,6 +18,7 @@ from tools.synthactions.looks import LOOKS, PATTERNS, Looks, pick_background_kin
 from tools.synthactions.scene import ActorSpec, BackgroundSpec
 from tools.synthactions.sources import PHOTO_SOURCES, VIDEO_SOURCES, clip_frame, pick_source
 
+
 def random_color(rng: np.random.Generator) -> tuple[int, int, int]:
     """A random BGR colour, not too dark."""
     hsv = np.array([[[rng.integers(0, 180), rng.integers(0, 256), rng.integers(40, 256)]]], dtype=np.uint8)

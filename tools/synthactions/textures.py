@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column coordinates of every pixel."""
     yy, xx = np.mgrid[0:h, 0:w]

@@ -15,6 +15,7 @@ from tools.synthactions.limits import (
 )
 from tools.synthactions.scene import Segment, StreamPlan, boundary_ms
 
+
 def validate_plan(plan: StreamPlan) -> list[str]:
     """Spec violations of a plan's timeline and states (empty when it follows the spec)."""
     out: list[str] = []

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ActionPipeError
 from tools.testbed.control import get_json
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-class ScreenshotError(RuntimeError):
+class ScreenshotError(ActionPipeError, RuntimeError):
     """No screenshot: Chromium is missing or failed, or the page had nothing to show in time."""
 
 

@@ -21,8 +21,15 @@ import torch
 
 from engines.temporal_head import StreamState, TemporalHead
 from tools.cli import UsageError
-from tools.evaluation.annotations import (BACKGROUND, SYNTH_ACTIONS_CLASSES, SYNTH_ACTIONS_MIRROR_PAIRS, ActionInstance,
-                                          group_by_video, label_at, read_annotations)
+from tools.evaluation.annotations import (
+    BACKGROUND,
+    SYNTH_ACTIONS_CLASSES,
+    SYNTH_ACTIONS_MIRROR_PAIRS,
+    ActionInstance,
+    group_by_video,
+    label_at,
+    read_annotations,
+)
 from tools.training.config import TrainConfig
 from tools.training.features_cache import StepFeatures
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import ActionPipeError
 
 # Bump when sampling, frame preparation or the graph's outputs change: older caches are then stale.
 EXTRACTION_REVISION = 4
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(ActionPipeError, ValueError):
     pass
 
 

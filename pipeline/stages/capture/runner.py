@@ -21,13 +21,7 @@ import numpy as np
 
 from pipeline.backoff import Backoff
 from pipeline.sources.decoding import prepare_frame
-from pipeline.sources.lifecycle import (
-    Action,
-    ReconnectPolicy,
-    StreamState,
-    StreamStateMachine,
-    Transition,
-)
+from pipeline.sources.lifecycle import Action, ReconnectPolicy, StreamState, StreamStateMachine, Transition
 from pipeline.sources.readers import FrameReader, SourceOpenError, open_source
 from pipeline.sources.sampling import StepSampler
 from pipeline.sources.uri import SourceKind, classify

@@ -22,13 +22,7 @@ from pipeline.stages.embed.batching import DynamicBatcher
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import EmbedSettings
 from pipeline.transport.control import Heartbeat
-from pipeline.transport.messages import (
-    EmbeddingHeader,
-    FrameHeader,
-    MessageError,
-    decode_frame,
-    encode_embedding,
-)
+from pipeline.transport.messages import EmbeddingHeader, FrameHeader, MessageError, decode_frame, encode_embedding
 
 logger = logging.getLogger(__name__)
 

@@ -26,12 +26,7 @@ from pipeline.outputs.files import OutputError, prepare_output
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.overlay.board import LiveBoard
 from pipeline.stages.overlay.drawing import OverlayLayout, render_overlay
-from pipeline.stages.overlay.feed import (
-    EVENT_KIND,
-    STEP_KIND,
-    OverlayMessageError,
-    decode_json_part,
-)
+from pipeline.stages.overlay.feed import EVENT_KIND, STEP_KIND, OverlayMessageError, decode_json_part
 from pipeline.stages.overlay.pairing import MatchedStep, StepMatcher
 from pipeline.stages.overlay.video import OverlayVideoError, OverlayVideoWriter
 from pipeline.stages.settings import OverlaySettings

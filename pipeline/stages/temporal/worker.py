@@ -40,19 +40,9 @@ from pipeline.scores import StepScores
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
-from pipeline.stages.temporal.state_table import (
-    StateTableFull,
-    StepInput,
-    StreamStateTable,
-)
+from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
 from pipeline.transport.control import Heartbeat, UpstreamLost
-from pipeline.transport.messages import (
-    FINAL_END_REASONS,
-    EmbeddingHeader,
-    Flags,
-    MessageError,
-    decode_embedding,
-)
+from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
 logger = logging.getLogger(__name__)
 
