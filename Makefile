@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ONNX := build/models/efficientnet_lite0.onnx
 DEMO_MODEL := models/synthactions_gru.safetensors
-# The CPU build of torch for CI and laptops; see README for CUDA machines.
+# The CPU build of torch for CI and laptops; docs/engines.md says how to install on CUDA machines.
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: setup system-deps models run test test-fast test-all evaluate clean
@@ -57,7 +57,7 @@ test-fast: models
 test-all: models system-deps
 	$(PY) -m pytest -q
 
-# Held-out figures for the README: 40+ streams from seeds never used in training.
+# Held-out figures for the model card (docs/model-card.md): 40+ streams from seeds never used in training.
 evaluate: models
 	bash tools/reproduce_demo_model.sh evaluate
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the shipped demo heads and the held-out figures quoted in README.md.
+# Reproduces the shipped demo heads and the held-out figures quoted in docs/model-card.md.
 #
 #   bash tools/reproduce_demo_model.sh evaluate  # judge the shipped heads (make evaluate = python -m tools.judge_model)
 #   bash tools/reproduce_demo_model.sh train     # data, features and training

@@ -1,7 +1,7 @@
 """Soak: live streams through the whole pipeline for a long time, with the
 cameras restarted and stage processes killed along the way.
 
-    python -m tools.soak --minutes 30                      # the README's figures
+    python -m tools.soak --minutes 30                      # the figures in docs/operating.md (Soak)
     python -m tools.soak --minutes 2 --sample-every 5      # what `make test` runs
 
 What it starts, forces and checks: tools.testbed.soak. Writes ``soak.json``

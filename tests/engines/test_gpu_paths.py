@@ -165,7 +165,7 @@ def test_fp16_embeddings_stay_close_to_fp32_but_are_a_different_engine(onnx_path
 def test_the_gru_state_table_on_the_gpu_steps_as_on_the_cpu():
     from engines.temporal_head import load_head
     from pipeline.stages.temporal.state_table import StepInput, StreamStateTable
-    from tests.support.helpers import MODEL
+    from tests.support.runs import MODEL
 
     rng = np.random.default_rng(2)
     steps = [[StepInput(f"s{i}", k, k / 4, rng.normal(size=1280).astype(np.float32),

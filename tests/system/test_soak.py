@@ -1,6 +1,6 @@
 """The two-minute soak (`python -m tools.soak --minutes 2`): four live streams from real RTSP and
 MJPEG servers, the RTSP server restarted twice, an embed, a capture and the temporal worker killed
-along the way. The 30-minute version is the README's figure (run by hand: it is too long for CI)."""
+along the way. The 30-minute version gives the figure in docs/operating.md (Soak) (run by hand: it is too long for CI)."""
 
 from __future__ import annotations
 
@@ -29,5 +29,5 @@ def test_two_minutes_of_live_streams_with_restarts_and_kills_lose_nothing_unacco
 
 @pytest.mark.slow
 def test_thirty_minute_soak(tmp_path):
-    """What the README quotes; run with `pytest -m slow tests/system/test_soak.py` or `python -m tools.soak`."""
+    """What docs/operating.md quotes; run with `pytest -m slow tests/system/test_soak.py` or `python -m tools.soak`."""
     assert main(["--minutes", "30", "--out", str(tmp_path)]) == 0

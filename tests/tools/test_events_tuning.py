@@ -13,7 +13,7 @@ from engines.temporal_head import load_head, save_head
 from pipeline.config import EventsConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.supervision.preflight import preflight
-from tests.support.helpers import MODEL, config
+from tests.support.runs import MODEL, config
 from tools.evaluation.annotations import ActionInstance
 from tools.training.events_tuning import ScoredStream, start_events, tune
 

@@ -120,7 +120,7 @@ def test_tune_events_on_the_heads_own_validation_split_freezes_its_choice(datase
 
 def test_tune_events_validation_split_needs_a_training_record(dataset, features, tmp_path):
     from engines.temporal_head import load_head, save_head
-    from tests.support.helpers import MODEL
+    from tests.support.runs import MODEL
 
     head, _ = load_head(MODEL)
     bare = tmp_path / "bare.safetensors"

@@ -6,7 +6,7 @@ import json
 from dataclasses import fields
 
 from engines.head_config import HeadConfig, read_checkpoint_metadata, read_head_config
-from tests.support.helpers import MODEL
+from tests.support.runs import MODEL
 from tools.training.config import HEAD_HYPERPARAMETERS, TrainConfig, head_defaults
 
 

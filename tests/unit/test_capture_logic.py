@@ -2,7 +2,7 @@
 replay pacing, the per-stream outbox's drop policies, the sender's sequence
 numbering, and a stream runner taken through open failures, a drop, a
 reconnect and a removal by a scripted source (a stand-in for a camera, which
-this machine does not have; the real RTSP/HTTP paths are in test_live_ops.py).
+this machine does not have; the real RTSP/HTTP paths are in tests/system/test_surviving_sources.py).
 """
 
 from __future__ import annotations

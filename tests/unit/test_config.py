@@ -97,7 +97,7 @@ def test_overlay_and_live_page_options_of_the_command_line(tmp_path):
 
 def test_an_overlay_folder_that_cannot_be_made_is_named_before_anything_starts(tmp_path):
     from pipeline.supervision.preflight import preflight
-    from tests.support.helpers import config
+    from tests.support.runs import config
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")

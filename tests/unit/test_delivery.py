@@ -13,7 +13,8 @@ from pipeline.backoff import Backoff
 from pipeline.events import ActionEvent
 from pipeline.outputs.delivery import BackgroundSink, DeliveryError, DropReport, RecordBuffer, RetrySchedule
 from pipeline.outputs.webhook import WebhookTransport, is_temporary
-from tests.support.helpers import Receiver, wait_until
+from tests.support.waiting import wait_until
+from tests.support.web import Receiver
 
 FAST = Backoff(initial_s=0.01, max_s=0.05, multiplier=2.0, jitter=0.0)
 

@@ -23,7 +23,7 @@ from pipeline.stages.settings import (
 from pipeline.supervision.launch import stage_settings, temporal_after_restart
 from pipeline.supervision.run_folder import RunFolder
 from tests.conftest import REPO_ROOT
-from tests.support.helpers import MODEL, config
+from tests.support.runs import MODEL, config
 
 PROCESS = {"control_endpoint": "ipc:///run/control", "parent_pid": 1234, "run_dir": "/run"}
 

@@ -17,7 +17,7 @@ from pipeline.stages.temporal.reorder import ReorderBuffer
 from pipeline.stages.temporal.state_table import StreamStateTable
 from pipeline.stages.temporal.worker import TemporalWorker
 from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
-from tests.support.helpers import MODEL
+from tests.support.runs import MODEL
 
 
 class Collect:

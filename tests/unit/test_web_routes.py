@@ -13,7 +13,7 @@ from pipeline.config import SourceConfig
 from pipeline.supervision.registry import CapacityError, DuplicateStreamError, StreamRequestError, UnknownStreamError
 from pipeline.web.control_api import start_control_api
 from pipeline.web.live_page import start_live_page
-from tests.support.helpers import http
+from tests.support.web import http
 
 TOKEN = "a-token-of-sixteen-characters"
 
