@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from enum import IntEnum
+from pathlib import Path
 
 import zmq
 
@@ -119,9 +120,12 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._registry = None
         self._servers = Servers()
+        # Set up by run(): the run folder's metrics directory, and the supervisor's end of the control channel.
+        self._metrics_dir: Path | None = None
+        self._channel: SupervisorChannel | None = None
         self._restarts = StageRestarts(config.supervision.restart_policy(), rng or random.Random())
         self.table = StreamTable(config.temporal.capacity)
-        self.view = SupervisorView(self._requests, lambda entry: self._add_stream(entry, from_api=True),
+        self.view = SupervisorView(self._requests, lambda source: self._add_stream(source, from_api=True),
                                    self._remove_stream, self._counters, clock)
 
     # -- for other threads: signal handlers; the HTTP servers and embedding programs use ``view`` -------
@@ -157,16 +161,15 @@ class Supervisor:
         folder = RunFolder(self.config.transport.ipc_dir)
         self._metrics_dir = folder.metrics
         context = zmq.Context()
-        channel: SupervisorChannel | None = None
         try:
             with collected_in(folder.metrics):
                 self._registry = build_registry(folder.metrics, self.view.metrics_state)
                 self._servers = start_servers(self.config, self.view, self._registry, folder.live)
                 self._started.set()
-                self._channel = channel = SupervisorChannel(context, folder.endpoint("control"))
+                self._channel = SupervisorChannel(context, folder.endpoint("control"))
                 machine = self._machine or machine_facts()
                 for settings in launch.stage_settings(self.config, checked.head, checked.events, onnx_path, folder,
-                                                      channel.endpoint, os.getpid(), machine.cpu_count):
+                                                      self._channel.endpoint, os.getpid(), machine.cpu_count):
                     self._stages[settings.stage] = StageProcess(settings)
                 for stage in self._stages.values():
                     stage.spawn(folder.metrics, self._clock())
@@ -183,8 +186,8 @@ class Supervisor:
         finally:
             kill_all(list(self._stages.values()), folder.metrics)
             self._servers.close()
-            if channel is not None:
-                channel.close()
+            if self._channel is not None:
+                self._channel.close()
             context.term()
             folder.remove()
 
