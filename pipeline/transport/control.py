@@ -93,8 +93,8 @@ class StreamChanged:
     generation: int
     state: str
     reason: str
-    error: str = ""
-    retry_in_s: float | None = None
+    retry_in_s: float | None = None  # when the next attempt is due (reconnecting)
+    error: str = ""  # what went wrong, when something did
 
 
 @dataclass(frozen=True)

@@ -311,8 +311,8 @@ class StreamRunner(threading.Thread):
         if transition.after is StreamState.RECONNECTING and transition.before is StreamState.LIVE and self._metrics:
             self._metrics.reconnects.labels(self.spec.stream).inc()
         self._report(StreamChanged(
-            self.spec.stream, self.spec.generation, transition.after.value, transition.reason, transition.error,
-            transition.retry_in_s,
+            stream=self.spec.stream, generation=self.spec.generation, state=transition.after.value,
+            reason=transition.reason, retry_in_s=transition.retry_in_s, error=transition.error,
         ))
 
     def _log(self, tr: Transition) -> None:
