@@ -42,6 +42,15 @@ class ReconnectConfig(_Model):
     multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="each wait moves by up to this share of itself")
     max_attempts: int | None = Field(default=None, ge=1, description="consecutive failures before the stream fails; null: never")
+    stable_s: float = Field(
+        default=10.0, gt=0.0, le=3600.0,
+        description="a reopened source counts as recovered (its backoff starts over) after delivering frames this "
+                    "long; one that drops sooner is 'flapping' and stays reconnecting",
+    )
+    slow_s: float = Field(
+        default=60.0, gt=0.0, le=86400.0,
+        description="the wait between attempts while the server answers what needs a person (401, 403, 404)",
+    )
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> "ReconnectConfig":
@@ -53,9 +62,8 @@ class ReconnectConfig(_Model):
         from pipeline.backoff import Backoff
         from pipeline.sources.lifecycle import ReconnectPolicy
 
-        return ReconnectPolicy(
-            Backoff(self.initial_s, self.max_s, self.multiplier, self.jitter), self.max_attempts, stale_after_s
-        )
+        return ReconnectPolicy(Backoff(self.initial_s, self.max_s, self.multiplier, self.jitter), self.max_attempts,
+                               stale_after_s, self.stable_s, self.slow_s)
 
 
 class LiveConfig(_Model):

@@ -130,14 +130,30 @@ class StageMetrics:
         )
 
 
-class SupervisorCollector:
-    """The supervisor's own metrics, read from its state at each scrape (no files: it is one process).
+@dataclass(frozen=True)
+class SupervisorState:
+    """What the supervisor's own metrics show at a scrape (it is one process: no files)."""
 
-    ``state()`` returns ``(stream_states, stage_restarts, stages_up, extra_drops)``:
-    ``{stream: state}``, ``{stage: restarts}``, ``{kind: running}`` and
-    ``{(stream, reason): frames}`` -- frames the supervisor knows were lost with a
-    dead stage, added into ``actionpipe_frames_dropped_total``.
-    """
+    stream_states: dict[str, str]  # stream -> connecting, live, reconnecting, ended, failed
+    stream_reasons: dict[str, str]  # stream -> why it is in that state (needs_attention, flapping, ...)
+    stage_restarts: dict[str, int]  # every stage, 0 included
+    stages_up: dict[str, int]  # kind -> processes running
+    lost_with_stages: dict[tuple[str, str], int]  # (stream, "stage_crash") -> frames lost with a dead stage
+
+
+# Reasons a stream keeps being retried that an operator should hear about: each is a gauge per stream.
+TROUBLE_GAUGES = {
+    "needs_attention": "1 while the stream's server answers what usually needs a person (401, 403, 404): it is "
+                       "retried slowly (reconnect.slow_s).",
+    "flapping": "1 while the stream keeps dropping before it has been stable (reconnect.stable_s): it is shown as "
+                "reconnecting and its backoff keeps growing.",
+}
+
+
+class SupervisorCollector:
+    """The supervisor's own metrics, from ``state()`` (a :class:`SupervisorState`) at each scrape, beside
+    what every stage process wrote. Frames the supervisor knows were lost with a dead stage are added
+    into ``actionpipe_frames_dropped_total``."""
 
     def __init__(self, multiproc_dir: Path, state) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -150,7 +166,8 @@ class SupervisorCollector:
 
         from pipeline.sources.lifecycle import STATES
 
-        streams, restarts, stages_up, extra_drops = self._state()
+        now: SupervisorState = self._state()
+        extra_drops = now.lost_with_stages
         for family in self._stages.collect():
             if family.name == f"{PREFIX}_frames_dropped" and extra_drops:
                 family = _with_extra_drops(family, extra_drops)
@@ -164,17 +181,22 @@ class SupervisorCollector:
         state = GaugeMetricFamily(f"{PREFIX}_stream_state",
                                   "1 for the state each stream is in (connecting, live, reconnecting, ended, failed).",
                                   labels=("stream", "state"))
-        for stream, current in sorted(streams.items()):
+        for stream, current in sorted(now.stream_states.items()):
             for name in STATES:
                 state.add_metric((stream, name), 1.0 if name == current else 0.0)
         yield state
+        for reason, documentation in TROUBLE_GAUGES.items():
+            trouble = GaugeMetricFamily(f"{PREFIX}_stream_{reason}", documentation, labels=("stream",))
+            for stream in sorted(now.stream_states):
+                trouble.add_metric((stream,), 1.0 if now.stream_reasons.get(stream) == reason else 0.0)
+            yield trouble
         restarted = CounterMetricFamily(f"{PREFIX}_stage_restarts", "Stage processes restarted after dying.",
                                         labels=("stage",))
-        for stage, count in sorted(restarts.items()):
+        for stage, count in sorted(now.stage_restarts.items()):
             restarted.add_metric((stage,), count)
         yield restarted
         up = GaugeMetricFamily(f"{PREFIX}_stages_up", "Stage processes running, by kind.", labels=("kind",))
-        for kind, count in sorted(stages_up.items()):
+        for kind, count in sorted(now.stages_up.items()):
             up.add_metric((kind,), count)
         yield up
 

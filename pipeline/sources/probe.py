@@ -2,9 +2,12 @@
 
 OpenCV only says "not opened". When it does, one plain request to the same
 server tells the operator why (connection refused, no answer, HTTP 404, RTSP
-401) and tells the stream's state machine whether retrying can help: a
-refused or silent server may come back; a path the server does not know, or
-credentials it rejects, will not fix themselves.
+401) and tells the stream's state machine how to go on. Nothing a server
+answers is final: a restreaming relay (go2rtc, mediamtx) answers 404 or 503
+while the camera behind it is down, and serves it again once it is back. So
+only a malformed URL is permanent; answers that usually need a person (401
+credentials, 403 rights, 404 a path) are retried slowly; everything else at
+the stream's backoff.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline.sources.uri import redact
 
-# Client errors that retrying cannot fix. 408 (timeout) and 429 (too many
-# requests) are the server asking us to come back later.
-_PERMANENT_STATUSES = frozenset(range(400, 500)) - {408, 429}
+# Answers that usually need a person: a hint for the operator, and a slow retry.
+_NEEDS_PERSON = {401: "check the user and password", 403: "check the user's rights", 404: "check the path"}
 
 
 @dataclass(frozen=True)
 class OpenFailure:
     message: str  # for logs and the control API; never holds credentials
-    permanent: bool
+    permanent: bool  # retrying cannot help
+    needs_person: bool = False  # retry slowly: the server's answer usually takes a person to change
 
 
 def _authority(uri: str) -> tuple[str, int, str, str | None, str | None]:
@@ -46,7 +49,9 @@ def _authority(uri: str) -> tuple[str, int, str, str | None, str | None]:
     if at:
         user, _, password = userinfo.partition(":")
         user, password = unquote(user), unquote(password)
-    return host, int(port) if port.isdigit() else default_port, path, user, password
+    if port and not port.isdigit():
+        raise ValueError(f"port {port!r} is not a number")
+    return host, int(port) if port else default_port, path, user, password
 
 
 def explain_open_failure(uri: str, timeout_s: float) -> OpenFailure:
@@ -72,10 +77,9 @@ def explain_open_failure(uri: str, timeout_s: float) -> OpenFailure:
         return OpenFailure(f"cannot open {shown}: {type(exc).__name__}: {exc}", False)
     if status is None:
         return OpenFailure(f"cannot open {shown}: {host}:{port} answered, but not as a {scheme.upper()} server", False)
-    if status in _PERMANENT_STATUSES:
-        hint = {401: "check the user and password", 403: "check the user's rights",
-                404: "check the path"}.get(status, "check the URL")
-        return OpenFailure(f"cannot open {shown}: the server answered {status} {reason} ({hint})", True)
+    if status in _NEEDS_PERSON:
+        return OpenFailure(f"cannot open {shown}: the server answered {status} {reason} ({_NEEDS_PERSON[status]})",
+                           False, needs_person=True)
     if status >= 400:
         return OpenFailure(f"cannot open {shown}: the server answered {status} {reason}", False)
     return OpenFailure(

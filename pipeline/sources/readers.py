@@ -44,11 +44,14 @@ class SourceError(ActionPipeError, RuntimeError):
 
 
 class SourceOpenError(SourceError):
-    """A source that did not open. ``permanent``: retrying cannot help (a missing file, HTTP 404)."""
+    """A source that did not open. ``permanent``: retrying cannot help (a missing file, a malformed URL);
+    ``needs_person``: the server answered what usually takes a person to fix (401, 403, 404), so the
+    stream retries slowly instead of at its backoff."""
 
-    def __init__(self, message: str, permanent: bool) -> None:
+    def __init__(self, message: str, permanent: bool, needs_person: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.needs_person = needs_person
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ def open_source(
             from pipeline.sources.probe import explain_open_failure
 
             failure = explain_open_failure(uri, min(open_timeout_s, 5.0))
-            raise SourceOpenError(failure.message, failure.permanent)
+            raise SourceOpenError(failure.message, failure.permanent, failure.needs_person)
         return LiveCaptureReader(capture, clock() if origin is None else origin, clock)
     if source.kind is SourceKind.CAMERA:
         index_or_path: int | str = int(uri) if uri.isdigit() else uri

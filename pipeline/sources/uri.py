@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from urllib.parse import unquote
 
 from pipeline.errors import ActionPipeError
 
@@ -115,7 +116,7 @@ def classify(uri: str) -> SourceUri:
     if match:
         scheme = match.group(1).lower()
         if scheme == "file":
-            return classify(uri[match.end():] or "/")
+            return classify(local_path(uri))
         if scheme not in NETWORK_SCHEMES:
             raise UriError(
                 f"source URI {redact(uri)!r}: scheme {scheme}:// is not supported; use "
@@ -136,6 +137,20 @@ def classify(uri: str) -> SourceUri:
     return SourceUri(uri, SourceKind.FILE)
 
 
+def local_path(file_uri: str) -> str:
+    """The path a ``file://`` URI names on this machine (RFC 8089: ``file:///abs/path`` or
+    ``file://localhost/abs/path``, percent-escapes decoded); a plain path is returned as it is."""
+    match = _SCHEME.match(file_uri)
+    if not match or match.group(1).lower() != "file":
+        return file_uri
+    rest = file_uri[match.end():]
+    host, slash, path = rest.partition("/")
+    if host not in ("", "localhost"):
+        raise UriError(f"source URI {file_uri!r}: a file:// URI names a path on this machine, as file:///abs/path "
+                       f"(not host {host!r}); or give the path itself")
+    return unquote(slash + path) or "/"
+
+
 def default_stream_name(uri: str) -> str:
     """The operator's name for a stream: the file stem, ``cameraN``, or the URL's last path segment.
 
@@ -150,7 +165,7 @@ def default_stream_name(uri: str) -> str:
     elif uri.isdigit():
         candidate = f"camera{uri}"
     else:
-        path = Path(uri[match.end():] if match else uri)
+        path = Path(local_path(uri) if match else uri)
         candidate = path.stem if path.suffix else path.name
     cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", candidate).strip("._-") or "stream"
     return cleaned[:64]

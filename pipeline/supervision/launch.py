@@ -77,15 +77,17 @@ def add_stream_message(config: PipelineConfig, entry: StreamEntry, start_t: floa
     source = entry.source
     policy, open_timeout = live_settings(source, config.live)
     uri = source.uri
-    if classify(uri).kind in (SourceKind.FILE, SourceKind.FOLDER):
-        uri = str(Path(uri).resolve())  # stages need not share our working directory
+    classified = classify(uri)
+    if classified.kind in (SourceKind.FILE, SourceKind.FOLDER):
+        uri = str(Path(classified.raw).resolve())  # a plain path (file:// taken off): stages need not share our cwd
     backoff = policy.backoff
     return AddStream(
         stream=entry.name, uri=uri, live=entry.live, realtime=config.replay.realtime or entry.live,
         loop=config.replay.loop, generation=entry.generation, open_timeout_s=open_timeout,
         stale_after_s=policy.stale_after_s, buffer_frames=config.live.buffer_frames,
         reconnect={"initial_s": backoff.initial_s, "max_s": backoff.max_s, "multiplier": backoff.multiplier,
-                   "jitter": backoff.jitter, "max_attempts": policy.max_attempts},
+                   "jitter": backoff.jitter, "max_attempts": policy.max_attempts, "stable_s": policy.stable_s,
+                   "slow_s": policy.slow_s},
         image_fps=source.image_fps, resume_after_t=entry.resume_after_t,
         start_t=start_t if entry.start_reason == "restart" else None, start_reason=entry.start_reason,
     )

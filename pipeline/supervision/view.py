@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.config import SourceConfig
-from pipeline.metrics import StreamCounters
+from pipeline.metrics import StreamCounters, SupervisorState
 from pipeline.supervision.registry import StreamRequestError
 from pipeline.supervision.report import counter_fields
 
@@ -121,16 +121,20 @@ class SupervisorView:
         with self._lock:
             return self._status
 
-    def metrics_state(self) -> tuple[dict, dict, dict, dict]:
+    def metrics_state(self) -> SupervisorState:
         """What the supervisor's own metrics export (``pipeline.metrics.SupervisorCollector``): each stream's
-        state, each stage's restarts (0 included: a series that exists from the start is one alerts can see
-        rise), running processes per kind, and frames lost with dead stages."""
+        state and reason, each stage's restarts (0 included: a series that exists from the start is one alerts
+        can see rise), running processes per kind, and frames lost with dead stages."""
         status = self.status
         up: dict[str, int] = {}
         for row in status.stages:
             up[row["kind"]] = up.get(row["kind"], 0) + (1 if row["alive"] else 0)
-        return ({row["name"]: row["state"] for row in status.streams},
-                {row["name"]: row["restarts"] for row in status.stages}, up, dict(self.lost_with_stages))
+        return SupervisorState(
+            stream_states={row["name"]: row["state"] for row in status.streams},
+            stream_reasons={row["name"]: row["reason"] for row in status.streams},
+            stage_restarts={row["name"]: row["restarts"] for row in status.stages}, stages_up=up,
+            lost_with_stages=dict(self.lost_with_stages),
+        )
 
     def streams(self) -> list[dict]:
         counters = self.counters()

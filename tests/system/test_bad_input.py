@@ -43,7 +43,9 @@ def test_bad_sources_fail_only_their_own_stream_with_one_clear_line_each(media, 
             {"uri": str(media["resized"]), "name": "slow_folder", "image_fps": 2.0},
             {"uri": f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/live?token={TOKEN}", "name": "closed_port",
              "reconnect": {"initial_s": 0.2, "max_attempts": 2}},
-            {"uri": f"http://admin:{PASSWORD}@127.0.0.1:{mjpeg.port}/nope.mjpg?token={TOKEN}", "name": "http_404"},
+            # A 404 may be a relay whose camera is down: retried slowly (slow_s), here given up after two tries.
+            {"uri": f"http://admin:{PASSWORD}@127.0.0.1:{mjpeg.port}/nope.mjpg?token={TOKEN}", "name": "http_404",
+             "reconnect": {"slow_s": 0.2, "max_attempts": 2}},
             {"uri": f"http://admin:{PASSWORD}@127.0.0.1:{silent.port}/stream.mjpg", "name": "silent",
              "open_timeout_s": 1.0, "reconnect": {"initial_s": 0.2, "max_attempts": 2}},
             {"uri": "/dev/video93", "name": "unplugged", "reconnect": {"initial_s": 0.2, "max_attempts": 2}},
@@ -79,6 +81,7 @@ def test_bad_sources_fail_only_their_own_stream_with_one_clear_line_each(media, 
         # One clear line on stderr names the stream and the cause.
         assert re.search(rf"stream {name}: failed: .*{re.escape(message)}", proc.stderr), name
     assert "gave up after 2 attempts" in streams["closed_port"]["error"]
+    assert "gave up after 2 attempts" in streams["http_404"]["error"]
     # Damaged but readable: skipped frames are counted, the stream ends normally.
     for name in ("truncated", "corrupt", "bad_image", "resized", "slow_folder", "good"):
         assert streams[name]["state"] == "ended", (name, streams[name])

@@ -147,5 +147,5 @@ def test_every_panel_query_returns_data_from_a_real_scrape(prometheus, tmp_path)
     assert not empty, f"panel queries without data: {empty}"
     assert sorted(results["stream variable"]["data"]["result"]) == sorted(v.stem for v in videos)
     rules = _get(f"{api}/api/v1/rules")["data"]["groups"]
-    assert sum(len(g["rules"]) for g in rules) == 9
+    assert sum(len(g["rules"]) for g in rules) == RULES.read_text().count("- alert:")  # every rule was loaded
     assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules

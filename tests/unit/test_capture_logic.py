@@ -257,3 +257,91 @@ def test_an_end_marker_is_skipped_when_nothing_of_its_sequence_was_sent(socket_p
     sender.finish()
     sender.join(5)
     assert [(h.seq, h.flags, h.reason) for h in headers] == [(0, int(Flags.START), "reconnect"), (1, int(Flags.END), "removed")]
+
+
+def _live_spec(name: str = "cam", **reconnect) -> AddStream:
+    return AddStream(stream=name, uri="rtsp://user:pw@cam/1", live=True, realtime=True, loop=False, generation=0,
+                     open_timeout_s=1.0, stale_after_s=5.0, buffer_frames=1000,
+                     reconnect={"initial_s": 0.5, "max_s": 30.0, "multiplier": 2.0, "jitter": 0.0,
+                                "max_attempts": None, **reconnect})
+
+
+def _settings() -> CaptureSettings:
+    return CaptureSettings(stage="capture:0", control_endpoint="", parent_pid=0, run_dir="", embed_endpoints=(),
+                           width=8, height=8, step_rate=4.0)
+
+
+@pytest.mark.parametrize("opens", [True, False], ids=["the open succeeds", "the open fails"])
+def test_a_stream_removed_while_its_source_is_opening_ends_once_and_cleanly(opens, caplog):
+    """A DELETE while OpenCV is still opening (it may block for open_timeout_s): the stage ends the stream at
+    once; when the open returns, late, the thread leaves quietly (no state change after the end, no traceback)."""
+    entered, release = threading.Event(), threading.Event()
+    clock = FakeClock()
+    closed: list = []
+
+    class Reader(ScriptedSource):
+        def close(self) -> None:
+            closed.append(True)
+
+    def opener(source, **kwargs):
+        entered.set()
+        release.wait(10)
+        if not opens:
+            raise SourceOpenError("cannot open rtsp://***@cam/1: cam:554 accepted but sent nothing", permanent=False)
+        return Reader(clock, frames=5)
+
+    events: list = []
+    counters = StreamCounters("cam", None)
+    outbox = StreamOutbox("cam", 0, live=True, capacity=10, stale_after_s=5.0, counters=counters,
+                          wake=threading.Event())
+    runner = StreamRunner(_live_spec(), _settings(), outbox, events.append, opener=opener, clock=clock)
+    runner.start()
+    assert entered.wait(5)
+    runner.request_stop("removed")
+    runner.abandon()  # what the stage does once the stop grace has passed
+    release.set()
+    runner.join(5)
+
+    assert not runner.is_alive()
+    assert [(e.state, e.reason) for e in events] == [("ended", "removed")]
+    assert closed == ([True] if opens else [])  # a reader that opened too late is closed, never read
+    assert "unexpectedly" not in caplog.text and "Traceback" not in caplog.text
+    assert [type(i).__name__ for i in _drain(outbox)] == ["EndOfSequence"]
+
+
+def test_a_one_frame_per_connection_source_backs_off_shows_flapping_and_logs_little(caplog):
+    """A server that sends one frame per connection (VLC's MJPEG does), over 90 s of stream time:
+    the backoff keeps growing instead of starting over at every open, the stream shows as
+    reconnecting/flapping rather than live, and the log says so in a few lines, not hundreds."""
+    clock = FakeClock()
+    opens = {"n": 0}
+    events: list = []
+
+    def opener(source, **kwargs):
+        opens["n"] += 1
+        return ScriptedSource(clock, frames=1)
+
+    counters = StreamCounters("cam", None)
+    outbox = StreamOutbox("cam", 0, live=True, capacity=10_000, stale_after_s=5.0, counters=counters,
+                          wake=threading.Event())
+    runner = StreamRunner(_live_spec(), _settings(), outbox, events.append, opener=opener, clock=clock)
+
+    def fake_wait(timeout=None):
+        clock.now += timeout or 0.0
+        if clock.now > 190.0:  # 90 s of stream time: the operator removes the stream
+            runner.request_stop("removed")
+        return runner._stop_event.is_set()
+
+    runner._stop_event.wait = fake_wait
+    caplog.set_level("INFO", logger="pipeline.stages.capture.runner")
+    runner.start()
+    runner.join(10)
+
+    assert not runner.is_alive()
+    assert opens["n"] <= 9  # waits of 0.5, 1, 2, 4, 8, 16, 30, 30 s: not one every 0.5 s (180)
+    flapping = [e for e in events if e.reason == "flapping"]
+    assert flapping and all(e.state == "reconnecting" for e in flapping)
+    assert [e.state for e in events].count("live") == 2  # the first open, and one reopen before it was seen to flap
+    assert "dropped" in flapping[-1].error and "in a row" in flapping[-1].error
+    lines = [r for r in caplog.records if r.name == "pipeline.stages.capture.runner"]
+    assert len(lines) <= 20, [r.getMessage() for r in lines]

@@ -385,7 +385,7 @@ def test_every_command_the_docs_show_runs_as_written(pages):
 _REGISTERED = r'''
 import dataclasses, json, sys
 from pathlib import Path
-from pipeline.metrics import StageMetrics, build_registry
+from pipeline.metrics import StageMetrics, SupervisorState, build_registry
 
 metrics = StageMetrics.create()
 touch = {"counter": lambda m: m.inc(), "gauge": lambda m: m.set(1), "histogram": lambda m: m.observe(0.1)}
@@ -393,7 +393,7 @@ for field in dataclasses.fields(metrics):
     metric = getattr(metrics, field.name)
     labels = metric._labelnames
     touch[metric._type](metric.labels(*["x"] * len(labels)) if labels else metric)
-state = lambda: ({"s": "live"}, {"embed:0": 1}, {"embed": 1}, {("s", "stage_crash"): 1})
+state = lambda: SupervisorState({"s": "live"}, {"s": "opened"}, {"embed:0": 1}, {"embed": 1}, {("s", "stage_crash"): 1})
 families = []
 for family in build_registry(Path(sys.argv[1]), state).collect():
     labels = sorted({name for sample in family.samples for name in sample.labels} - {"le"})

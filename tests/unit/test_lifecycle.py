@@ -209,8 +209,8 @@ def test_each_drop_counts_a_reconnect() -> None:
     assert m.reconnects == 3
 
 
-def test_the_backoff_resets_after_the_first_frame_following_a_successful_open() -> None:
-    m = live_machine(now=0.0)
+def test_the_backoff_starts_over_only_once_a_reopened_source_was_stable_for_stable_s() -> None:
+    m = live_machine(now=0.0)  # stable_s 10
     m.dropped(1.0, "read_failed")        # attempt 1
     m.open_failed(2.0, "timeout")        # attempt 2
     m.open_failed(4.0, "timeout")        # attempt 3
@@ -218,23 +218,102 @@ def test_the_backoff_resets_after_the_first_frame_following_a_successful_open() 
 
     assert m.attempts == 3  # opening alone proves nothing yet
     m.frame(8.5)
+    assert (m.attempts, m.failed_opens) == (3, 0)  # a frame proves it opens, not that it works
+    m.frame(17.9)
+    assert m.attempts == 3
+    m.frame(18.0)  # frames for stable_s after the open
     assert m.attempts == 0
 
-    t = m.dropped(20.0, "read_failed")
-    assert (t.retry_in_s, t.attempt) == (1.0, 1)  # back to the first delay
+    t = m.dropped(30.0, "read_failed")
+    assert (t.retry_in_s, t.attempt, t.reason) == (1.0, 1, "read_failed")  # back to the first delay; not flapping
 
 
-def test_only_the_first_frame_after_an_open_resets_the_attempts() -> None:
+def test_the_first_frame_after_an_open_resets_the_failed_opens_that_max_attempts_counts() -> None:
+    m = live_machine(now=0.0, max_attempts=3)
+    m.frame(11.0)
+    m.dropped(12.0, "read_failed")
+    m.open_failed(13.0, "timeout")
+    m.open_failed(15.0, "timeout")
+    m.opened(19.0)
+    m.frame(19.1)  # it opens: the failed opens start over, the backoff does not
+    m.frame(19.2)
+
+    assert (m.failed_opens, m.attempts, m.last_frame_at) == (0, 3, 19.2)
+    m.dropped(20.0, "read_failed")
+    assert m.open_failed(21.0, "timeout").after is StreamState.RECONNECTING  # 1 of 3, not 3 of 3
+
+
+def test_a_source_that_drops_again_before_it_was_stable_is_flapping_and_stays_reconnecting() -> None:
     m = live_machine(now=0.0)
-    m.frame(1.0)
-    m.frame(2.0)
-    m.dropped(3.0, "read_failed")
-    m.opened(4.0)
-    m.frame(4.1)  # resets
-    m.frame(4.2)
+    m.frame(10.0)  # stable
+    first = m.dropped(11.0, "source_ended", "the source ended the stream")
+    assert (first.after, first.reason) == (StreamState.RECONNECTING, "source_ended")
+    assert m.opened(12.0).after is StreamState.LIVE  # the first reopen is live: it may well be back
+    m.frame(12.1)
 
-    assert m.attempts == 0
-    assert m.last_frame_at == 4.2
+    t = m.dropped(12.2, "source_ended", "the source ended the stream")
+    assert (t.after, t.reason, t.retry_in_s) == (StreamState.RECONNECTING, "flapping", 2.0)
+    assert "dropped 2 times in a row, each time before it had been up for 10 s; last: the source ended the stream" \
+        in t.error
+    assert m.opened(14.2) is None  # reopened, but it has proved nothing: still reconnecting, flapping
+    assert (m.state, m.reason, m.next_action(14.3)) == (StreamState.RECONNECTING, "flapping", Step(Action.READ))
+    m.frame(14.3)
+    t = m.dropped(14.4, "read_failed")
+    assert (t.before, t.after, t.reason, t.retry_in_s) == (StreamState.RECONNECTING, StreamState.RECONNECTING,
+                                                            "flapping", 4.0)
+    assert "dropped 3 times in a row" in t.error and m.reconnects == 3
+
+
+def test_a_flapping_source_is_live_again_once_stable_and_its_backoff_starts_over() -> None:
+    m = live_machine(now=0.0)
+    m.frame(10.0)
+    m.dropped(11.0, "read_failed")
+    m.opened(12.0)
+    m.dropped(12.5, "read_failed")  # flapping
+    assert m.opened(15.0) is None
+    assert m.frame(15.1) is None
+    assert m.frame(24.9) is None  # not yet stable_s since the open
+
+    t = m.frame(25.0)
+
+    assert (t.before, t.after, t.reason) == (StreamState.RECONNECTING, StreamState.LIVE, "recovered")
+    assert (m.attempts, m.flaps) == (0, 0)
+    assert m.dropped(40.0, "read_failed").retry_in_s == 1.0
+
+
+def test_a_one_frame_per_connection_source_is_knocked_on_less_and_less_often() -> None:
+    """What a server that sends one frame per connection gets: a growing backoff, not a reopen every 0.5 s."""
+    m = live_machine(now=0.0)
+    now, opens = 0.0, 0
+    while now < 90.0:
+        m.frame(now)
+        t = m.dropped(now + 0.1, "source_ended")
+        now += 0.1 + t.retry_in_s
+        m.opened(now)
+        opens += 1
+
+    assert opens <= 8  # 1 + 2 + 4 + ... seconds apart, capped at 60
+    assert (m.state, m.reason) == (StreamState.RECONNECTING, "flapping")
+
+
+def test_an_answer_that_needs_a_person_is_retried_slowly_with_its_own_reason() -> None:
+    m = machine(now=0.0)  # slow_s: 60 by default
+
+    t = m.open_failed(0.0, "the server answered 401 Unauthorized (check the user and password)", needs_person=True)
+
+    assert (t.after, t.reason, t.retry_in_s) == (StreamState.CONNECTING, "needs_attention", 60.0)
+    assert m.next_action(59.9) == Step(Action.WAIT, 60.0)
+    t = m.open_failed(60.0, "connection refused")  # the server is down now: back to the backoff
+    assert (t.reason, t.retry_in_s) == ("open_failed", 2.0)
+
+
+def test_an_answer_that_needs_a_person_still_counts_towards_max_attempts() -> None:
+    m = machine(now=0.0, max_attempts=2)
+    m.open_failed(0.0, "404", needs_person=True)
+
+    t = m.open_failed(60.0, "404", needs_person=True)
+
+    assert (t.after, t.reason) == (StreamState.FAILED, "attempts_exhausted")
 
 
 def test_a_flapping_source_that_opens_but_delivers_no_frame_keeps_climbing() -> None:

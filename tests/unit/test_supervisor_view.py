@@ -26,7 +26,8 @@ STAGES = (
     {"name": "embed:0", "kind": "embed", "pid": 2, "alive": True, "ready": True, "given_up": False, "restarts": 2},
     {"name": "embed:1", "kind": "embed", "pid": None, "alive": False, "ready": False, "given_up": True, "restarts": 6},
 )
-STREAMS = ({"name": "dock", "state": "live"}, {"name": "yard", "state": "reconnecting"})
+STREAMS = ({"name": "dock", "state": "live", "reason": "opened"},
+           {"name": "yard", "state": "reconnecting", "reason": "flapping"})
 
 
 def make_view(clock: Clock, counters: dict | None = None, added: list | None = None) -> SupervisorView:
@@ -131,9 +132,10 @@ def test_the_supervisors_metrics_come_from_the_published_status():
     view.publish(RunStatus(turned_at=clock.now, stages=STAGES, streams=STREAMS))
     view.lost_with_stages = {("dock", "stage_crash"): 3}
 
-    states, restarts, up, lost = view.metrics_state()
+    state = view.metrics_state()
 
-    assert states == {"dock": "live", "yard": "reconnecting"}
-    assert restarts == {"temporal": 0, "embed:0": 2, "embed:1": 6}  # 0 included: alerts see a series rise
-    assert up == {"temporal": 1, "embed": 1}
-    assert lost == {("dock", "stage_crash"): 3}
+    assert state.stream_states == {"dock": "live", "yard": "reconnecting"}
+    assert state.stream_reasons == {"dock": "opened", "yard": "flapping"}
+    assert state.stage_restarts == {"temporal": 0, "embed:0": 2, "embed:1": 6}  # 0 included: alerts see it rise
+    assert state.stages_up == {"temporal": 1, "embed": 1}
+    assert state.lost_with_stages == {("dock", "stage_crash"): 3}

@@ -336,3 +336,28 @@ def test_source_uri_repr_shows_the_redacted_uri_and_kind() -> None:
     assert repr(source) == "SourceUri('rtsp://***@10.0.0.7/s1', network)"
     assert source.display == "rtsp://***@10.0.0.7/s1"
     assert source.raw == "rtsp://admin:p@ss@10.0.0.7/s1"
+
+
+def test_file_uris_name_a_local_path_with_its_escapes_decoded(tmp_path: Path) -> None:
+    clip = tmp_path / "my clip.mp4"
+    assert classify(f"file://{tmp_path}/my%20clip.mp4") == SourceUri(str(clip), SourceKind.FILE)
+    assert classify(f"file://localhost{tmp_path}/my%20clip.mp4").raw == str(clip)
+    assert default_stream_name(f"file://{tmp_path}/my%20clip.mp4") == "my_clip"
+    with pytest.raises(UriError, match=r"file:///abs/path \(not host 'cams'\)"):
+        classify("file://cams/videos/a.mp4")
+
+
+def test_a_file_uri_reaches_the_capture_process_as_an_absolute_path(tmp_path: Path) -> None:
+    """What the control API, the command line and a config give the supervisor is what capture opens."""
+    from pipeline.config import SourceConfig
+    from pipeline.supervision.launch import add_stream_message
+    from pipeline.supervision.registry import StreamTable
+    from tests.support.runs import config
+
+    table = StreamTable(4)
+    source = SourceConfig(uri=f"file://{tmp_path}/a%20b.mp4", name="ab")
+    entry = table.add("ab", source, live=False, workers=["capture:0"])
+
+    message = add_stream_message(config(sources=[{"uri": "x.mp4"}]), entry, None)
+
+    assert message.uri == str(tmp_path / "a b.mp4")

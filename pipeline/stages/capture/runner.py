@@ -82,7 +82,8 @@ class StreamRunner(threading.Thread):
         self._stop_reason = "stopped"
         self._source = classify(spec.uri)
         backoff = Backoff(**{k: spec.reconnect[k] for k in ("initial_s", "max_s", "multiplier", "jitter")})
-        policy = ReconnectPolicy(backoff, spec.reconnect.get("max_attempts"), spec.stale_after_s)
+        policy = ReconnectPolicy(backoff, spec.reconnect.get("max_attempts"), spec.stale_after_s,
+                                 **{k: spec.reconnect[k] for k in ("stable_s", "slow_s") if k in spec.reconnect})
         self.machine = StreamStateMachine(spec.stream, spec.live, policy, rng or random.Random(), clock())
         # Live stream time counts from here, across reconnects (and across a restart of this process).
         self._origin = clock() - (spec.start_t or 0.0)
@@ -91,7 +92,7 @@ class StreamRunner(threading.Thread):
         self._t_offset = 0.0
         self._resume_after_t = spec.resume_after_t
         self._last_t: float | None = None
-        self._last_logged_error = ""
+        self._last_logged: tuple | None = None  # what the last warning about a down or flapping source said
         self._finish_lock = threading.RLock()
         self._abandoned = False
 
@@ -131,6 +132,10 @@ class StreamRunner(threading.Thread):
             if (transition := self.machine.stop(self._clock(), self._stop_reason)) is not None:
                 self._transition(transition)
             self._end_sequence(self._final_reason())
+
+    def _stopping(self) -> bool:
+        """Asked to stop, or already ended by the stage: no more state changes of this thread's own."""
+        return self._abandoned or self._stop_event.is_set()
 
     def _final_reason(self) -> str:
         state = self.machine.state
@@ -173,9 +178,17 @@ class StreamRunner(threading.Thread):
                     decoder_threads=self.s.decoder_threads,
                 )
         except SourceOpenError as exc:
-            self._transition(self.machine.open_failed(self._clock(), str(exc), exc.permanent))
+            with self._finish_lock:
+                if not self._stopping():
+                    self._transition(self.machine.open_failed(self._clock(), str(exc), exc.permanent,
+                                                              exc.needs_person))
             return None
-        self._transition(self.machine.opened(self._clock()))
+        with self._finish_lock:
+            if self._stopping():
+                # Removed or stopped while the open was under way: the stream ended without this reader.
+                reader.close()
+                return None
+            self._transition(self.machine.opened(self._clock()))
         if reader.fps is not None and reader.fps < self.s.step_rate:
             logger.warning(
                 "stream %s: the source runs at %.2f frames/s, slower than the model's %.2f steps/s; "
@@ -193,7 +206,7 @@ class StreamRunner(threading.Thread):
                 if outcome != "eof" or self._stop_event.is_set():
                     return
                 if reader.is_live:
-                    self._transition(self.machine.dropped(self._clock(), "source_ended", "the source ended the stream"))
+                    self._dropped(self._clock(), "source_ended", "the source ended the stream")
                     return
                 if reader.ended_early:
                     logger.warning(
@@ -253,10 +266,10 @@ class StreamRunner(threading.Thread):
                     detail = (f"no frame for {self.spec.stale_after_s:g} s" if reason == "stale"
                               else "the source stopped delivering frames")
                     self._end_sequence("reconnect")
-                    self._transition(self.machine.dropped(now, reason, detail))
+                    self._dropped(now, reason, detail)
                     return "dropped"
                 return "eof"
-            self.machine.frame(now)
+            self._transition(self.machine.frame(now))
             t = frame.t + self._t_offset
             if resume_after is not None and frame.t <= resume_after:
                 continue  # sent before the restart: counted by the process that sent it
@@ -306,10 +319,15 @@ class StreamRunner(threading.Thread):
         self.outbox.put_end(EndOfSequence(self._sequence, reason, t))
 
     # -- state changes -----------------------------------------------------------
-    def _transition(self, transition: Transition) -> None:
-        self._log(transition)
-        if transition.after is StreamState.RECONNECTING and transition.before is StreamState.LIVE and self._metrics:
+    def _dropped(self, now: float, reason: str, detail: str) -> None:
+        if self._metrics:
             self._metrics.reconnects.labels(self.spec.stream).inc()
+        self._transition(self.machine.dropped(now, reason, detail))
+
+    def _transition(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        self._log(transition)
         self._report(StreamChanged(
             stream=self.spec.stream, generation=self.spec.generation, state=transition.after.value,
             reason=transition.reason, retry_in_s=transition.retry_in_s, error=transition.error,
@@ -318,19 +336,24 @@ class StreamRunner(threading.Thread):
     def _log(self, tr: Transition) -> None:
         name = self.spec.stream
         if tr.after is StreamState.LIVE:
-            logger.info("stream %s: live (%s)", name, self._source.display)
+            if tr.reason == "recovered":
+                logger.info("stream %s: live again (frames for %g s after flapping)", name, self.machine.policy.stable_s)
+            else:
+                logger.info("stream %s: live (%s)", name, self._source.display)
+            self._last_logged = None
         elif tr.after is StreamState.ENDED:
             logger.info("stream %s: ended (%s)", name, tr.reason)
         elif tr.after is StreamState.FAILED:
             logger.error("stream %s: failed: %s", name, tr.error)
-        elif tr.before is StreamState.LIVE:
+        elif tr.before is StreamState.LIVE and tr.reason != "flapping":
             logger.warning("stream %s: %s (%s); reconnecting in %.1f s", name, tr.reason.replace("_", " "), tr.error,
                            tr.retry_in_s or 0.0)
-            self._last_logged_error = ""
+            self._last_logged = None
         else:
-            # A camera that stays down: say so when the reason changes and every tenth attempt, not every time.
-            level = logging.WARNING if (tr.error != self._last_logged_error or tr.attempt % 10 == 1) else logging.DEBUG
-            logger.log(level, "stream %s: %s; retrying in %.1f s (attempt %d)", name, tr.error, tr.retry_in_s or 0.0,
-                       tr.attempt)
-            self._last_logged_error = tr.error
-
+            # A camera that stays down or keeps flapping: say so when what is wrong changes and every tenth
+            # attempt, not every time (a flapping stream's message counts its drops: the reason is what matters).
+            what = (tr.reason,) if tr.reason == "flapping" else (tr.reason, tr.error)
+            level = logging.WARNING if (what != self._last_logged or tr.attempt % 10 == 1) else logging.DEBUG
+            logger.log(level, "stream %s: %s%s; retrying in %.1f s (attempt %d)", name,
+                       "flapping: " if tr.reason == "flapping" else "", tr.error, tr.retry_in_s or 0.0, tr.attempt)
+            self._last_logged = what
