@@ -83,6 +83,10 @@ class SourceConfig(_Model):
     stale_after_s: float | None = Field(default=None, gt=0.0, le=3600.0)
     open_timeout_s: float | None = Field(default=None, gt=0.0, le=300.0)
     image_fps: float | None = Field(default=None, gt=0.0, le=1000.0, description="image folders: frames per second")
+    rtsp_transport: Literal["auto", "tcp", "udp", "http"] = Field(
+        default="auto", description="rtsp:// sources: RTP over the RTSP connection (tcp), on its own ports (udp), "
+                                    "tunnelled in HTTP (http); auto: TCP, then UDP when the server refuses TCP",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -94,6 +98,13 @@ class SourceConfig(_Model):
         except UriError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _transport_for_rtsp_only(self) -> "SourceConfig":
+        if self.rtsp_transport != "auto" and not self.uri.lower().startswith(("rtsp://", "rtsps://")):
+            raise ValueError(f"rtsp_transport {self.rtsp_transport!r} is for rtsp:// sources; this one is "
+                             f"{self!s}")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -34,7 +34,8 @@ class DecodedFrame:
 
 def iter_sampled_frames(path: str | Path, keep: Callable[[float], bool]) -> Iterator[DecodedFrame]:
     """Decode every frame, converting only those ``keep(t)`` accepts; damaged frames are skipped."""
-    from pipeline.sources.readers import SourceError, VideoFileReader
+    from pipeline.sources.frames import SourceError
+    from pipeline.sources.readers import VideoFileReader
 
     path = Path(path)
     if not path.is_file():

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.sources.readers import RawFrame, SourceOpenError, _always
+from pipeline.sources.frames import RawFrame, SourceOpenError, want_all
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class NvdecReader:
             self._frames.extend(self._decoder.Decode(packet))
         return self._frames.popleft()
 
-    def read(self, want: Callable[[float], bool] = _always) -> RawFrame | None:
+    def read(self, want: Callable[[float], bool] = want_all) -> RawFrame | None:
         frame = self._next_decoded()
         if frame is None:
             return None

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from pipeline.sources.uri import redact
 
 # Answers that usually need a person: a hint for the operator, and a slow retry.
-_NEEDS_PERSON = {401: "check the user and password", 403: "check the user's rights", 404: "check the path"}
+NEEDS_PERSON = {401: "check the user and password", 403: "check the user's rights", 404: "check the path"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ def _authority(uri: str) -> tuple[str, int, str, str | None, str | None]:
     return host, int(port) if port else default_port, path, user, password
 
 
+def server_of(uri: str) -> tuple[str, int]:
+    """The host and port a network URI names (the scheme's port by default); ValueError when malformed."""
+    try:
+        host, port, _path, _user, _password = _authority(uri)
+    except KeyError:
+        raise ValueError(f"{redact(uri)}: not a network URL") from None
+    return host, port
+
+
 def explain_open_failure(uri: str, timeout_s: float) -> OpenFailure:
     """Ask the server behind ``uri`` why it cannot be read; the answer never holds credentials."""
     shown = redact(uri)
@@ -77,8 +86,8 @@ def explain_open_failure(uri: str, timeout_s: float) -> OpenFailure:
         return OpenFailure(f"cannot open {shown}: {type(exc).__name__}: {exc}", False)
     if status is None:
         return OpenFailure(f"cannot open {shown}: {host}:{port} answered, but not as a {scheme.upper()} server", False)
-    if status in _NEEDS_PERSON:
-        return OpenFailure(f"cannot open {shown}: the server answered {status} {reason} ({_NEEDS_PERSON[status]})",
+    if status in NEEDS_PERSON:
+        return OpenFailure(f"cannot open {shown}: the server answered {status} {reason} ({NEEDS_PERSON[status]})",
                            False, needs_person=True)
     if status >= 400:
         return OpenFailure(f"cannot open {shown}: the server answered {status} {reason}", False)

@@ -7,8 +7,10 @@ Time is the source's own:
 * video files are stamped with the container's presentation times, counted
   from the first frame (variable-frame-rate files stay right);
 * image folders at ``i / fps`` (``fps`` per source, default 10);
-* live sources by arrival on the monotonic clock, from an origin the caller
-  keeps across reconnects, so a stream's time never goes backwards.
+* live sources on the monotonic clock, from an origin the caller keeps
+  across reconnects, so a stream's time never goes backwards: RTSP streams
+  by their own timestamps anchored to arrival (a buffered burst shows as
+  old: :mod:`pipeline.sources.live_time`), cameras and HTTP by arrival.
 
 A reader never invents a frame. A file's damaged frames are skipped and
 counted (``decode_errors``) while later frames still decode; a file that
@@ -24,56 +26,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import cv2
-import numpy as np
 
-from pipeline.errors import ActionPipeError
+from pipeline.sources.frames import FrameReader, RawFrame, SourceOpenError, want_all
 from pipeline.sources.uri import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceKind, SourceUri, classify, redact
 
 DEFAULT_IMAGE_FPS = 10.0
 # Consecutive failed reads before a file with no usable frame count is taken as ended.
 MAX_CONSECUTIVE_READ_FAILURES = 64
-
-
-class SourceError(ActionPipeError, RuntimeError):
-    """A source that cannot be opened or read; the message names it without credentials."""
-
-
-class SourceOpenError(SourceError):
-    """A source that did not open. ``permanent``: retrying cannot help (a missing file, a malformed URL);
-    ``needs_person``: the server answered what usually takes a person to fix (401, 403, 404), so the
-    stream retries slowly instead of at its backoff."""
-
-    def __init__(self, message: str, permanent: bool, needs_person: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.needs_person = needs_person
-
-
-@dataclass(frozen=True)
-class RawFrame:
-    t: float  # seconds of stream time
-    image: np.ndarray | None  # BGR uint8 [H, W, 3]; None when the caller did not want this frame
-
-
-def _always(_t: float) -> bool:
-    return True
-
-
-class FrameReader(Protocol):
-    is_live: bool
-    fps: float | None
-    decode_errors: int  # frames skipped because they could not be decoded, so far
-    ended_early: bool  # a recorded source stopped short of its announced length
-
-    def read(self, want: Callable[[float], bool] = _always) -> RawFrame | None:
-        """The next frame, or None at the end of the stream (or when a live stream drops)."""
-
-    def close(self) -> None: ...
 
 
 class VideoFileReader:
@@ -118,7 +80,7 @@ class VideoFileReader:
         self._last_t = t
         return t
 
-    def read(self, want: Callable[[float], bool] = _always) -> RawFrame | None:
+    def read(self, want: Callable[[float], bool] = want_all) -> RawFrame | None:
         failures = 0
         while True:
             if not self._capture.grab():
@@ -187,7 +149,7 @@ class ImageFolderReader:
         self.decode_errors = 0
         self.last_bad_image: Path | None = None
 
-    def read(self, want: Callable[[float], bool] = _always) -> RawFrame | None:
+    def read(self, want: Callable[[float], bool] = want_all) -> RawFrame | None:
         while self._index < len(self._paths):
             path = self._paths[self._index]
             t = self._index / self.fps
@@ -219,7 +181,7 @@ class LiveCaptureReader:
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
 
-    def read(self, want: Callable[[float], bool] = _always) -> RawFrame | None:
+    def read(self, want: Callable[[float], bool] = want_all) -> RawFrame | None:
         if not self._capture.grab():
             return None
         t = self._clock() - self._origin
@@ -246,11 +208,17 @@ def open_source(
     origin: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     decoder_threads: int = 0,
+    rtsp_transport: str = "auto",
 ) -> FrameReader:
-    """Open a source; raises SourceOpenError (saying whether retrying can help) when it cannot be used."""
+    """Open a source; raises SourceOpenError (saying whether retrying can help) when it cannot be used.
+    RTSP goes through PyAV (:mod:`pipeline.sources.rtsp`: a transport per stream); the rest through OpenCV."""
     if isinstance(source, str):
         source = classify(source)
     uri = source.raw
+    if source.kind is SourceKind.NETWORK and uri.lower().startswith(("rtsp://", "rtsps://")):
+        from pipeline.sources.rtsp import open_rtsp
+
+        return open_rtsp(uri, rtsp_transport, open_timeout_s, read_timeout_s, origin, clock, decoder_threads)
     if source.kind is SourceKind.NETWORK:
         capture = cv2.VideoCapture(
             uri, cv2.CAP_FFMPEG,

@@ -80,7 +80,8 @@ def onnx_path_for(engine: EngineConfig) -> str | None:
 
 def check_recorded_source(source: SourceConfig) -> None:
     """A request for a file or folder that cannot be opened is refused before anything changes."""
-    from pipeline.sources.readers import SourceOpenError, open_source
+    from pipeline.sources.frames import SourceOpenError
+    from pipeline.sources.readers import open_source
 
     try:
         open_source(source.uri, image_fps=source.image_fps).close()

@@ -52,6 +52,7 @@ class AddStream:
     # ...and a live stream's time continues from here instead of 0.
     start_t: float | None = None
     start_reason: str = "open"
+    rtsp_transport: str = "auto"  # rtsp:// sources: tcp, udp, http, or auto (TCP, then UDP if TCP is refused)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.sources.readers import RawFrame, SourceOpenError
+from pipeline.sources.frames import RawFrame, SourceOpenError
 from pipeline.stages.capture.outbox import EndOfSequence, OutFrame, StreamCounters, StreamOutbox
 from pipeline.stages.capture.runner import ReplayPacer, StreamRunner
 from pipeline.stages.capture.sender import FrameSender
@@ -345,3 +345,36 @@ def test_a_one_frame_per_connection_source_backs_off_shows_flapping_and_logs_lit
     assert "dropped" in flapping[-1].error and "in a row" in flapping[-1].error
     lines = [r for r in caplog.records if r.name == "pipeline.stages.capture.runner"]
     assert len(lines) <= 20, [r.getMessage() for r in lines]
+
+
+def test_with_auto_the_transport_that_worked_is_kept_for_reconnects_and_said_once(caplog):
+    """The first open finds the server takes only UDP; every reopen asks for UDP straight away."""
+    clock = FakeClock()
+    asked: list[str] = []
+
+    class UdpOnly(ScriptedSource):
+        transport = "udp"
+
+    def opener(source, rtsp_transport="auto", **kwargs):
+        asked.append(rtsp_transport)
+        return UdpOnly(clock, frames=2)
+
+    events: list = []
+    counters = StreamCounters("cam", None)
+    outbox = StreamOutbox("cam", 0, live=True, capacity=1000, stale_after_s=5.0, counters=counters,
+                          wake=threading.Event())
+    runner = StreamRunner(_live_spec(), _settings(), outbox, events.append, opener=opener, clock=clock)
+
+    def fake_wait(timeout=None):
+        clock.now += timeout or 0.0
+        if len(asked) >= 3:
+            runner.request_stop("removed")
+        return runner._stop_event.is_set()
+
+    runner._stop_event.wait = fake_wait
+    caplog.set_level("INFO", logger="pipeline.stages.capture.runner")
+    runner.start()
+    runner.join(10)
+
+    assert asked[:3] == ["auto", "udp", "udp"]
+    assert caplog.text.count("the server refuses RTSP over TCP; reading it over UDP from now on") == 1

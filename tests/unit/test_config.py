@@ -104,3 +104,14 @@ def test_an_overlay_folder_that_cannot_be_made_is_named_before_anything_starts(t
     configured = config(sources=[{"uri": str(tmp_path / "x.mp4")}], overlay={"out_dir": str(blocker / "overlay")})
     with pytest.raises(ConfigError, match="overlay.out_dir: cannot create .*a-file/overlay"):
         preflight(configured)
+
+
+def test_an_rtsp_transport_is_chosen_per_rtsp_source_and_refused_on_others():
+    from pipeline.config import SourceConfig
+
+    assert SourceConfig(uri="rtsp://cam/1").rtsp_transport == "auto"
+    assert SourceConfig(uri="rtsp://cam/1", rtsp_transport="udp").rtsp_transport == "udp"
+    with pytest.raises(ValueError, match="rtsp_transport 'tcp' is for rtsp:// sources"):
+        SourceConfig(uri="http://cam/1.mjpg", rtsp_transport="tcp")
+    with pytest.raises(ConfigError, match=r"sources\.0\.rtsp_transport: Input should be 'auto', 'tcp', 'udp' or 'http'"):
+        validate_config({"sources": [{"uri": "rtsp://cam/1", "rtsp_transport": "sctp"}]})

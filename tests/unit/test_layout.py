@@ -144,3 +144,19 @@ def test_every_error_we_define_derives_from_the_one_base(package):
             if inspect.isclass(cls) and issubclass(cls, BaseException) and not issubclass(cls, ActionPipeError):
                 orphans.append(f"{name}.{class_name}")
     assert orphans == []
+
+
+def test_every_name_imported_from_a_module_of_ours_is_there():
+    """Imports inside functions run only when their function does: a name moved away breaks them late,
+    in a stage process or a tool. Each is checked here, against the module it names."""
+    modules = module_files()
+    missing = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or node.module not in modules:
+                continue
+            target = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(target, alias.name) and f"{node.module}.{alias.name}" not in modules:
+                    missing.append(f"{name}: from {node.module} import {alias.name}")
+    assert missing == []

@@ -21,8 +21,9 @@ import numpy as np
 
 from pipeline.backoff import Backoff
 from pipeline.sources.decoding import prepare_frame
+from pipeline.sources.frames import FrameReader, SourceOpenError
 from pipeline.sources.lifecycle import Action, ReconnectPolicy, StreamState, StreamStateMachine, Transition
-from pipeline.sources.readers import FrameReader, SourceOpenError, open_source
+from pipeline.sources.readers import open_source
 from pipeline.sources.sampling import StepSampler
 from pipeline.sources.uri import SourceKind, classify
 from pipeline.stages.capture.outbox import EndOfSequence, OutFrame, StreamOutbox
@@ -92,6 +93,7 @@ class StreamRunner(threading.Thread):
         self._t_offset = 0.0
         self._resume_after_t = spec.resume_after_t
         self._last_t: float | None = None
+        self._rtsp_transport = spec.rtsp_transport  # auto until a server has shown what it takes
         self._last_logged: tuple | None = None  # what the last warning about a down or flapping source said
         self._finish_lock = threading.RLock()
         self._abandoned = False
@@ -175,7 +177,7 @@ class StreamRunner(threading.Thread):
                 reader = self._opener(
                     self._source, image_fps=self.spec.image_fps, open_timeout_s=self.spec.open_timeout_s,
                     read_timeout_s=self.spec.stale_after_s, origin=self._origin, clock=self._clock,
-                    decoder_threads=self.s.decoder_threads,
+                    decoder_threads=self.s.decoder_threads, rtsp_transport=self._rtsp_transport,
                 )
         except SourceOpenError as exc:
             with self._finish_lock:
@@ -189,6 +191,7 @@ class StreamRunner(threading.Thread):
                 reader.close()
                 return None
             self._transition(self.machine.opened(self._clock()))
+        self._keep_transport(getattr(reader, "transport", None))
         if reader.fps is not None and reader.fps < self.s.step_rate:
             logger.warning(
                 "stream %s: the source runs at %.2f frames/s, slower than the model's %.2f steps/s; "
@@ -196,6 +199,14 @@ class StreamRunner(threading.Thread):
                 self.spec.stream, reader.fps, self.s.step_rate, 1 / reader.fps, 1 / self.s.step_rate,
             )
         return reader
+
+    def _keep_transport(self, used: str | None) -> None:
+        """With ``auto``, the transport that worked is kept for the stream's reconnects (said once)."""
+        if used is None or self._rtsp_transport != "auto" or used == "tcp":
+            return
+        self._rtsp_transport = used
+        logger.info("stream %s: the server refuses RTSP over TCP; reading it over %s from now on",
+                    self.spec.stream, used.upper())
 
     # -- reading -----------------------------------------------------------------
     def _read(self, reader: FrameReader) -> None:
@@ -287,7 +298,10 @@ class StreamRunner(threading.Thread):
             # NVDEC hands over frames already converted and resized on the GPU.
             pixels = frame.image if getattr(reader, "prepared", False) else prepare_frame(frame.image, self.s.width,
                                                                                            self.s.height)
-            out = OutFrame(self._sequence, start_reason, t, self._wall(), pixels, self._preview(frame.image, pixels))
+            # A live frame that arrived late (a buffered burst) was captured earlier: the sender drops it as
+            # stale once that is more than stale_after_s ago.
+            out = OutFrame(self._sequence, start_reason, t, self._wall() - frame.age_s, pixels,
+                           self._preview(frame.image, pixels))
             if not self.outbox.put_frame(out, self._stop_event):
                 return "stopped"
             self._last_t = t

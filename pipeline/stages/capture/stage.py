@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import zmq
 
-from pipeline.sources.readers import FrameReader, open_source
+from pipeline.sources.frames import FrameReader
+from pipeline.sources.readers import open_source
 from pipeline.stages.capture.outbox import StreamCounters, StreamOutbox
 from pipeline.stages.capture.runner import StreamRunner
 from pipeline.stages.capture.sender import FrameSender
