@@ -66,6 +66,7 @@ class StageMetrics:
     sequences_started: object
     sink_errors: object
     sink_dropped: object
+    sink_delivered: object
     malformed_messages: object
     overlay_frames: object
     overlay_dropped: object
@@ -114,6 +115,10 @@ class StageMetrics:
             sink_dropped=_counter(
                 "sink_dropped_total", "Records a network output (webhook, MQTT) gave up: its buffer was full, the "
                 "receiver refused them, or they were still unsent at shutdown.", ("sink", "reason"),
+            ),
+            sink_delivered=_counter(
+                "sink_delivered_total", "Records a network output (webhook, MQTT) delivered and had acknowledged.",
+                ("sink",),
             ),
             malformed_messages=_counter(
                 "malformed_messages_total", "Messages on a stage's socket that did not follow the wire format.",

@@ -54,6 +54,8 @@ def _in_background(transport: Transport, cfg, metrics) -> BackgroundSink:
 
     for reason in DROP_REASONS:  # each exists from the start (0), for dashboards and alerts
         metrics.sink_dropped.labels(transport.name, reason)
+    delivered = metrics.sink_delivered.labels(transport.name)
     return BackgroundSink(transport, capacity=cfg.buffer,
                           backoff=Backoff(initial_s=min(0.5, cfg.retry_max_s), max_s=cfg.retry_max_s),
-                          on_drop=count, flush_timeout_s=cfg.flush_timeout_s)
+                          on_drop=count, on_delivered=lambda sink: delivered.inc(),
+                          flush_timeout_s=cfg.flush_timeout_s)

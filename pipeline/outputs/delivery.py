@@ -121,13 +121,15 @@ class BackgroundSink:
     """A :class:`~pipeline.outputs.sinks.Sink` whose records travel on their own thread through ``transport``."""
 
     def __init__(self, transport: Transport, capacity: int = 1000, backoff: Backoff = DEFAULT_RETRY,
-                 on_drop: Callable[[DropReport], None] | None = None, flush_timeout_s: float = 5.0,
+                 on_drop: Callable[[DropReport], None] | None = None,
+                 on_delivered: Callable[[str], None] | None = None, flush_timeout_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
         self.name = transport.name
         self._transport = transport
         self._buffer = RecordBuffer(capacity)
         self._schedule = RetrySchedule(backoff, rng)
         self._on_drop = on_drop or (lambda report: None)
+        self._on_delivered = on_delivered or (lambda sink: None)
         self._flush_timeout_s = flush_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -207,6 +209,7 @@ class BackgroundSink:
             self._in_flight = None
             self._schedule.succeeded()
         self.delivered += 1
+        self._on_delivered(self.name)
         if self._failing:
             logger.info("output %s delivers again", self.name)
             self._failing = False
