@@ -151,7 +151,7 @@ class ActionPipeline:
     def _take(self, parts: list[bytes]) -> None:
         import json
 
-        event = ActionEvent(**json.loads(parts[-1]))
+        event = ActionEvent.from_json(json.loads(parts[-1]))
         if self._on_event is not None:
             try:
                 self._on_event(event)

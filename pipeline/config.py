@@ -227,13 +227,15 @@ class _NetworkOutput(_Model):
                         description="events held while the receiver is down; when full the oldest make room (counted)")
     retry_max_s: float = Field(default=30.0, gt=0.0, le=3600.0, description="the longest wait between retries")
     flush_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0, description="at shutdown, time to deliver what is left")
+    spool_dir: Path | None = Field(default=None, description="what is still unsent after flush_timeout_s is written "
+                                   "here and sent first by the next run (default: counted as lost)")
 
 
 class WebhookConfig(_NetworkOutput):
     """Each event POSTed as JSON to ``url``, in order; retried with backoff while the receiver is down."""
 
     url: str = Field(description="http(s)://...; credentials in it become a Basic header and never reach the logs")
-    timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    timeout_s: float = Field(default=10.0, gt=0.0, le=300.0, description="per request: no answer by then is a failure, retried")
 
     @field_validator("url")
     @classmethod

@@ -87,6 +87,14 @@ class HysteresisConfig:
         check_whole("warmup_steps", self.warmup_steps, 0, EventConfigError)
 
 
+def event_id(stream: str, generation: int, seq: int, action: str, kind: str) -> str:
+    """An event's stable id: the stream, its generation, the sequence number of the message at which the
+    event was decided, the action and the kind. Message numbers never repeat within a generation, and an
+    action starts or ends at most once per message, so the id is unique; it is the same each time the
+    event is sent again, which is what lets a receiver drop a repeat (the webhook's Idempotency-Key)."""
+    return f"{stream}:{generation}:{seq}:{action}:{kind}"
+
+
 @dataclass(frozen=True)
 class ActionEvent:
     stream: str
@@ -96,10 +104,11 @@ class ActionEvent:
     confidence: float
     wall_time: float
     reason: EventReason = "threshold"
+    id: str = ""  # event_id(...) once the temporal stage has placed the event in its stream; "" offline
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``json.dumps`` it for a JSONL sink)."""
-        return {
+        body = {
             "stream": self.stream,
             "action": self.action,
             "kind": self.kind,
@@ -108,6 +117,16 @@ class ActionEvent:
             "wall_time": self.wall_time,
             "reason": self.reason,
         }
+        if self.id:
+            body["id"] = self.id
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ActionEvent:
+        """The event :meth:`to_json` wrote (a spooled event, one from the events socket)."""
+        return cls(stream=body["stream"], action=body["action"], kind=body["kind"], t=float(body["t"]),
+                   confidence=float(body["confidence"]), wall_time=float(body["wall_time"]),
+                   reason=body.get("reason", "threshold"), id=body.get("id", ""))
 
 
 @dataclass

@@ -67,6 +67,7 @@ class StageMetrics:
     sink_errors: object
     sink_dropped: object
     sink_delivered: object
+    sink_spooled: object
     malformed_messages: object
     overlay_frames: object
     overlay_dropped: object
@@ -119,6 +120,10 @@ class StageMetrics:
             sink_delivered=_counter(
                 "sink_delivered_total", "Records a network output (webhook, MQTT) delivered and had acknowledged.",
                 ("sink",),
+            ),
+            sink_spooled=_counter(
+                "sink_spooled_total", "Records a network output could not deliver before a stop and wrote to its "
+                "spool_dir for the next run (not lost).", ("sink",),
             ),
             malformed_messages=_counter(
                 "malformed_messages_total", "Messages on a stage's socket that did not follow the wire format.",

@@ -16,8 +16,10 @@ import zmq
 
 from pipeline.backoff import Backoff
 from pipeline.config import OutputsConfig
+from pipeline.events import ActionEvent
 from pipeline.outputs.delivery import DROP_REASONS, BackgroundSink, DropReport, Transport
 from pipeline.outputs.sinks import JsonlEventSink, JsonlScoreSink, PubEventSink, Sink, StdoutEventSink
+from pipeline.outputs.spool import FileSpool
 
 
 def event_sinks(outputs: OutputsConfig, context: zmq.Context, metrics) -> list[Sink]:
@@ -55,7 +57,11 @@ def _in_background(transport: Transport, cfg, metrics) -> BackgroundSink:
     for reason in DROP_REASONS:  # each exists from the start (0), for dashboards and alerts
         metrics.sink_dropped.labels(transport.name, reason)
     delivered = metrics.sink_delivered.labels(transport.name)
+    spooled = metrics.sink_spooled.labels(transport.name)
+    spool = None
+    if cfg.spool_dir is not None:
+        spool = FileSpool(cfg.spool_dir, transport.name, ActionEvent.to_json, ActionEvent.from_json)
     return BackgroundSink(transport, capacity=cfg.buffer,
                           backoff=Backoff(initial_s=min(0.5, cfg.retry_max_s), max_s=cfg.retry_max_s),
                           on_drop=count, on_delivered=lambda sink: delivered.inc(),
-                          flush_timeout_s=cfg.flush_timeout_s)
+                          flush_timeout_s=cfg.flush_timeout_s, spool=spool, on_spooled=spooled.inc)

@@ -11,6 +11,14 @@ record makes room, counted: memory stays bounded however long the output is
 down. Records still buffered at shutdown get ``flush_timeout_s`` to go out;
 the rest are counted as lost.
 
+With a spool (``spool_dir``), what is still unsent when the flush time is up
+is written to disk instead (counted as spooled, not lost) and goes out first
+in the next run of the same output.
+
+A transport that knows when it can deliver again (MQTT reconnected) says so
+through ``on_ready``, and the waiting retry goes at once instead of at the
+end of its backoff.
+
 The decisions (what a buffer keeps, when to retry) are plain code with an
 injected clock and random source; the transports do the I/O.
 """
@@ -46,12 +54,22 @@ class DeliveryError(ActionPipeError):
 
 
 class Transport(Protocol):
+    """What a network output does; it may also have ``on_ready(callback)``, called when it can deliver again."""
+
     name: str
 
     def deliver(self, record) -> None:
         """Deliver one record or raise DeliveryError."""
 
     def close(self) -> None: ...
+
+
+class Spool(Protocol):
+    """Where records unsent at a stop wait for the next run (:class:`~pipeline.outputs.spool.FileSpool`)."""
+
+    def load(self) -> list: ...
+
+    def save(self, records: list) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,8 @@ class BackgroundSink:
     def __init__(self, transport: Transport, capacity: int = 1000, backoff: Backoff = DEFAULT_RETRY,
                  on_drop: Callable[[DropReport], None] | None = None,
                  on_delivered: Callable[[str], None] | None = None, flush_timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 spool: Spool | None = None, on_spooled: Callable[[int], None] | None = None) -> None:
         self.name = transport.name
         self._transport = transport
         self._buffer = RecordBuffer(capacity)
@@ -140,6 +159,20 @@ class BackgroundSink:
         self._in_flight = None  # taken from the buffer; retried until delivered or refused
         self.delivered = 0
         self.dropped: dict[str, int] = {}
+        self.spooled = 0
+        self._spool = spool
+        self._on_spooled = on_spooled or (lambda count: None)
+        if spool is not None:
+            earlier = spool.load()
+            if earlier:
+                logger.info("output %s: %d record(s) spooled by an earlier run go out first", self.name, len(earlier))
+            for record in earlier:
+                dropped = self._buffer.push(record)
+                if dropped:
+                    self._drop("buffer_full", dropped)
+        on_ready = getattr(transport, "on_ready", None)
+        if on_ready is not None:
+            on_ready(self.wake)
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
 
@@ -152,6 +185,12 @@ class BackgroundSink:
             self._wake.notify()
         if dropped:
             self._drop("buffer_full", dropped)
+
+    def wake(self) -> None:
+        """The transport can deliver again: the waiting retry goes now (its backoff keeps growing if it fails)."""
+        with self._lock:
+            self._schedule.not_before = 0.0
+            self._wake.notify()
 
     @property
     def pending(self) -> int:
@@ -179,31 +218,33 @@ class BackgroundSink:
                         wait = min(wait if wait is not None else float("inf"), self._deadline - now)
                     self._wake.wait(timeout=wait)
             if left is not None:
-                if left:
-                    logger.error("output %s: %d record(s) not delivered before shutdown", self.name, len(left))
-                    self._drop("unsent_at_exit", len(left))
+                self._leave(left)
                 return
             self._attempt(record)
+
+    def _leave(self, left: list) -> None:
+        """At the stop: what could not be delivered in time is spooled for the next run, or counted as lost."""
+        if self._spool is not None:
+            try:
+                self._spool.save(left)
+            except OSError as exc:
+                logger.error("output %s: could not spool %d record(s) (%s)", self.name, len(left), exc)
+            else:
+                if left:
+                    logger.warning("output %s: %d record(s) not delivered before shutdown; spooled for the next run",
+                                   self.name, len(left))
+                    self.spooled += len(left)
+                    self._on_spooled(len(left))
+                return
+        if left:
+            logger.error("output %s: %d record(s) not delivered before shutdown", self.name, len(left))
+            self._drop("unsent_at_exit", len(left))
 
     def _attempt(self, record) -> None:
         try:
             self._transport.deliver(record)
-        except DeliveryError as exc:
-            if exc.permanent:
-                with self._lock:
-                    self._in_flight = None
-                logger.error("output %s refused a record for good (%s); it is dropped", self.name, exc)
-                self._drop("refused", 1)
-                return
-            with self._lock:
-                delay = self._schedule.failed(self._clock())
-            if not self._failing:
-                logger.error("output %s: delivery failed (%s); retrying, records are buffered (up to %d)",
-                             self.name, exc, self._buffer.capacity)
-                self._failing = True
-            else:
-                logger.debug("output %s: retry %d failed (%s); next in %.2f s", self.name,
-                             self._schedule.failures, exc, delay)
+        except Exception as exc:
+            self._failed(exc)
             return
         with self._lock:
             self._in_flight = None
@@ -213,6 +254,28 @@ class BackgroundSink:
         if self._failing:
             logger.info("output %s delivers again", self.name)
             self._failing = False
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, DeliveryError):
+            # A bug or a library's surprise, not the receiver's answer: shown in full, and the record is
+            # retried like any failure, so the thread (and what it holds) outlives it.
+            logger.exception("output %s: delivery raised %s; retrying", self.name, type(exc).__name__)
+            exc = DeliveryError(f"{type(exc).__name__}: {exc}")
+        if exc.permanent:
+            with self._lock:
+                self._in_flight = None
+            logger.error("output %s refused a record for good (%s); it is dropped", self.name, exc)
+            self._drop("refused", 1)
+            return
+        with self._lock:
+            delay = self._schedule.failed(self._clock())
+        if not self._failing:
+            logger.error("output %s: delivery failed (%s); retrying, records are buffered (up to %d)",
+                         self.name, exc, self._buffer.capacity)
+            self._failing = True
+        else:
+            logger.debug("output %s: retry %d failed (%s); next in %.2f s", self.name,
+                         self._schedule.failures, exc, delay)
 
     def _drop(self, reason: str, count: int) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count

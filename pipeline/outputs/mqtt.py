@@ -12,7 +12,11 @@ Everything is published with QoS 1. :class:`~pipeline.outputs.delivery.Backgroun
 buffers events while the broker is away and retries; this transport never
 publishes an event twice: once its messages are handed to the client, a retry
 waits for their acknowledgements (the client sends them again itself after a
-reconnect) instead of publishing again. A subscriber that must not miss
+reconnect, in order) instead of publishing again. An event counts as delivered
+when the broker has acknowledged each of its messages (PUBACK, seen through
+``on_publish``: a message handed over while the connection was dropping keeps
+an error code in paho's own bookkeeping even after it went out). A reconnect
+wakes the sender at once (``on_ready``). A subscriber that must not miss
 events across a broker restart uses a persistent session (clean session off,
 QoS 1) on a broker with persistence on, as usual with MQTT.
 """
@@ -23,7 +27,7 @@ import json
 import logging
 import os
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.events import ActionEvent
@@ -78,13 +82,17 @@ class MqttTransport:
                  ack_timeout_s: float = 5.0) -> None:
         import paho.mqtt.client as mqtt
 
-        self._mqtt = mqtt
         self._where = f"{host}:{port}"
         self._layout = TopicLayout(topic_prefix)
         self._ack_timeout_s = ack_timeout_s
-        self._in_flight: tuple[ActionEvent, list] | None = None
+        self._in_flight: tuple[ActionEvent, list[int]] | None = None
         self._connected = threading.Event()
         self._ever_connected = False
+        self._ready: Callable[[], None] = lambda: None
+        # Acknowledged message ids, filled on the client's thread; the availability messages are not events.
+        self._acks = threading.Condition()
+        self._acked: set[int] = set()
+        self._not_events: set[int] = set()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"actionpipe-{os.getpid()}",
                              protocol=mqtt.MQTTv311, clean_session=True)
         if username is not None:
@@ -93,9 +101,14 @@ class MqttTransport:
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         client.connect_async(host, port, keepalive_s)
         client.loop_start()
         self._client = client
+
+    def on_ready(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (on the client's thread) each time the broker is reached again."""
+        self._ready = callback
 
     # -- callbacks on the client's network thread ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -105,39 +118,51 @@ class MqttTransport:
         logger.info("MQTT: connected to %s%s", self._where, " again" if self._ever_connected else "")
         self._ever_connected = True
         self._connected.set()
-        client.publish(self._layout.availability, "online", qos=1, retain=True)
+        info = client.publish(self._layout.availability, "online", qos=1, retain=True)
+        with self._acks:  # its PUBACK comes later on this same thread: no race with _on_publish
+            self._not_events.add(info.mid)
+        self._ready()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
             logger.warning("MQTT: lost the broker %s (%s); reconnecting, events are buffered", self._where, reason_code)
         self._connected.clear()
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._acks:
+            if mid in self._not_events:
+                self._not_events.discard(mid)
+                return
+            self._acked.add(mid)
+            self._acks.notify_all()
+
     # -- delivery --------------------------------------------------------------------------------------
     def deliver(self, event: ActionEvent) -> None:
         if self._in_flight is not None and self._in_flight[0] is event:
-            infos = self._in_flight[1]  # already handed to the client: wait for it, never publish twice
+            mids = self._in_flight[1]  # already handed to the client: wait for it, never publish twice
         else:
             if not self._connected.is_set():
                 raise DeliveryError(f"not connected to the MQTT broker at {self._where}")
-            infos = [self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)
-                     for m in self._layout.messages(event)]
-            self._in_flight = (event, infos)
-        deadline = time.monotonic() + self._ack_timeout_s
-        for info in infos:
-            try:
-                info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass  # queued while the connection dropped: the client sends it after reconnecting
-        if not all(info.is_published() for info in infos):
-            raise DeliveryError(f"the MQTT broker at {self._where} has not acknowledged the event yet")
+            # If the connection drops while these are handed over, the client keeps them and sends them
+            # after it reconnects; their acknowledgements arrive through _on_publish either way.
+            mids = [self._client.publish(m.topic, m.payload, qos=1, retain=m.retain).mid
+                    for m in self._layout.messages(event)]
+            self._in_flight = (event, mids)
+        with self._acks:
+            acknowledged = self._acks.wait_for(lambda: self._acked.issuperset(mids), timeout=self._ack_timeout_s)
+            if not acknowledged:
+                raise DeliveryError(f"the MQTT broker at {self._where} has not acknowledged the event yet")
+            self._acked.difference_update(mids)
         self._in_flight = None
 
     def close(self) -> None:
         if self._connected.is_set():
             info = self._client.publish(self._layout.availability, "offline", qos=1, retain=True)
+            with self._acks:
+                self._not_events.add(info.mid)
             try:
                 info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError):
-                pass
+            except (RuntimeError, ValueError) as exc:  # the broker went away meanwhile: the will says offline
+                logger.debug("MQTT: offline notice not acknowledged (%s)", exc)
         self._client.disconnect()
         self._client.loop_stop()

@@ -1,9 +1,17 @@
 """Events as HTTP POSTs (``outputs.webhook``): one JSON event per request, in order, retried with backoff.
 
 The transport says what a response means; :class:`~pipeline.outputs.delivery.BackgroundSink`
-does the buffering and the retrying. A 2xx is delivered; a timeout, a refused
-connection, 408, 429 and 5xx are temporary (retried); any other status is
-a refusal (the record is dropped and counted: sending it again cannot help).
+does the buffering and the retrying, one request at a time. A 2xx is
+delivered; a timeout (``timeout_s`` per request), a refused connection, 408,
+429 and 5xx are temporary (retried); any other status is a refusal (the
+record is dropped and counted: sending it again cannot help).
+
+A request that timed out may still have reached the receiver, so the retry
+sends the same event again: each request carries the event's stable id as an
+``Idempotency-Key`` header (and as ``id`` in the body), by which a receiver
+keeps the first copy and answers 2xx to the repeats. Exactly once by id, in
+order, or counted as lost.
+
 The URL may carry a token; logs show it without one.
 """
 
@@ -29,7 +37,7 @@ def is_temporary(status: int) -> bool:
 class WebhookTransport:
     name = "webhook"
 
-    def __init__(self, url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL {redact(url)!r} must start with http:// or https://")
         self._shown = redact(url)
@@ -48,7 +56,8 @@ class WebhookTransport:
 
     def deliver(self, event: ActionEvent) -> None:
         body = json.dumps(event.to_json(), separators=(",", ":")).encode()
-        request = urllib.request.Request(self._url, data=body, headers=self._headers, method="POST")
+        headers = {**self._headers, "Idempotency-Key": event.id} if event.id else self._headers
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
                 response.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,15 +24,24 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+HANG = "hang"  # in a Receiver's script: take the request, then answer nothing for ``hang_s``
+
+
 class Receiver:
     """An HTTP server that answers from a script of statuses (then 200), records what it accepted,
-    and can be stopped and started again on the same port."""
+    and can be stopped and started again on the same port.
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    A script entry ``HANG`` takes the request and answers only after ``hang_s`` (the sender has
+    timed out by then). Like a receiver that honours idempotency keys, it keeps the first copy of
+    each event id it was sent, whatever it answered: ``kept_ids``, in the order first seen."""
+
+    def __init__(self, statuses: list | None = None, hang_s: float = 3.0) -> None:
         self.statuses = list(statuses or [])
+        self.hang_s = hang_s
         self.accepted: list[dict] = []
         self.requests = 0
         self.headers: list[dict] = []
+        self.kept_ids: list[str] = []
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
         self.start()
@@ -45,8 +55,14 @@ class Receiver:
                 receiver.requests += 1
                 receiver.headers.append(dict(self.headers))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
-                if status == 200:
-                    receiver.accepted.append(json.loads(body))
+                event = json.loads(body)
+                if event.get("id") and event["id"] not in receiver.kept_ids:
+                    receiver.kept_ids.append(event["id"])
+                if status == HANG:
+                    time.sleep(receiver.hang_s)
+                    status = 200
+                elif status == 200:
+                    receiver.accepted.append(event)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

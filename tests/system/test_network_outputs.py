@@ -11,7 +11,7 @@ import pytest
 from pipeline.supervision.supervisor import Supervisor
 from tests.support.runs import config, run_until, synth_videos
 from tests.support.waiting import wait_until
-from tests.support.web import Receiver
+from tests.support.web import HANG, Receiver
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,33 @@ def test_webhook_gets_every_event_the_jsonl_file_gets_despite_a_failing_start(sy
         assert written, "the replay should produce events for this test to mean anything"
         assert receiver.accepted == written  # the same events, each once, in the same order
         assert receiver.requests == len(written) + 3
+        assert sum(row["events"] for row in summary.streams.values()) == len(written)
+    finally:
+        receiver.stop()
+
+
+def test_webhook_that_hangs_then_fails_then_recovers_gets_each_event_once_by_id_in_order(synth_streams, tmp_path):
+    """A receiver that holds two requests past the sender's timeout (it got them; the sender cannot
+    know) and then fails twice: the sender resends the same event with the same id, one request at a
+    time, and the receiver, keeping the first copy of each id, holds exactly the events file, in order."""
+    receiver = Receiver(statuses=[HANG, HANG, 500, 503], hang_s=2.5)
+    try:
+        events_file = tmp_path / "events.jsonl"
+        cfg = config(
+            sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
+            replay={"realtime": False},
+            outputs={"events_jsonl": str(events_file),
+                     "webhook": {"url": receiver.url, "timeout_s": 1.0, "retry_max_s": 0.2, "flush_timeout_s": 30.0}},
+        )
+        summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
+        written = [json.loads(line) for line in events_file.read_text().splitlines()]
+        assert written, "the replay should produce events for this test to mean anything"
+        ids = [event["id"] for event in written]
+        assert all(ids) and len(set(ids)) == len(ids)  # every event has an id of its own
+        assert receiver.kept_ids == ids  # exactly once by id, in order
+        assert receiver.requests == len(written) + 4  # the first event four more times, nothing else repeated
+        assert [h.get("Idempotency-Key") for h in receiver.headers] == [ids[0]] * 4 + ids
+        assert receiver.accepted == written  # what was answered 200 in time: each once, in order
         assert sum(row["events"] for row in summary.streams.values()) == len(written)
     finally:
         receiver.stop()
@@ -142,4 +169,54 @@ def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_stream
     received = [json.loads(p) for p in recorder.payloads("actionpipe/events")]
     recorder.close()
     assert received == written
+    assert sum(row["events"] for row in summary.streams.values()) == len(written)
+
+
+def test_mqtt_events_survive_two_30_s_broker_outages_and_the_reconnect_wakes_the_sender(synth_streams, broker,
+                                                                                         tmp_path):
+    """Mosquitto stopped twice for 30 s while looped replays keep making events. The longest wait between
+    retries is two minutes, so events buffered during an outage reach the broker soon after it is back
+    only because the reconnect wakes the sender. At the stop every event is there once, in order, by id."""
+    import time
+
+    from tests.support.mqtt import MqttRecorder
+
+    recorder = MqttRecorder(broker.port, "actionpipe/#")
+    events_file = tmp_path / "events.jsonl"
+    cfg = config(
+        sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
+        replay={"loop": True},
+        outputs={"events_jsonl": str(events_file),
+                 "mqtt": {"port": broker.port, "retry_max_s": 120.0, "flush_timeout_s": 20.0}},
+    )
+    script: list[str] = []
+
+    def written_ids() -> list[str]:
+        return [json.loads(line)["id"] for line in events_file.read_text().splitlines()] if events_file.exists() else []
+
+    def received_ids() -> list[str]:
+        return [json.loads(p)["id"] for p in recorder.payloads("actionpipe/events")]
+
+    def outages(supervisor) -> None:
+        if script:
+            return
+        wait_until(lambda: received_ids(), 60)
+        for outage in ("first", "second"):
+            broker.stop()
+            time.sleep(30.0)
+            held = len(written_ids())
+            broker.start()
+            # Events made during the outage arrive well before the two-minute retry would have sent them.
+            wait_until(lambda: len(received_ids()) >= held, 20)
+            script.append(outage)
+            time.sleep(3.0)
+
+    summary = run_until(Supervisor(cfg), lambda s: len(script) == 2, timeout_s=200, during=outages)
+    assert script == ["first", "second"]
+    written = written_ids()
+    wait_until(lambda: len(received_ids()) >= len(written), 20)
+    received = received_ids()
+    recorder.close()
+    assert len(written) >= 8, "the replays should make events throughout for this test to mean anything"
+    assert received == written  # each once (a broker's DUP redelivery is not a second copy), in order
     assert sum(row["events"] for row in summary.streams.values()) == len(written)

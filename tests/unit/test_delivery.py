@@ -132,6 +132,109 @@ def test_shutdown_gives_up_after_the_flush_timeout_and_counts_what_was_left():
         sink.emit(5)
 
 
+class ReadyAwareTransport(ScriptedTransport):
+    """Fails until ``back`` is called, which, like an MQTT reconnect, tells the sink it can deliver again."""
+
+    def __init__(self) -> None:
+        super().__init__(failures_before_success=10**9)
+        self._ready = None
+
+    def on_ready(self, callback) -> None:
+        self._ready = callback
+
+    def back(self) -> None:
+        self.failures_left = 0
+        self._ready()
+
+
+def test_a_transport_that_is_ready_again_wakes_the_retry_instead_of_waiting_out_its_backoff():
+    transport = ReadyAwareTransport()
+    slow = Backoff(initial_s=60.0, max_s=60.0, multiplier=2.0, jitter=0.0)
+    sink = BackgroundSink(transport, capacity=10, backoff=slow, flush_timeout_s=0.0)
+    try:
+        sink.emit("a")
+        wait_until(lambda: transport.attempts == ["a"])  # failed; the next try is a minute away
+        sink.emit("b")
+        transport.back()
+        wait_until(lambda: transport.delivered == ["a", "b"], 5)
+    finally:
+        sink.close()
+    assert sink.dropped == {}
+
+
+class SurprisingTransport(ScriptedTransport):
+    """Raises what no transport should (a library's RuntimeError), once."""
+
+    def deliver(self, record) -> None:
+        self.attempts.append(record)
+        if len(self.attempts) == 1:
+            raise RuntimeError("Message publish failed: The client is not currently connected.")
+        self.delivered.append(record)
+
+
+def test_an_unexpected_error_in_a_transport_is_shown_and_retried_and_the_output_lives_on(caplog):
+    transport = SurprisingTransport()
+    sink = BackgroundSink(transport, capacity=10, backoff=FAST)
+    for i in range(3):
+        sink.emit(i)
+    wait_until(lambda: transport.delivered == [0, 1, 2])
+    sink.close()
+    assert transport.attempts == [0, 0, 1, 2]
+    assert sink.dropped == {}
+    shown = [r for r in caplog.records if "RuntimeError" in r.getMessage()]
+    assert shown and shown[0].exc_info is not None  # the traceback is in the log, not lost with a dead thread
+
+
+def test_what_a_stop_could_not_deliver_is_spooled_and_goes_out_first_in_the_next_run(tmp_path):
+    from pipeline.outputs.spool import FileSpool
+
+    def spool() -> FileSpool:
+        return FileSpool(tmp_path / "spool", "webhook", ActionEvent.to_json, ActionEvent.from_json)
+
+    spooled: list[int] = []
+    down = ScriptedTransport(failures_before_success=10**9)
+    first = BackgroundSink(down, capacity=10, backoff=FAST, flush_timeout_s=0.1, spool=spool(),
+                           on_spooled=spooled.append)
+    events = [_event(i) for i in range(4)]
+    for event in events:
+        first.emit(event)
+    first.close()
+    assert first.dropped == {} and first.spooled == 4 and spooled == [4]  # kept, not lost
+    assert len((tmp_path / "spool" / "webhook.jsonl").read_text().splitlines()) == 4
+
+    up = ScriptedTransport()
+    second = BackgroundSink(up, capacity=10, backoff=FAST, spool=spool())
+    second.emit(_event(9))
+    wait_until(lambda: len(up.delivered) == 5)
+    second.close()
+    assert up.delivered == [*events, _event(9)]  # the earlier run's first, in their order
+    assert not (tmp_path / "spool" / "webhook.jsonl").exists()  # nothing left to send
+
+
+def test_a_spool_line_that_is_not_an_event_is_named_and_skipped(tmp_path, caplog):
+    from pipeline.outputs.spool import FileSpool
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    good = _event(1).to_json()
+    import json
+
+    (folder / "mqtt.jsonl").write_text(json.dumps(good) + "\n{not json\n" + json.dumps({"stream": "x"}) + "\n")
+    records = FileSpool(folder, "mqtt", ActionEvent.to_json, ActionEvent.from_json).load()
+    assert records == [_event(1)]
+    assert [r.getMessage() for r in caplog.records if "line 2" in r.getMessage() or "line 3" in r.getMessage()]
+
+
+def test_a_spool_folder_that_cannot_be_made_names_the_setting(tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.outputs.spool import FileSpool
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="outputs.webhook.spool_dir"):
+        FileSpool(blocker / "spool", "webhook", ActionEvent.to_json, ActionEvent.from_json)
+
+
 # -- a real HTTP receiver on loopback ---------------------------------------------------------------
 @pytest.fixture
 def receiver():

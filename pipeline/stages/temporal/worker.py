@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
-from pipeline.events import ActionEvent, ActionEventDetector
+from pipeline.events import ActionEvent, ActionEventDetector, event_id
 from pipeline.outputs.sinks import SinkFanOut
 from pipeline.scores import StepScores
 from pipeline.stages.loop import FedBySocket, StageLoop
@@ -84,6 +84,7 @@ class StreamTally:
 class _StreamPosition:
     generation: int
     last_t: float | None = None  # the last step scored, over every generation
+    last_seq: int = -1  # the message number of that step, within ``generation`` (events take their id from it)
     repeat_until_t: float | None = None  # after a capture restart: steps up to here were already scored
     carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
 
@@ -213,8 +214,10 @@ class TemporalWorker(FedBySocket):
         self._ready[stream].append(item)
 
     # -- stepping --------------------------------------------------------------
-    def _emit(self, events: list[ActionEvent]) -> None:
+    def _emit(self, events: list[ActionEvent], generation: int, seq: int) -> None:
+        """Hand ``events``, decided at message ``seq`` of the stream's ``generation``, to the outputs."""
         for event in events:
+            event = replace(event, id=event_id(event.stream, generation, seq, event.action, event.kind))
             self._actions_changed = True
             self._events.emit(event)
             self.tallies[event.stream].events += 1
@@ -223,7 +226,8 @@ class TemporalWorker(FedBySocket):
 
     def _end_stream(self, header: EmbeddingHeader) -> None:
         reason = header.reason or "end_of_stream"
-        self._emit(self._detector.end_stream(header.stream, header.t, self._wall(), reason))
+        self._emit(self._detector.end_stream(header.stream, header.t, self._wall(), reason), header.generation,
+                   header.seq)
         if reason in FINAL_END_REASONS:
             key = (header.stream, header.generation)
             self._route(self._reorder_for(header).end(key))
@@ -291,8 +295,8 @@ class TemporalWorker(FedBySocket):
                 reason = header.reason or "open"
             if self._metrics:
                 self._metrics.sequences_started.labels(stream, reason).inc()
-            self._emit(self._detector.reset(stream, header.t, now_wall, reason))
-        self._emit(self._detector.update(stream, header.t, out.probs, now_wall))
+            self._emit(self._detector.reset(stream, header.t, now_wall, reason), header.generation, header.seq)
+        self._emit(self._detector.update(stream, header.t, out.probs, now_wall), header.generation, header.seq)
         if self._scores is not None:
             self._scores.emit(StepScores(stream, header.t, dict(zip(self._classes, map(float, out.probs)))))
         latency = now_wall - header.capture_wall
@@ -303,6 +307,7 @@ class TemporalWorker(FedBySocket):
         tally.first_wall = now_wall if tally.first_wall is None else tally.first_wall
         tally.last_wall = now_wall
         self._positions[stream].last_t = header.t
+        self._positions[stream].last_seq = header.seq
         if self._metrics:
             self._metrics.steps_processed.labels(stream).inc()
             self._metrics.end_to_end_latency.labels(stream).observe(latency)
@@ -322,7 +327,9 @@ class TemporalWorker(FedBySocket):
         for stream in self._table.evict_idle(now) + self._table.take_evicted():
             if self._metrics:
                 self._metrics.evictions.labels(stream).inc()
-            self._emit(self._detector.end_stream(stream, self.tallies[stream].last_t or 0.0, self._wall(), "idle"))
+            position = self._positions.get(stream) or _StreamPosition(0)
+            self._emit(self._detector.end_stream(stream, self.tallies[stream].last_t or 0.0, self._wall(), "idle"),
+                       position.generation, position.last_seq)
         if self._metrics:
             self._metrics.queue_depth.labels("reorder").set(self._live_reorder.held() + (
                 self._replay_reorder.held() if self._replay_reorder is not self._live_reorder else 0))
@@ -333,8 +340,9 @@ class TemporalWorker(FedBySocket):
         wall = self._wall()
         for stream, info in sorted(self.s.orphaned_actions.items()):
             for action, confidence in sorted(info.get("actions", {}).items()):
+                # Dated at the predecessor's last step: no event of that action was decided there (it was open).
                 self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
-                                        "restart")])
+                                        "restart")], int(info.get("generation") or 0), int(info.get("seq", -1)))
 
     def heartbeat(self) -> Heartbeat:
         streams = {}
@@ -342,7 +350,9 @@ class TemporalWorker(FedBySocket):
             actions = self._detector.open_actions(stream)
             if actions:
                 position = self._positions.get(stream)
-                streams[stream] = {"t": position.last_t if position else None, "actions": actions}
+                streams[stream] = {"t": position.last_t if position else None, "actions": actions,
+                                   "generation": position.generation if position else 0,
+                                   "seq": position.last_seq if position else -1}
         return Heartbeat(self.s.stage, streams, {"active_streams": len(self._table.active_streams),
                                                  "failing_outputs": self._events.failing + (
                                                      self._scores.failing if self._scores else [])})
