@@ -291,10 +291,15 @@ class ControlConfig(_Model):
     host: str = Field(default="127.0.0.1", description="listening beyond loopback requires a token")
     port: int = Field(default=9109, ge=0, le=65535, description="0 picks a free port")
     token: str | None = Field(default=None, min_length=16, description="required as 'Authorization: Bearer TOKEN'")
+    require_token: bool = Field(default=False, description="refuse to start without a token, even on loopback")
+    media_roots: list[Path] = Field(default_factory=list, description="folders the files added through the API "
+                                    "must be in; none: files cannot be added through the API")
     keep_running: bool = Field(default=False, description="stay up when every stream has ended, waiting for new ones")
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "ControlConfig":
+        if self.enabled and self.require_token and not self.token:
+            raise ValueError("require_token is set but there is no token: set control.token (16+ characters)")
         if self.enabled and not is_loopback(self.host) and not self.token:
             raise ValueError(
                 f"host {self.host!r} is reachable from other machines: set a token (16+ characters) "
@@ -303,7 +308,9 @@ class ControlConfig(_Model):
         return self
 
     def __repr__(self) -> str:
-        return f"ControlConfig(enabled={self.enabled}, host={self.host!r}, port={self.port}, token={'***' if self.token else None})"
+        return (f"ControlConfig(enabled={self.enabled}, host={self.host!r}, port={self.port}, "
+                f"token={'***' if self.token else None}, require_token={self.require_token}, "
+                f"media_roots={list(map(str, self.media_roots))})")
 
 
 class OverlayConfig(_Model):

@@ -10,6 +10,7 @@ API's); what the model sees (frames, active actions, last events) from the
 overlay stage's board, published as files in the run directory
 (``pipeline.stages.overlay.board``). The page polls once a second. It is read-only;
 it shows camera frames, so it listens on loopback unless told otherwise.
+Served by Starlette on uvicorn (``pipeline.web.http_server``), like the control API.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
 from pipeline.supervision.view import PipelineView
+from pipeline.web.guards import CloseAfterRefusal, RefuseAmbiguousFraming
+from pipeline.web.http_server import HttpServer
 
 logger = logging.getLogger(__name__)
-_FRAME_PATH = re.compile(r"^/frames/([0-9a-f]{1,256})\.jpg$")
+_FRAME_KEY = re.compile(r"[0-9a-f]{1,256}")
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class RateMeter:
@@ -90,56 +99,63 @@ def live_state(view: PipelineView, board_dir: Path, meter: RateMeter | None = No
             "totals": totals, "streams": streams}
 
 
-class LivePageServer(ThreadingHTTPServer):
-    daemon_threads = True
+_NOT_FOUND = "not found: the live page is at /"
 
-    def __init__(self, address: tuple[str, int], view: PipelineView, board_dir: Path) -> None:
-        super().__init__(address, _Handler)
+
+def _settings(request: Request) -> LivePageServer:
+    return request.app.state.settings
+
+
+async def page(request: Request) -> Response:
+    return Response(PAGE, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+
+
+async def api_live(request: Request) -> Response:
+    server = _settings(request)
+    # Reads the board's files and the view's counters: on a worker thread, never on the event loop.
+    state = await anyio.to_thread.run_sync(live_state, server.view, server.board_dir, server.meter,
+                                           abandon_on_cancel=True)
+    return Response(json.dumps(state), media_type="application/json", headers=_NO_STORE)
+
+
+async def frame(request: Request) -> Response:
+    key = request.path_params["key"]
+    if not _FRAME_KEY.fullmatch(key):
+        return PlainTextResponse(_NOT_FOUND, status_code=HTTPStatus.NOT_FOUND, headers=_NO_STORE)
+    path = _settings(request).board_dir / f"{key}.jpg"
+    try:
+        data = await anyio.Path(path).read_bytes()
+    except OSError:
+        return PlainTextResponse("no frame yet", status_code=HTTPStatus.NOT_FOUND, headers=_NO_STORE)
+    return Response(data, media_type="image/jpeg", headers=_NO_STORE)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(_NOT_FOUND, status_code=HTTPStatus.NOT_FOUND, headers=_NO_STORE)
+
+
+def live_app(server: LivePageServer) -> Starlette:
+    routes = [Route("/", page, methods=["GET"]), Route("/index.html", page, methods=["GET"]),
+              Route("/api/live", api_live, methods=["GET"]), Route("/frames/{key}.jpg", frame, methods=["GET"])]
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+    app.state.settings = server
+    app.add_middleware(CloseAfterRefusal)
+    app.add_middleware(RefuseAmbiguousFraming)
+    return app
+
+
+class LivePageServer(HttpServer):
+    """The page's server; ``view`` and ``board_dir`` are read at each request."""
+
+    def __init__(self, view: PipelineView, board_dir: Path, host: str, port: int) -> None:
         self.view = view
         self.board_dir = board_dir
         self.meter = RateMeter()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: LivePageServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt: str, *args) -> None:
-        logger.debug("live page: " + fmt, *args)
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
-        elif path == "/api/live":
-            body = json.dumps(live_state(self.server.view, self.server.board_dir, self.server.meter)).encode()
-            self._send(HTTPStatus.OK, body, "application/json")
-        elif match := _FRAME_PATH.match(path):
-            try:
-                data = (self.server.board_dir / f"{match.group(1)}.jpg").read_bytes()
-            except OSError:
-                self._send(HTTPStatus.NOT_FOUND, b"no frame yet", "text/plain")
-                return
-            self._send(HTTPStatus.OK, data, "image/jpeg")
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found: the live page is at /", "text/plain")
+        super().__init__(live_app(self), host, port, name="live-page")
 
 
 def start_live_page(view: PipelineView, board_dir: Path, host: str, port: int) -> LivePageServer:
-    server = LivePageServer((host, port), view, board_dir)
-    threading.Thread(target=server.serve_forever, name="live-page", daemon=True).start()
+    server = LivePageServer(view, board_dir, host, port)
     logger.info("live page at http://%s:%d/", host, server.server_port)
     return server
 

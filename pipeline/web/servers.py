@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import PipelineConfig, is_loopback
-from pipeline.errors import PipelineError
+from pipeline.errors import ActionPipeError, PipelineError
 from pipeline.supervision.view import PipelineView
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class Servers:
         """Run ``start`` (which binds ``host:port``) and keep the server it returns."""
         try:
             started = start()
+        except ActionPipeError:  # a server that bound its port but did not start
+            self.close()
+            raise
         except OSError as exc:
             self.close()
             raise PipelineError(
@@ -64,7 +67,7 @@ def start_servers(config: PipelineConfig, view: PipelineView, registry, board_di
         from pipeline.web.control_api import start_control_api
 
         cfg = config.control
-        server = servers.start(lambda: start_control_api(view, cfg.host, cfg.port, cfg.token),
+        server = servers.start(lambda: start_control_api(view, cfg.host, cfg.port, cfg.token, cfg.media_roots),
                                 "control.port", cfg.host, cfg.port, "--control-port")
         servers.control_url = f"http://{cfg.host}:{server.server_port}"
     if config.live_page.enabled:

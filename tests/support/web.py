@@ -1,4 +1,5 @@
-"""HTTP from a test: one JSON request, and a webhook receiver that answers from a script."""
+"""HTTP from a test: one JSON request, a webhook receiver that answers from a script, and a fake PipelineView
+for the web servers' own tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pipeline.config import SourceConfig
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -82,3 +85,40 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
+
+
+class FakeView:
+    """A PipelineView with a script: what it answers, what it refuses, what it was asked."""
+
+    def __init__(self) -> None:
+        self.rows = [{"name": "dock", "state": "live", "processed": 12, "dropped": {"sampling": 30}, "events": 2,
+                      "reconnects": 0}]
+        self.healthy = True
+        self.ready = True
+        self.refuse: Exception | None = None
+        self.added: list[SourceConfig] = []
+        self.removed: list[str] = []
+
+    def streams(self) -> list[dict]:
+        return [dict(r) for r in self.rows]
+
+    def stages(self) -> list[dict]:
+        return [{"name": "temporal", "pid": 42, "ready": True, "restarts": 0, "given_up": False}]
+
+    def health(self) -> tuple[bool, dict]:
+        return self.healthy, {"status": "ok" if self.healthy else "stalled"}
+
+    def readiness(self) -> tuple[bool, dict]:
+        return self.ready, {"status": "ready" if self.ready else "starting"}
+
+    def add_stream(self, source: SourceConfig) -> dict:
+        if self.refuse is not None:
+            raise self.refuse
+        self.added.append(source)
+        return {"name": source.name or "x", "state": "connecting"}
+
+    def remove_stream(self, name: str) -> dict:
+        if self.refuse is not None:
+            raise self.refuse
+        self.removed.append(name)
+        return {"name": name, "state": "live"}

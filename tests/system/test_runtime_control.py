@@ -1,5 +1,5 @@
 """Streams added, listed and removed while the pipeline runs, through the control API on a real run,
-and its token."""
+its token, and the media roots files added through it must be in."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
         answers: dict = {}
         final: dict = {}
         supervisor = Supervisor(config(sources=[], temporal={"capacity": 2},
+                                       control={"media_roots": [str(media["good"].parent)]},
                                        outputs={"events_jsonl": str(tmp_path / "e.jsonl")}),
                                 on_complete=lambda url: final.update(scrape(url)))
         secret_url = cam.url.replace("http://", f"http://admin:{PASSWORD_ENCODED}@") + f"?token={TOKEN}"
@@ -34,7 +35,9 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
                     answers["dup"] = http("POST", f"{api}/streams", {"uri": cam.url, "name": "a"})
                     answers["full"] = http("POST", f"{api}/streams", {"uri": str(media["good"]), "name": "c"})
                     answers["bad_uri"] = http("POST", f"{api}/streams", {"uri": f"ftp://u:{PASSWORD}@h/x", "name": "d"})
-                    answers["missing"] = http("POST", f"{api}/streams", {"uri": "/no/such.mp4", "name": "e"})
+                    answers["missing"] = http("POST", f"{api}/streams",
+                                              {"uri": str(media["good"].parent / "no-such.mp4"), "name": "e"})
+                    answers["outside"] = http("POST", f"{api}/streams", {"uri": "/no/such.mp4", "name": "f"})
                     answers["bad_key"] = http("POST", f"{api}/streams", {"url": cam.url})
                     answers["unknown"] = http("GET", f"{api}/streams/zzz")
                     answers["stages"] = http("GET", f"{api}/stages")
@@ -54,6 +57,7 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
     assert answers["full"][0] == 409 and answers["full"][1]["code"] == "capacity"
     assert answers["bad_uri"][0] == 400 and "ftp:// is not supported" in answers["bad_uri"][1]["error"]
     assert answers["missing"][0] == 400 and "not found" in answers["missing"][1]["error"]
+    assert answers["outside"][0] == 403 and "control.media_roots" in answers["outside"][1]["error"]
     assert answers["bad_key"][0] == 400 and "url: unknown key; allowed here" in answers["bad_key"][1]["error"]
     assert answers["unknown"][0] == 404
     assert sorted(s["name"] for s in answers["stages"][1]["stages"]) == ["capture:0", "embed:0", "temporal"]

@@ -27,6 +27,8 @@ def test_defaults_fill_every_section():
         ({"live": {"stale_after_s": 0}}, ["live.stale_after_s", "greater than 0"]),
         ({"control": {"host": "0.0.0.0"}}, ["control", "reachable from other machines: set a token"]),
         ({"control": {"token": "short-secret"}}, ["control.token", "at least 16 characters, got ***"]),
+        ({"control": {"require_token": True}}, ["control", "require_token is set but there is no token",
+                                                "control.token"]),
         ({"sources": [{"uri": "a.mp4"}], "engine": {"workers": 0}}, ["engine.workers", "greater than or equal to 1"]),
         ({"sources": [{"uri": "a.mp4"}, {"uri": "b.mp4"}], "temporal": {"capacity": 1}},
          ["2 sources but temporal.capacity holds 1 streams"]),

@@ -9,50 +9,12 @@ import urllib.request
 
 import pytest
 
-from pipeline.config import SourceConfig
 from pipeline.supervision.registry import CapacityError, DuplicateStreamError, StreamRequestError, UnknownStreamError
 from pipeline.web.control_api import start_control_api
 from pipeline.web.live_page import start_live_page
-from tests.support.web import http
+from tests.support.web import FakeView, http
 
 TOKEN = "a-token-of-sixteen-characters"
-
-
-class FakeView:
-    """A PipelineView with a script: what it answers, what it refuses, what it was asked."""
-
-    def __init__(self) -> None:
-        self.rows = [{"name": "dock", "state": "live", "processed": 12, "dropped": {"sampling": 30}, "events": 2,
-                      "reconnects": 0}]
-        self.healthy = True
-        self.ready = True
-        self.refuse: Exception | None = None
-        self.added: list[SourceConfig] = []
-        self.removed: list[str] = []
-
-    def streams(self) -> list[dict]:
-        return [dict(r) for r in self.rows]
-
-    def stages(self) -> list[dict]:
-        return [{"name": "temporal", "pid": 42, "ready": True, "restarts": 0, "given_up": False}]
-
-    def health(self) -> tuple[bool, dict]:
-        return self.healthy, {"status": "ok" if self.healthy else "stalled"}
-
-    def readiness(self) -> tuple[bool, dict]:
-        return self.ready, {"status": "ready" if self.ready else "starting"}
-
-    def add_stream(self, source: SourceConfig) -> dict:
-        if self.refuse is not None:
-            raise self.refuse
-        self.added.append(source)
-        return {"name": source.name or "x", "state": "connecting"}
-
-    def remove_stream(self, name: str) -> dict:
-        if self.refuse is not None:
-            raise self.refuse
-        self.removed.append(name)
-        return {"name": name, "state": "live"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +44,7 @@ def test_health_and_readiness_answer_200_or_503_with_the_views_body(api):
 def test_streams_and_stages_are_listed_and_one_stream_is_found_by_name(api):
     view, url = api
     assert http("GET", f"{url}/streams") == (200, {"streams": view.rows})
+    assert http("GET", f"{url}/streams/") == (200, {"streams": view.rows})  # answered, not redirected
     assert http("GET", f"{url}/streams/dock") == (200, view.rows[0])
     status, body = http("GET", f"{url}/streams/nope")
     assert (status, body["code"]) == (404, "unknown")
