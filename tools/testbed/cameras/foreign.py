@@ -10,7 +10,11 @@
   answers a TCP SETUP with ``461 Unsupported Transport``. VLC refuses to run
   as root, so it runs as ``nobody`` when this process is root.
 
-Both are real servers, started as child processes and killed on exit.
+* :class:`MotionMjpegServer`: the ``motion`` CCTV daemon reading an RTSP
+  camera and serving it again as MJPEG over HTTP (``stream_port``), the way
+  many home setups expose a camera.
+
+All are real servers, started as child processes and killed on exit.
 """
 
 from __future__ import annotations
@@ -165,6 +169,56 @@ class VlcRtspServer:
             self._folder = None
 
     def __enter__(self) -> "VlcRtspServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class MotionMjpegServer:
+    """``motion`` reading the RTSP camera at ``camera_url`` and serving it as MJPEG at http://127.0.0.1:PORT/.
+    It can be stopped and started again on the same port, as a CCTV box that reboots."""
+
+    def __init__(self, camera_url: str, size: tuple[int, int] = (640, 360), fps: int = 15) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._camera_url = camera_url
+        self._size = size
+        self._fps = fps
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> "MotionMjpegServer":
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="actionpipe-motion-")
+        folder = Path(self._folder.name)
+        width, height = self._size
+        (folder / "motion.conf").write_text(
+            "daemon off\nsetup_mode off\nlog_level 4\n"
+            f"target_dir {folder}\nnetcam_url {self._camera_url}\nnetcam_params rtsp_transport=tcp\n"
+            f"width {width}\nheight {height}\nframerate {self._fps}\n"
+            f"stream_port {self.port}\nstream_localhost on\nstream_maxrate {self._fps}\nstream_quality 70\n"
+            "webcontrol_port 0\npicture_output off\nmovie_output off\n"
+        )
+        self._process = subprocess.Popen([_require("motion"), "-n", "-c", str(folder / "motion.conf")],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self._process, "motion", timeout_s=20.0)
+        return self
+
+    def stop(self, keep_folder: bool = False) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+        if not keep_folder and self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def restart(self) -> None:
+        self.stop(keep_folder=True)
+        self.start()
+
+    def __enter__(self) -> "MotionMjpegServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
