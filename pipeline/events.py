@@ -87,12 +87,15 @@ class HysteresisConfig:
         check_whole("warmup_steps", self.warmup_steps, 0, EventConfigError)
 
 
-def event_id(stream: str, generation: int, seq: int, action: str, kind: str) -> str:
+def event_id(epoch: str, stream: str, generation: int, seq: int, action: str, kind: str) -> str:
     """An event's stable id: the stream, its generation, the sequence number of the message at which the
-    event was decided, the action and the kind. Message numbers never repeat within a generation, and an
-    action starts or ends at most once per message, so the id is unique; it is the same each time the
-    event is sent again, which is what lets a receiver drop a repeat (the webhook's Idempotency-Key)."""
-    return f"{stream}:{generation}:{seq}:{action}:{kind}"
+    event was decided, the action and the kind, after the ``epoch`` of the temporal process that decided
+    it (random, new each time one starts: a restarted pipeline numbers its frames from 0 again, and its
+    events must not pass for repeats of the last run's). Message numbers never repeat within a
+    generation, and an action starts or ends at most once per message, so the id is unique; it is the
+    same each time the event is sent again, which is what lets a receiver drop a repeat (the webhook's
+    Idempotency-Key)."""
+    return f"{epoch}:{stream}:{generation}:{seq}:{action}:{kind}"
 
 
 @dataclass(frozen=True)

@@ -247,3 +247,33 @@ def test_mqtt_events_survive_two_30_s_broker_outages_and_the_reconnect_wakes_the
     assert len(written) >= 8, "the replays should make events throughout for this test to mean anything"
     assert received == written  # each once (a broker's DUP redelivery is not a second copy), in order
     assert sum(row["events"] for row in summary.streams.values()) == len(written)
+
+
+def test_events_a_stop_could_not_deliver_are_spooled_and_sent_first_by_the_next_run(synth_streams, tmp_path):
+    """Run 1: the webhook's receiver is down throughout; at the stop its events go to spool_dir, not lost.
+    Run 2, receiver up: run 1's events arrive first, each once, then run 2's own."""
+    from tools.testbed.cameras import closed_port
+
+    spool = tmp_path / "spool"
+    sources = [{"uri": str(synth_streams[0]), "name": synth_streams[0].stem}]
+
+    def run(url: str, events_file: Path):
+        cfg = config(sources=sources, replay={"realtime": False},
+                     outputs={"events_jsonl": str(events_file),
+                              "webhook": {"url": url, "retry_max_s": 0.2, "flush_timeout_s": 0.5,
+                                          "spool_dir": str(spool)}})
+        run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
+        return [json.loads(line) for line in events_file.read_text().splitlines()]
+
+    first = run(f"http://127.0.0.1:{closed_port()}/hook", tmp_path / "first.jsonl")
+    assert first, "the replay should produce events for this test to mean anything"
+    assert [json.loads(line) for line in (spool / "webhook.jsonl").read_text().splitlines()] == first
+    receiver = Receiver()
+    try:
+        second = run(receiver.url, tmp_path / "second.jsonl")
+    finally:
+        receiver.stop()
+    assert receiver.accepted == first + second
+    assert not (spool / "webhook.jsonl").exists()
+    # The same video twice makes the same events, but the second run's are not repeats of the first's.
+    assert len({e["id"] for e in first + second}) == len(first) + len(second)

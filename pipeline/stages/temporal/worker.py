@@ -26,6 +26,7 @@ start new sequences (counted as ``state_lost``).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -107,8 +108,10 @@ class TemporalWorker(FedBySocket):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         live_reorder: ReorderBuffer | None = None,
+        epoch: str | None = None,
     ) -> None:
         self.s = settings
+        self.epoch = epoch or secrets.token_hex(4)  # the first part of every event id this process makes
         self._table = table
         self._replay_reorder = reorder
         self._live_reorder = live_reorder or reorder
@@ -217,7 +220,7 @@ class TemporalWorker(FedBySocket):
     def _emit(self, events: list[ActionEvent], generation: int, seq: int) -> None:
         """Hand ``events``, decided at message ``seq`` of the stream's ``generation``, to the outputs."""
         for event in events:
-            event = replace(event, id=event_id(event.stream, generation, seq, event.action, event.kind))
+            event = replace(event, id=event_id(self.epoch, event.stream, generation, seq, event.action, event.kind))
             self._actions_changed = True
             self._events.emit(event)
             self.tallies[event.stream].events += 1
