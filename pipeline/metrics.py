@@ -299,3 +299,36 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
             elif sample.name == f"{PREFIX}_overlay_dropped_total" and value:
                 counters[stream].overlay_dropped[sample.labels["reason"]] += value
     return dict(counters)
+
+
+@dataclass
+class OutputCounters:
+    """What one output did with the records it was given, over every process of the run."""
+
+    delivered: int = 0  # delivered and acknowledged (network outputs)
+    errors: int = 0  # records it failed to take
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # given up, by reason
+
+    @property
+    def lost(self) -> int:
+        return self.errors + sum(self.dropped.values())
+
+
+def read_output_counters(registry) -> dict[str, OutputCounters]:
+    """Per output (``sink`` label): delivered, failed and dropped records, as the outputs counted them."""
+    counters: dict[str, OutputCounters] = defaultdict(OutputCounters)
+    for family in registry.collect():
+        for sample in family.samples:
+            sink = sample.labels.get("sink")
+            if sink is None:
+                continue
+            value = round(sample.value)
+            if sample.name == f"{PREFIX}_sink_delivered_total":
+                counters[sink].delivered += value
+            elif sample.name == f"{PREFIX}_sink_errors_total":
+                counters[sink].errors += value
+            elif sample.name == f"{PREFIX}_sink_dropped_total":
+                row = counters[sink]  # listed even when it dropped nothing
+                if value:
+                    row.dropped[sample.labels["reason"]] += value
+    return dict(counters)

@@ -133,7 +133,7 @@ def test_a_second_stop_request_stops_at_once_without_draining_and_exits_1(media,
                 break
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
-        time.sleep(1)
+        time.sleep(3)  # past supervision.double_signal_window_s (2 s): an operator asking again
         proc.send_signal(signal.SIGINT)
         sent_at = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
