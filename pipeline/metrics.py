@@ -5,8 +5,12 @@ Stages run in their own processes; prometheus_client's multiprocess mode
 lets the supervisor's endpoint add up what every process recorded. A counter
 a process wrote survives that process being killed, so the run's frame
 accounting stays exact across stage crashes; the supervisor's end-of-run
-summary is read from the same files (:func:`read_stream_counters`). Metric
-objects are built per process, never at import time.
+summary is read from the same files (:func:`read_stream_counters`, and
+:func:`read_output_counters` for the outputs). If a temp cleaner deletes the
+folder, the supervisor makes it again and puts every file it held back
+under its name (:mod:`pipeline.supervision.run_folder`): the collector reads
+the folder as always, and no total drops. Metric objects are built per
+process, never at import time.
 
 Labels are bounded: ``stream`` is the operator's stream name (never a URL),
 ``reason``/``stage``/``kind``/``state``/``sink`` come from fixed sets.
