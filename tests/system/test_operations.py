@@ -60,7 +60,7 @@ def test_timeout_signalling_the_process_and_then_its_group_drains(media, tmp_pat
     (--preserve-status: timeout exits with the pipeline's status, not its own 124.)"""
     command, files = _cli(tmp_path, "--source", str(media["good"]),
                           prefix=("timeout", "--preserve-status", "-s", "TERM", "25"))
-    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "== summary (stopped" in proc.stdout
     summary = _assert_drained(files, proc.stderr)
@@ -109,7 +109,7 @@ def test_a_second_sigterm_after_the_window_stops_at_once_and_says_so(media, tmp_
         proc.send_signal(signal.SIGTERM)
         time.sleep(3)
         os.killpg(proc.pid, signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -170,7 +170,7 @@ def test_unwritable_output_paths_are_refused_before_anything_starts(media, tmp_p
     for args, fragment in cases:
         proc = subprocess.run([sys.executable, "run_pipeline.py", "--source", str(media["good"]), "--no-metrics",
                                "--no-control", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "TMPDIR": str(tmp_path)})
+                              env={**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": ""}, check=False)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], (args, proc.stderr)
         assert not list(tmp_path.glob("actionpipe-*"))

@@ -4,7 +4,6 @@ hold (bound sockets, mmap'd metrics files) can be found under the same names aga
 from __future__ import annotations
 
 import mmap
-import os
 import shutil
 
 import zmq
