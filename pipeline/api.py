@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import queue
-import tempfile
+import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from pipeline.config import PipelineConfig, SourceConfig, describe_validation_er
 from pipeline.errors import ActionPipeError, ConfigError
 from pipeline.events import ActionEvent
 from pipeline.supervision.report import RunSummary
+from pipeline.supervision.run_folder import default_parent
 from pipeline.supervision.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ class ActionPipeline:
                  event_buffer: int = 10_000) -> None:
         if config.outputs.events_pub is not None:
             raise ValueError("outputs.events_pub is the Python API's own channel here; leave it unset")
-        self._folder = Path(tempfile.mkdtemp(prefix="actionpipe-api-"))
+        # The events socket's folder: named now (the config carries its endpoint), made by start() and
+        # removed when the run ends however it ends, so neither an unstarted nor a failed pipeline leaves one.
+        self._folder = default_parent(config.transport.ipc_dir) / f"actionpipe-api-{secrets.token_hex(6)}"
         self._endpoint = f"ipc://{self._folder}/events"
         self.config = config.model_copy(update={"outputs": config.outputs.model_copy(update={"events_pub": self._endpoint})})
         self._on_event = on_event
@@ -106,11 +110,17 @@ class ActionPipeline:
         """Starts the stages; returns once every stage is up (or raises what stopped the start)."""
         if self._run_thread is not None:
             raise RuntimeError("this pipeline was started already; make a new one to run again")
+        self._folder.parent.mkdir(parents=True, exist_ok=True)
+        self._folder.mkdir(mode=0o700)
         context = zmq.Context.instance()
-        subscriber = context.socket(zmq.SUB)
-        subscriber.setsockopt(zmq.SUBSCRIBE, b"")
-        subscriber.setsockopt(zmq.RCVHWM, 0)  # never drop on the socket: the bounded queue decides
-        subscriber.connect(self._endpoint)  # before the temporal stage binds: no event is published unheard
+        try:
+            subscriber = context.socket(zmq.SUB)
+            subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+            subscriber.setsockopt(zmq.RCVHWM, 0)  # never drop on the socket: the bounded queue decides
+            subscriber.connect(self._endpoint)  # before the temporal stage binds: no event is published unheard
+        except zmq.ZMQError:
+            self._remove_folder()
+            raise
         self._receive_thread = threading.Thread(target=self._receive, args=(subscriber,), name="actionpipe-events",
                                                 daemon=True)
         self._receive_thread.start()
@@ -132,7 +142,16 @@ class ActionPipeline:
         except BaseException as exc:  # handed to whoever waits: start(), join(), stop()
             self._error = exc
         finally:
+            self._remove_folder()  # the stages are gone: nobody binds the events socket any more
             self._finished.set()
+
+    def _remove_folder(self) -> None:
+        try:
+            shutil.rmtree(self._folder)
+        except FileNotFoundError:
+            pass  # a temp cleaner was first
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", self._folder, exc)
 
     def _receive(self, subscriber: zmq.Socket) -> None:
         try:

@@ -23,9 +23,12 @@ from pathlib import Path
 from pipeline.config import load_config, validate_config
 from pipeline.errors import ActionPipeError, ConfigError
 
-EXIT_STATUS = ("Exit status: 0 the run did its job (or was stopped) and no stream failed; 1 a stage could not "
-               "run, or every stream failed; 2 a bad command line or configuration; 3 the run finished but "
-               "some streams failed.")
+EXIT_STATUS = ("Exit status, however the run ended (by itself, or stopped and drained): 0 it did its job, no "
+               "stream failed and no output lost anything; 1 a stage could not run, every stream failed, or a "
+               "second stop request cut the drain short; 2 a bad command line or configuration; 3 some streams "
+               "failed, or an output or the overlay video lost records. SIGINT, SIGTERM and SIGHUP drain; the "
+               "same signal again within supervision.double_signal_window_s is the same request, later it "
+               "stops at once.")
 _NAMED_SOURCE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})=(.+)$")
 
 
@@ -129,17 +132,32 @@ def print_summary(summary, out=sys.stdout) -> None:
             out.write(f"stream {name} failed: {row['error']}\n")
     if summary.restarts:
         out.write("stage restarts: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.restarts.items())) + "\n")
+    for sink, row in summary.outputs.items():
+        dropped = ", ".join(f"{k}={v}" for k, v in row["dropped"].items())
+        out.write(f"output {sink}: delivered {row['delivered']}, failed {row['errors']}, "
+                  f"dropped {sum(row['dropped'].values())}{f' ({dropped})' if dropped else ''}\n")
+    for line in summary.losses:
+        out.write(f"lost: {line}\n")
     out.flush()
+
+
+def summary_json(summary) -> str:
+    return json.dumps({"streams": summary.streams, "engines": summary.engines, "exit_code": summary.exit_code,
+                       "failure": summary.failure, "restarts": summary.restarts, "interrupted": summary.interrupted,
+                       "outputs": summary.outputs, "losses": summary.losses}, indent=2)
 
 
 def main(argv=None, prog: str = "run_pipeline.py") -> int:
     args = _parser(prog).parse_args(argv)
     from pipeline.logs import setup_logging
+    from pipeline.supervision.preflight import check_writable_file
     from pipeline.supervision.supervisor import Supervisor, install_signal_handlers
 
     try:
         config = build_config(args)
         setup_logging(config.logging.level, "supervisor")
+        if args.summary_json:  # found now, not after the run it would describe
+            check_writable_file(args.summary_json, "--summary-json")
 
         def ready(url):
             print(f"pipeline running: {len(config.sources)} stream(s); "
@@ -157,10 +175,11 @@ def main(argv=None, prog: str = "run_pipeline.py") -> int:
     if summary.failure:
         print(f"error: {summary.failure}", file=sys.stderr)
     if args.summary_json:
-        args.summary_json.write_text(json.dumps(
-            {"streams": summary.streams, "engines": summary.engines, "exit_code": summary.exit_code,
-             "failure": summary.failure, "restarts": summary.restarts, "interrupted": summary.interrupted},
-            indent=2))
+        try:
+            args.summary_json.write_text(summary_json(summary))
+        except OSError as exc:  # checked before the run; the disk or the folder changed since
+            print(f"error: --summary-json: {args.summary_json} cannot be written: {exc.strerror}", file=sys.stderr)
+            return summary.exit_code or 1
     return summary.exit_code
 
 

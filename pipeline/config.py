@@ -339,6 +339,9 @@ class SupervisionConfig(_Model):
     max_restarts: int = Field(default=5, ge=0, le=1000, description="deaths of one stage within restart_window_s before the run fails")
     restart_window_s: float = Field(default=60.0, gt=0.0)
     stop_timeout_s: float = Field(default=20.0, gt=0.0, le=600.0, description="the longest a drain may take before stages are killed")
+    double_signal_window_s: float = Field(
+        default=2.0, ge=0.0, le=60.0, description="a second SIGTERM/SIGINT/SIGHUP this soon after the first is the same "
+        "stop request (timeout and service managers signal the main process, then its group); a later one stops at once")
 
     def restart_policy(self):
         """When a dead stage is restarted, and when the run gives up on it (pipeline.supervision.restart)."""
@@ -354,7 +357,8 @@ class LoggingConfig(_Model):
 
 
 class TransportConfig(_Model):
-    ipc_dir: Path | None = Field(default=None, description="where per-run ipc sockets live; default a fresh temp dir")
+    ipc_dir: Path | None = Field(default=None, description="where each run makes its folder (ipc sockets, metrics "
+                                 "files); default $XDG_RUNTIME_DIR, else the temp dir")
     # Frames queued per socket; small keeps latency low and embed workers evenly loaded.
     high_water_mark: int = Field(default=4, ge=1, le=100_000)
 

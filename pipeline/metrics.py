@@ -5,8 +5,12 @@ Stages run in their own processes; prometheus_client's multiprocess mode
 lets the supervisor's endpoint add up what every process recorded. A counter
 a process wrote survives that process being killed, so the run's frame
 accounting stays exact across stage crashes; the supervisor's end-of-run
-summary is read from the same files (:func:`read_stream_counters`). Metric
-objects are built per process, never at import time.
+summary is read from the same files (:func:`read_stream_counters`, and
+:func:`read_output_counters` for the outputs). If a temp cleaner deletes the
+folder, the supervisor makes it again and puts every file it held back
+under its name (:mod:`pipeline.supervision.run_folder`): the collector reads
+the folder as always, and no total drops. Metric objects are built per
+process, never at import time.
 
 Labels are bounded: ``stream`` is the operator's stream name (never a URL),
 ``reason``/``stage``/``kind``/``state``/``sink`` come from fixed sets.
@@ -303,4 +307,37 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
                 counters[stream].sequences[sample.labels["reason"]] += value
             elif sample.name == f"{PREFIX}_overlay_dropped_total" and value:
                 counters[stream].overlay_dropped[sample.labels["reason"]] += value
+    return dict(counters)
+
+
+@dataclass
+class OutputCounters:
+    """What one output did with the records it was given, over every process of the run."""
+
+    delivered: int = 0  # delivered and acknowledged (network outputs)
+    errors: int = 0  # records it failed to take
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # given up, by reason
+
+    @property
+    def lost(self) -> int:
+        return self.errors + sum(self.dropped.values())
+
+
+def read_output_counters(registry) -> dict[str, OutputCounters]:
+    """Per output (``sink`` label): delivered, failed and dropped records, as the outputs counted them."""
+    counters: dict[str, OutputCounters] = defaultdict(OutputCounters)
+    for family in registry.collect():
+        for sample in family.samples:
+            sink = sample.labels.get("sink")
+            if sink is None:
+                continue
+            value = round(sample.value)
+            if sample.name == f"{PREFIX}_sink_delivered_total":
+                counters[sink].delivered += value
+            elif sample.name == f"{PREFIX}_sink_errors_total":
+                counters[sink].errors += value
+            elif sample.name == f"{PREFIX}_sink_dropped_total":
+                row = counters[sink]  # listed even when it dropped nothing
+                if value:
+                    row.dropped[sample.labels["reason"]] += value
     return dict(counters)

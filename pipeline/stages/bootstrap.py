@@ -2,7 +2,7 @@
 
 Every stage process:
 
-* ignores SIGINT and SIGTERM (the supervisor decides how to stop, so a
+* ignores SIGINT, SIGTERM and SIGHUP (the supervisor decides how to stop, so a
   signal to the whole process group drains like one to the supervisor);
 * reads its settings from stdin (:mod:`pipeline.stages.settings`: a key
   either side does not know is refused at once);
@@ -29,12 +29,14 @@ import traceback
 
 from pipeline.errors import ActionPipeError
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the supervisor drains on each
+
 
 def _ignore_stop_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     # The supervisor starts us with these blocked, so no signal lands before we ignore them.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
 
 
 def _fatal(exc: BaseException) -> bool:

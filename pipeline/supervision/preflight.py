@@ -10,6 +10,8 @@ before any output file was touched (other than rotating an old one aside).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,10 @@ from pipeline.supervision.limits import MachineFacts, check_worker_counts, machi
 from pipeline.supervision.registry import StreamRequestError
 
 logger = logging.getLogger(__name__)
+
+# The command line's flag for each output path it can set, named beside the config key when refused.
+FLAGS = {"outputs.events_jsonl": "--events-out", "outputs.scores_jsonl": "--scores-out",
+         "overlay.out_dir": "--overlay-out"}
 
 
 @dataclass(frozen=True)
@@ -49,16 +55,46 @@ def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Ch
             try:
                 prepare_output(Path(path), setting, outputs.existing, outputs.keep_rotated)
             except OutputError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"{exc} (the {FLAGS[setting]} flag)") from None
     if outputs.events_pub:
         _check_bindable(outputs.events_pub, "outputs.events_pub")
     if config.overlay.out_dir is not None:
-        try:
-            Path(config.overlay.out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"overlay.out_dir: cannot create {config.overlay.out_dir} ({exc.strerror}); "
-                              "choose a folder this user can write") from None
+        check_writable_folder(Path(config.overlay.out_dir), "overlay.out_dir")
     return Checked(head, events)
+
+
+def check_writable_folder(folder: Path, setting: str) -> None:
+    """``folder`` exists (made if need be) and a file can be written in it: found now, not after start.
+
+    A file is really made and removed: permission bits do not tell (root, ACLs, a read-only mount)."""
+    flag = f" (the {FLAGS[setting]} flag)" if setting in FLAGS else ""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot create {folder} ({exc.strerror}){flag}; "
+                          "choose a folder this user can write") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".actionpipe-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot write in {folder} ({exc.strerror}){flag}; "
+                          "choose a folder this user can write") from None
+
+
+def check_writable_file(path: Path, setting: str) -> None:
+    """``path`` can be written at the end of the run; checked before it starts. A file made to find out
+    is removed again, so a run refused later leaves none."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{setting}: folder {path.parent} does not exist (create it, or choose another path)")
+    if path.is_dir():
+        raise ConfigError(f"{setting}: {path} is a folder; give a file path")
+    existed = path.exists()
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise ConfigError(f"{setting}: {path} cannot be written: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
 
 
 def onnx_path_for(engine: EngineConfig) -> str | None:

@@ -1,7 +1,7 @@
 """The stage processes of a run, as the supervisor sees them: started, up, finished, failed, dead.
 
 A stage is a plain child process, ``python -m pipeline.stages KIND``, its
-settings written as JSON to its stdin. It starts with SIGINT and SIGTERM
+settings written as JSON to its stdin. It starts with SIGINT, SIGTERM and SIGHUP
 blocked (and then ignores them), so a signal to the whole process group
 (Ctrl-C, systemd, ``timeout``) reaches only the supervisor, which drains.
 A restart is a new process under the same name (and the same settings,
@@ -21,6 +21,7 @@ from pathlib import Path
 from engines.factory import REPO_ROOT
 from pipeline.metrics import MULTIPROC_ENV, mark_process_dead
 from pipeline.stages.settings import StageKind, StageSettings, encode_settings
+from pipeline.supervision.signals import STOP_SIGNALS
 from pipeline.transport.control import StageFailed
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class StageProcess:
         env[MULTIPROC_ENV] = str(metrics_dir)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         # Children inherit the blocked mask, so a group signal cannot kill one before it ignores them.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
         try:
             process = subprocess.Popen([sys.executable, "-m", "pipeline.stages", self.kind.value],
                                        stdin=subprocess.PIPE, env=env, text=True)

@@ -6,17 +6,26 @@ with a reason, and every frame sent is scored or dropped downstream. A
 frame sent but neither scored nor counted downstream was inside a stage
 process that died: the summary counts it as ``stage_crash``.
 
-Exit status (:attr:`RunSummary.exit_code`): 0 when the run did its job (or
-was stopped and drained) and no stream failed; 1 when a stage could not
-run, every stream failed, or a second stop request cut the drain short; 3
-when it finished with some streams failed.
+Outputs: per output (``sink``), the records delivered (and acknowledged),
+failed and dropped, read from the same metrics
+(:func:`~pipeline.metrics.read_output_counters`). Anything an output or the
+overlay video lost is listed in :attr:`RunSummary.losses`. The overlay's own
+drops count there too (``backpressure`` included: the overlay never holds up
+scoring, so under load its video misses steps, and the run says so); with
+only the live page, a view and no output, they are shown but are no loss.
+
+Exit status (:attr:`RunSummary.exit_code`), however the run ended (by
+itself, or stopped by a signal or the APIs and drained): 1 when a stage
+could not run, every stream failed, or a second stop request cut the drain
+short (or the drain overran ``supervision.stop_timeout_s``); else 3 when a
+stream failed or an output or the overlay video lost anything; else 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.metrics import StreamCounters
+from pipeline.metrics import OutputCounters, StreamCounters
 from pipeline.sources.lifecycle import StreamState
 from pipeline.sources.uri import redact
 from pipeline.supervision.registry import StreamEntry
@@ -35,6 +44,8 @@ class RunSummary:
     exit_code: int = 0
     failure: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, dict] = field(default_factory=dict)  # sink -> delivered, errors, dropped by reason
+    losses: list[str] = field(default_factory=list)  # what an output or the overlay video lost, one line each
 
 
 def stream_row(entry: StreamEntry) -> dict:
@@ -73,26 +84,56 @@ def summary_row(entry: StreamEntry, counters: StreamCounters | None, timing: dic
 
 
 def exit_code(summary: RunSummary) -> int:
+    """The rule of the module's docstring; a stop (``interrupted``) changes nothing in it."""
     states = [row["state"] for row in summary.streams.values()]
     failed = states.count(StreamState.FAILED.value)
     if summary.failure or (states and failed == len(states)):
-        return 1  # a stage could not run, or nothing worked
-    if failed and not summary.interrupted:
-        return 3  # finished on its own, but some streams failed
+        return 1  # a stage could not run, nothing worked, or the drain was cut short
+    if failed or summary.losses:
+        return 3  # it ran, but some streams failed or some output lost records
     return 0
+
+
+def output_rows(outputs: dict[str, OutputCounters]) -> dict[str, dict]:
+    return {sink: {"delivered": c.delivered, "errors": c.errors,
+                   "dropped": {reason: n for reason, n in sorted(c.dropped.items()) if n}}
+            for sink, c in sorted(outputs.items())}
+
+
+def losses(outputs: dict[str, dict], streams: dict[str, dict], overlay_video: bool) -> list[str]:
+    """One line per output that lost records, and one for the overlay video if it missed steps."""
+    lines = []
+    for sink, row in outputs.items():
+        dropped = sum(row["dropped"].values())
+        if row["errors"] or dropped:
+            detail = ", ".join(f"{reason}={n}" for reason, n in row["dropped"].items())
+            lines.append(f"output {sink} lost {row['errors'] + dropped} record(s): {row['errors']} failed, "
+                         f"{dropped} dropped{f' ({detail})' if detail else ''}")
+    if overlay_video:
+        missed: dict[str, int] = {}
+        for row in streams.values():
+            for reason, n in row["overlay_dropped"].items():
+                missed[reason] = missed.get(reason, 0) + n
+        if sum(missed.values()):
+            detail = ", ".join(f"{reason}={n}" for reason, n in sorted(missed.items()) if n)
+            lines.append(f"overlay video missed {sum(missed.values())} scored step(s) ({detail})")
+    return lines
 
 
 def summarise(entries: list[StreamEntry], counters: dict[str, StreamCounters], timings: dict[str, dict],
               engines: list[str], restarts: dict[str, int], interrupted: bool, failure: str,
-              overlay_crashed: bool) -> tuple[RunSummary, dict[str, int]]:
+              overlay_crashed: bool, outputs: dict[str, OutputCounters] | None = None,
+              overlay_video: bool = False) -> tuple[RunSummary, dict[str, int]]:
     """The run's summary, and per stream the frames that died with a stage process."""
     summary = RunSummary(interrupted=interrupted, failure=failure, engines=sorted({e for e in engines if e}),
-                         restarts={stage: n for stage, n in restarts.items() if n})
+                         restarts={stage: n for stage, n in restarts.items() if n},
+                         outputs=output_rows(outputs or {}))
     lost: dict[str, int] = {}
     for entry in entries:
         row, lost_here = summary_row(entry, counters.get(entry.name), timings.get(entry.name, {}), overlay_crashed)
         summary.streams[entry.name] = row
         if lost_here:
             lost[entry.name] = lost_here
+    summary.losses = losses(summary.outputs, summary.streams, overlay_video)
     summary.exit_code = exit_code(summary)
     return summary, lost

@@ -26,7 +26,9 @@ metrics, the HTTP servers (:mod:`pipeline.web`), the stages' settings
 program embedding the pipeline) see the loop only through ``view``
 (:mod:`~pipeline.supervision.view`): what it published at the end of its
 last turn, and requests it carries out on its own thread. Signal handlers
-call :meth:`Supervisor.request_stop`.
+only record (:mod:`~pipeline.supervision.signals`); the loop decides what a
+signal means, and keeps the run folder there when a temp cleaner deletes it
+(:mod:`~pipeline.supervision.run_folder`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ import zmq
 
 from pipeline.config import PipelineConfig, SourceConfig, stream_name
 from pipeline.errors import PipelineError
-from pipeline.metrics import build_registry, collected_in, read_stream_counters
+from pipeline.metrics import build_registry, collected_in, read_output_counters, read_stream_counters
 from pipeline.sources.uri import SourceKind, UriError, classify, redact
 from pipeline.stages.settings import StageKind
 from pipeline.supervision import launch, report
@@ -55,6 +56,8 @@ from pipeline.supervision.processes import StageProcess, kill_all
 from pipeline.supervision.registry import StreamRequestError, StreamTable
 from pipeline.supervision.restart import StageRestarts
 from pipeline.supervision.run_folder import RunFolder
+from pipeline.supervision.signals import SignalInbox, StopDecision, StopSignals
+from pipeline.supervision.signals import install_signal_handlers as install_stop_handlers
 from pipeline.supervision.view import LoopRequests, RunStatus, SupervisorView
 from pipeline.transport.control import (
     ControlMessageError,
@@ -111,6 +114,7 @@ class Supervisor:
         self._hurry = threading.Event()
         self._started = threading.Event()
         self._requests = LoopRequests()
+        self.signals = SignalInbox(StopSignals(config.supervision.double_signal_window_s, clock))
         self._phase = Phase.RUNNING
         self._failure = ""
         self._interrupted = False
@@ -122,6 +126,7 @@ class Supervisor:
         self._servers = Servers()
         # Set up by run(): the run folder's metrics directory, and the supervisor's end of the control channel.
         self._metrics_dir: Path | None = None
+        self._folder: RunFolder | None = None
         self._channel: SupervisorChannel | None = None
         self._restarts = StageRestarts(config.supervision.restart_policy(), rng or random.Random())
         self.table = StreamTable(config.temporal.capacity)
@@ -130,7 +135,8 @@ class Supervisor:
 
     # -- for other threads: signal handlers; the HTTP servers and embedding programs use ``view`` -------
     def request_stop(self, *_args) -> None:
-        """Stop reading sources; what was read is still processed. A second request stops without draining."""
+        """Stop reading sources; what was read is still processed. A second request stops without draining
+        (signals go through ``signals`` first, which tells a repeat of the first from a second request)."""
         if self._stop_requested.is_set():
             self._hurry.set()
         self._stop_requested.set()
@@ -158,7 +164,7 @@ class Supervisor:
         onnx_path = onnx_path_for(self.config.engine)
         if checked.events != self.config.events:  # logged once every check passed: a refusal stays one line
             logger.info("event detector settings of the model: %s", checked.events.model_dump())
-        folder = RunFolder(self.config.transport.ipc_dir)
+        folder = self._folder = RunFolder(self.config.transport.ipc_dir)
         self._metrics_dir = folder.metrics
         context = zmq.Context()
         try:
@@ -204,6 +210,8 @@ class Supervisor:
     def _loop(self) -> None:
         while self._phase is not Phase.DONE:
             now = self._clock()
+            self._folder.keep({s.pid for s in self._stages.values() if s.alive})
+            self._take_signals()
             self._receive(CONTROL_POLL_S)
             self._requests.serve()
             self._check_processes(now)
@@ -211,6 +219,18 @@ class Supervisor:
             self._announce_ready()
             self._advance(now)
             self._publish_status(now)
+
+    def _take_signals(self) -> None:
+        for name, decision in self.signals.take():
+            if decision is StopDecision.DRAIN:
+                logger.info("%s: stopping", name)
+            elif decision is StopDecision.SAME_REQUEST:
+                logger.info("%s again within supervision.double_signal_window_s of the first: the same stop "
+                            "request", name)
+                continue
+            if decision is StopDecision.STOP_NOW:
+                self._hurry.set()
+            self._stop_requested.set()
 
     def _receive(self, timeout_s: float) -> None:
         for name, message in self._channel.receive(timeout_s):
@@ -467,6 +487,7 @@ class Supervisor:
             engines=[s.result.get("engine", "") for s in self._of_kind(StageKind.EMBED)],
             restarts=self._restarts.total, interrupted=self._interrupted, failure=self._failure,
             overlay_crashed=overlay is not None and (overlay.given_up or self._restarts.total.get("overlay", 0) > 0),
+            outputs=read_output_counters(self._registry), overlay_video=self.config.overlay.out_dir is not None,
         )
         summary.metrics_url, summary.control_url = self.metrics_url, self.control_url
         self.view.lost_with_stages = {(name, "stage_crash"): count for name, count in lost.items()}
@@ -474,5 +495,5 @@ class Supervisor:
 
 
 def install_signal_handlers(supervisor: Supervisor) -> None:
-    signal.signal(signal.SIGINT, supervisor.request_stop)
-    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    """SIGINT, SIGTERM and SIGHUP drain; see :mod:`~pipeline.supervision.signals`."""
+    install_stop_handlers(supervisor.signals)

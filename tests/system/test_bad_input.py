@@ -127,7 +127,7 @@ def test_bad_settings_are_refused_before_anything_starts_naming_the_setting(args
     ipc = tmp_path / "ipc"
     proc = subprocess.run([sys.executable, "run_pipeline.py", *args, "--no-metrics", "--no-control"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "TMPDIR": str(tmp_path)})
+                          env={**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": ""})
     assert proc.returncode == code, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -154,7 +154,8 @@ def test_a_taken_port_is_named(which, media):
 
 
 def test_a_full_disk_is_counted_and_scoring_goes_on(media, tmp_path):
-    """Outputs to /dev/full (every write fails with ENOSPC): the run completes, stdout keeps its events."""
+    """Outputs to /dev/full (every write fails with ENOSPC): the run completes, the events file keeps its
+    events, and the summary and the exit status (3) say what the scores output lost."""
     final: dict = {}
     supervisor = Supervisor(config(
         sources=[{"uri": str(media["good"]), "name": "good"}], replay={"realtime": False},
@@ -162,7 +163,11 @@ def test_a_full_disk_is_counted_and_scoring_goes_on(media, tmp_path):
     ), on_complete=lambda url: final.update(scrape(url)))
     summary = supervisor.run()
     row = summary.streams["good"]
-    assert summary.exit_code == 0 and row["state"] == "ended"
+    # The stream did its job, but an output lost every record: the exit status says so.
+    assert summary.exit_code == 3 and row["state"] == "ended"
+    assert summary.outputs["scores_jsonl"] == {"delivered": 0, "errors": row["processed"], "dropped": {}}
+    lost = row["processed"]
+    assert summary.losses == [f"output scores_jsonl lost {lost} record(s): {lost} failed, 0 dropped"]
     assert row["processed"] == len(offline_steps(media["good"]))
     # Every scores line was refused by the full disk and counted; the events file is complete.
     assert final[("actionpipe_sink_errors_total", (("sink", "scores_jsonl"),))] == row["processed"]

@@ -1,0 +1,91 @@
+"""RunFolder.keep: a run folder deleted by a temp cleaner is made again, and what the running processes
+hold (bound sockets, mmap'd metrics files) can be found under the same names again."""
+
+from __future__ import annotations
+
+import mmap
+import shutil
+
+import zmq
+
+from pipeline.supervision.run_folder import RunFolder, default_parent
+
+
+def test_the_folder_goes_under_ipc_dir_else_the_runtime_dir_else_the_temp_dir(tmp_path, monkeypatch) -> None:
+    assert default_parent(tmp_path / "ipc") == tmp_path / "ipc"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_parent() == tmp_path
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "not-there"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    assert default_parent() == tmp_path / "t"
+
+
+def test_a_deleted_folder_comes_back_with_its_sockets_and_metrics_files(tmp_path) -> None:
+    folder = RunFolder(tmp_path)
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.bind(folder.endpoint("embed-0"))
+    counter = folder.metrics / "counter_4242.db"
+    counter.write_bytes(b"\0" * 16)
+    writer = open(counter, "r+b")  # noqa: SIM115 (held open like prometheus_client's own)
+    mapped = mmap.mmap(writer.fileno(), 0)
+    try:
+        assert folder.keep(live_pids={4242}) is False
+        shutil.rmtree(folder.path)  # the cleaner
+        mapped[:5] = b"after"  # the running process goes on counting into the unlinked file
+        assert folder.keep(live_pids={4242}) is True and folder.generation == 1
+        assert folder.metrics.is_dir() and folder.live.is_dir()
+        assert counter.read_bytes()[:5] == b"after"
+        # A process started now reaches the socket that is still bound.
+        push = context.socket(zmq.PUSH)
+        push.connect(folder.endpoint("embed-0"))
+        push.send(b"frame")
+        assert pull.poll(3000) and pull.recv() == b"frame"
+        push.close(linger=0)
+        # Its successor binds over the name, and that socket is held from then on.
+        pull.close(linger=0)
+        pull = context.socket(zmq.PULL)
+        pull.bind(folder.endpoint("embed-0"))
+        assert not (folder.path / "embed-0").is_symlink()
+        folder.keep(live_pids={4242})
+        shutil.rmtree(folder.path)
+        assert folder.keep(live_pids={4242}) is True and folder.generation == 2
+        push = context.socket(zmq.PUSH)
+        push.connect(folder.endpoint("embed-0"))
+        push.send(b"again")
+        assert pull.poll(3000) and pull.recv() == b"again"
+        push.close(linger=0)
+    finally:
+        mapped.close()
+        writer.close()
+        pull.close(linger=0)
+        context.term()
+        folder.remove()
+    assert not folder.path.exists()
+
+
+def test_the_live_gauges_of_a_process_that_ended_are_not_put_back(tmp_path) -> None:
+    folder = RunFolder(tmp_path)
+    for name in ("gauge_livesum_11.db", "gauge_livesum_12.db", "counter_11.db"):
+        (folder.metrics / name).write_bytes(b"\0" * 8)
+    folder.keep(live_pids={11, 12})
+    shutil.rmtree(folder.path)
+    folder.keep(live_pids={11})  # 12 died meanwhile
+    assert sorted(p.name for p in folder.metrics.iterdir()) == ["counter_11.db", "gauge_livesum_11.db"]
+    folder.remove()
+
+
+def test_a_folder_that_cannot_be_made_again_is_said_once_and_tried_again(tmp_path, caplog) -> None:
+    folder = RunFolder(tmp_path / "parent")
+    shutil.rmtree(tmp_path / "parent")
+    (tmp_path / "parent").write_text("a file where the folder was")
+    assert folder.keep(set()) is False
+    assert folder.keep(set()) is False
+    assert len([r for r in caplog.records if "cannot be made again" in r.message]) == 1
+    (tmp_path / "parent").unlink()
+    assert folder.keep(set()) is True
+    folder.remove()
