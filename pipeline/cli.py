@@ -134,8 +134,9 @@ def print_summary(summary, out=sys.stdout) -> None:
         out.write("stage restarts: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.restarts.items())) + "\n")
     for sink, row in summary.outputs.items():
         dropped = ", ".join(f"{k}={v}" for k, v in row["dropped"].items())
+        spooled = f", spooled for the next run {row['spooled']}" if row.get("spooled") else ""
         out.write(f"output {sink}: delivered {row['delivered']}, failed {row['errors']}, "
-                  f"dropped {sum(row['dropped'].values())}{f' ({dropped})' if dropped else ''}\n")
+                  f"dropped {sum(row['dropped'].values())}{f' ({dropped})' if dropped else ''}{spooled}\n")
     for line in summary.losses:
         out.write(f"lost: {line}\n")
     out.flush()

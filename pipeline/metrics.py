@@ -316,6 +316,7 @@ class OutputCounters:
 
     delivered: int = 0  # delivered and acknowledged (network outputs)
     errors: int = 0  # records it failed to take
+    spooled: int = 0  # unsent at a stop, kept in spool_dir for the next run (not lost)
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # given up, by reason
 
     @property
@@ -336,6 +337,8 @@ def read_output_counters(registry) -> dict[str, OutputCounters]:
                 counters[sink].delivered += value
             elif sample.name == f"{PREFIX}_sink_errors_total":
                 counters[sink].errors += value
+            elif sample.name == f"{PREFIX}_sink_spooled_total":
+                counters[sink].spooled += value
             elif sample.name == f"{PREFIX}_sink_dropped_total":
                 row = counters[sink]  # listed even when it dropped nothing
                 if value:

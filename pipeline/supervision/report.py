@@ -95,7 +95,7 @@ def exit_code(summary: RunSummary) -> int:
 
 
 def output_rows(outputs: dict[str, OutputCounters]) -> dict[str, dict]:
-    return {sink: {"delivered": c.delivered, "errors": c.errors,
+    return {sink: {"delivered": c.delivered, "errors": c.errors, "spooled": c.spooled,
                    "dropped": {reason: n for reason, n in sorted(c.dropped.items()) if n}}
             for sink, c in sorted(outputs.items())}
 

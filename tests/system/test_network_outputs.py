@@ -277,3 +277,34 @@ def test_events_a_stop_could_not_deliver_are_spooled_and_sent_first_by_the_next_
     assert not (spool / "webhook.jsonl").exists()
     # The same video twice makes the same events, but the second run's are not repeats of the first's.
     assert len({e["id"] for e in first + second}) == len(first) + len(second)
+
+
+def test_events_a_broker_never_got_are_counted_as_lost_and_the_run_exits_3(synth_streams, broker, tmp_path):
+    """The broker goes away for good after the first event: at the stop, what it never acknowledged is
+    counted per output in the summary, named in its losses, and the exit status is 3."""
+    from tests.support.mqtt import MqttRecorder
+
+    recorder = MqttRecorder(broker.port, "actionpipe/#")
+    events_file = tmp_path / "events.jsonl"
+    cfg = config(
+        sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
+        outputs={"events_jsonl": str(events_file),
+                 "mqtt": {"port": broker.port, "retry_max_s": 0.5, "flush_timeout_s": 0.5}},
+    )
+
+    def take_the_broker_away(supervisor) -> None:
+        if broker.process is not None and recorder.payloads("actionpipe/events"):
+            broker.stop()
+
+    summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120, during=take_the_broker_away)
+    received = [json.loads(p)["id"] for p in recorder.payloads("actionpipe/events")]
+    recorder.close()
+    written = [json.loads(line)["id"] for line in events_file.read_text().splitlines()]
+    mqtt = summary.outputs["mqtt"]
+    assert received and len(written) > len(received), "events should have been made after the broker left"
+    assert received == written[:len(received)]
+    assert mqtt["delivered"] >= len(received) - 1  # the last one may have been taken before its PUBACK left
+    assert mqtt["delivered"] + sum(mqtt["dropped"].values()) == len(written)  # each delivered or counted lost
+    assert mqtt["dropped"].get("unsent_at_exit", 0) > 0
+    assert any(line.startswith("output mqtt lost") for line in summary.losses)
+    assert summary.exit_code == 3

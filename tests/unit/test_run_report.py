@@ -46,9 +46,12 @@ def test_a_run_with_no_streams_yet_exits_0() -> None:
 
 def test_outputs_are_listed_with_what_they_delivered_failed_and_dropped() -> None:
     rows = output_rows({"webhook": OutputCounters(delivered=10, errors=1, dropped={"buffer_full": 3, "refused": 0}),
-                        "events_jsonl": OutputCounters()})
-    assert rows == {"events_jsonl": {"delivered": 0, "errors": 0, "dropped": {}},
-                    "webhook": {"delivered": 10, "errors": 1, "dropped": {"buffer_full": 3}}}
+                        "mqtt": OutputCounters(delivered=4, spooled=2), "events_jsonl": OutputCounters()})
+    assert rows == {"events_jsonl": {"delivered": 0, "errors": 0, "spooled": 0, "dropped": {}},
+                    "mqtt": {"delivered": 4, "errors": 0, "spooled": 2, "dropped": {}},
+                    "webhook": {"delivered": 10, "errors": 1, "spooled": 0, "dropped": {"buffer_full": 3}}}
+    assert losses(rows, {}, overlay_video=False) == [  # spooled records wait for the next run: not lost
+        "output webhook lost 4 record(s): 1 failed, 3 dropped (buffer_full=3)"]
     lines = losses(rows, {}, overlay_video=False)
     assert lines == ["output webhook lost 4 record(s): 1 failed, 3 dropped (buffer_full=3)"]
 
