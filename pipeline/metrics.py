@@ -18,6 +18,7 @@ Labels are bounded: ``stream`` is the operator's stream name (never a URL),
 
 from __future__ import annotations
 
+import glob
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -164,15 +165,36 @@ TROUBLE_GAUGES = {
 }
 
 
+def stage_files_collector(multiproc_dir: Path, registry=None):
+    """prometheus_client's collector of the stages' metrics files, minus files still being created.
+
+    A stage process creates its file empty and only then sizes it; a scrape (or the supervisor's own
+    reading of the counters) that opens it in between would fail on the empty file. Such a file holds
+    no samples yet, so leaving it out is exact; files only grow, so one seen sized stays readable.
+    """
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    class StartedFilesCollector(MultiProcessCollector):
+        def collect(self):
+            files = []
+            for path in glob.glob(os.path.join(self._path, "*.db")):
+                try:
+                    if os.path.getsize(path) >= 8:  # the header that says how much of the file is used
+                        files.append(path)
+                except FileNotFoundError:
+                    continue  # a dead process's live gauges, removed since the listing
+            return self.merge(files, accumulate=True)
+
+    return StartedFilesCollector(registry, path=str(multiproc_dir))
+
+
 class SupervisorCollector:
     """The supervisor's own metrics, from ``state()`` (a :class:`SupervisorState`) at each scrape, beside
     what every stage process wrote. Frames the supervisor knows were lost with a dead stage are added
     into ``actionpipe_frames_dropped_total``."""
 
     def __init__(self, multiproc_dir: Path, state) -> None:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        self._stages = MultiProcessCollector(None, path=str(multiproc_dir))
+        self._stages = stage_files_collector(multiproc_dir)
         self._state = state
 
     def collect(self):
@@ -237,9 +259,7 @@ def build_registry(multiproc_dir: Path, supervisor_state=None):
 
     registry = CollectorRegistry()
     if supervisor_state is None:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        MultiProcessCollector(registry, path=str(multiproc_dir))
+        stage_files_collector(multiproc_dir, registry)
     else:
         registry.register(SupervisorCollector(multiproc_dir, supervisor_state))
     return registry
