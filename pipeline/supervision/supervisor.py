@@ -48,7 +48,7 @@ from pipeline.config import PipelineConfig, SourceConfig, stream_name
 from pipeline.errors import PipelineError
 from pipeline.metrics import build_registry, collected_in, read_output_counters, read_stream_counters
 from pipeline.sources.uri import SourceKind, UriError, classify, redact
-from pipeline.stages.settings import StageKind
+from pipeline.stages.settings import EmbedSettings, StageKind
 from pipeline.supervision import launch, report
 from pipeline.supervision.limits import MachineFacts, machine_facts
 from pipeline.supervision.preflight import check_recorded_source, onnx_path_for, preflight
@@ -336,10 +336,10 @@ class Supervisor:
             if moved:
                 logger.warning("streams %s lost their capture process: they resume in a new sequence",
                                ", ".join(e.name for e in moved))
-        elif stage.kind is StageKind.EMBED:
+        elif isinstance(stage.settings, EmbedSettings):  # an embed worker (and its index, for the temporal)
             temporal = self._stages["temporal"]
             if temporal.ready:
-                self._send(temporal, UpstreamLost(stage.name))
+                self._send(temporal, UpstreamLost(stage.name, stage.settings.worker))
         elif stage.kind is StageKind.TEMPORAL:
             logger.warning("the temporal worker's GRU states are lost: every stream starts a new sequence")
 

@@ -76,7 +76,8 @@ class Drain:
 class UpstreamLost:
     """Temporal: an embed worker died; frames it held are gone, so stop waiting for them."""
 
-    worker: str
+    worker: str  # its stage name, for the logs
+    index: int  # what its embeddings (and its successor's) carry as ``worker``
 
 
 # -- stage -> supervisor -----------------------------------------------------

@@ -179,3 +179,21 @@ def test_skip_all_gaps_releases_every_stream_without_waiting_for_the_timeout():
     assert buf.skip_all_gaps() == [Gap("a", 0, 1, "lost"), Delivered("a", 1, 1), Gap("b", 1, 1, "lost"), Delivered("b", 2, 2)]
     assert buf.held() == 0
     assert buf.push("b", 1, 1, now=0.1) == [Rejected("b", 1, 1, "skipped")]
+
+
+def test_give_up_before_skips_only_the_gaps_below_that_seq():
+    buf: ReorderBuffer[int] = ReorderBuffer(window=8, timeout_s=60.0, first_seq=0)
+    buf.push("cam", 0, 0, now=0.0)
+    buf.push("cam", 3, 3, now=0.0)  # 1 and 2 died with an embed worker
+    buf.push("cam", 5, 5, now=0.0)  # 4 is still on its way from another one
+    assert buf.push("b", 1, 1, now=0.0) == []
+    assert buf.give_up_before("cam", 4) == [Gap("cam", 1, 2, "lost"), Delivered("cam", 3, 3)]
+    assert buf.expected_seq("cam") == 4 and buf.held("cam") == 1
+    assert _seqs(buf.push("cam", 4, 4, now=0.1)) == [4, 5]
+    assert buf.held("b") == 1  # another stream's gap is not its business
+    # Nothing missing below: nothing to give up; an unknown stream: nothing either.
+    assert buf.give_up_before("cam", 6) == [] and buf.give_up_before("nobody", 9) == []
+    assert buf.push("cam", 2, 2, now=0.2) == [Rejected("cam", 2, 2, "skipped")]
+    # Missing frames with nothing held behind them yet are given up too.
+    assert buf.give_up_before("cam", 9) == [Gap("cam", 6, 3, "lost")]
+    assert _seqs(buf.push("cam", 9, 9, now=0.3)) == [9]

@@ -161,7 +161,7 @@ def test_a_restarted_worker_takes_numbering_as_it_comes_and_closes_its_predecess
 
 def test_frames_held_by_a_dead_embed_worker_are_given_up_without_waiting_for_the_timeout(rig):
     from pipeline.stages.temporal.worker import UPSTREAM_LOST_GRACE_S
-    from pipeline.transport.control import UpstreamLost  # noqa: F401  (the command that triggers this)
+    from pipeline.transport.control import UpstreamLost
 
     make, send, _ = rig
     worker, _, scores, clock = make()
@@ -170,11 +170,54 @@ def test_frames_held_by_a_dead_embed_worker_are_given_up_without_waiting_for_the
     send("cam", 3, 0.75)
     _pump(worker)
     assert [r.t for r in scores.records] == [0.0]  # waiting for seq 1 (replay: up to 60 s)
-    worker._upstream_lost_at = clock.now
+    worker.handle(UpstreamLost("embed:1", 1))
     clock.now += UPSTREAM_LOST_GRACE_S
     _pump(worker)
     assert [r.t for r in scores.records] == [0.0, 0.5, 0.75]
     assert worker.tallies["cam"].dropped == {"stage_crash": 1}
+
+
+def test_with_one_embed_worker_its_successors_first_frame_gives_up_what_died_with_it(rig):
+    """Issue 18: the one embed worker died holding seq 2; the frames behind the gap come only from its successor,
+    seconds later, long after the grace. The replay's window must not hold the stream for its 60 s timeout."""
+    from pipeline.stages.temporal.worker import UPSTREAM_LOST_GRACE_S
+    from pipeline.transport.control import UpstreamLost
+
+    make, send, _ = rig
+    worker, _, scores, clock = make()
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    send("cam", 1, 0.25)
+    _pump(worker)
+    worker.handle(UpstreamLost("embed:0", 0))
+    clock.now += UPSTREAM_LOST_GRACE_S
+    _pump(worker)  # the sweep: nothing is held yet, so nothing to skip
+    clock.now += 1.5  # the restart: backoff, process start, model load
+    send("cam", 3, 0.75)  # the successor's first frame
+    send("cam", 4, 1.0)
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0, 0.25, 0.75, 1.0]
+    assert worker.tallies["cam"].dropped == {"stage_crash": 1}
+    assert worker._replay_reorder.held() == 0
+
+
+def test_a_gap_left_by_a_slower_worker_still_waits_after_another_worker_died(rig):
+    """Only the dead worker's successor says what is lost: a survivor's gap is filled as usual."""
+    from pipeline.stages.temporal.worker import UPSTREAM_LOST_GRACE_S
+    from pipeline.transport.control import UpstreamLost
+
+    make, send, _ = rig
+    worker, _, scores, clock = make()
+    worker.handle(UpstreamLost("embed:1", 1))
+    clock.now += UPSTREAM_LOST_GRACE_S
+    _pump(worker)
+    send("cam", 0, 0.0, flags=Flags.START, reason="open")
+    send("cam", 2, 0.5)  # worker 0 (the rig's default): seq 1 is on its way through worker 2
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0]
+    send("cam", 1, 0.25)
+    _pump(worker)
+    assert [r.t for r in scores.records] == [0.0, 0.25, 0.5]
+    assert worker.tallies["cam"].dropped == {}
 
 
 def test_malformed_messages_are_skipped(rig):

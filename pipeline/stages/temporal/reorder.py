@@ -9,7 +9,9 @@ soon as the gap fills. A gap never stalls a stream for long: it is skipped
 * the missing frame has been overdue for ``timeout_s`` -- measured from the
   arrival of the earliest frame still held behind the gap, the moment we knew
   it was overdue; or
-* more than ``window`` frames are held for the stream.
+* more than ``window`` frames are held for the stream; or
+* the caller knows its frames are gone (an embed worker died with them:
+  :meth:`ReorderBuffer.skip_all_gaps`, :meth:`ReorderBuffer.give_up_before`).
 
 A frame older than the next expected seq is rejected, never delivered:
 ``skipped`` when its gap was already skipped (it is counted in that Gap, so
@@ -173,6 +175,15 @@ class ReorderBuffer(Generic[T]):
                 released.extend(self._skip_gap(stream, state, reason))
         return released
 
+    def give_up_before(self, stream: str, seq: int, reason: GapReason = "lost") -> list[Released[T]]:
+        """Skip the gaps of ``stream`` below ``seq`` now (their frames are known to be gone); frames held
+        above ``seq`` stay behind any gap there. Returns the gaps and what they free."""
+        state = self._streams.get(stream)
+        released: list[Released[T]] = []
+        while state is not None and state.expected < seq:
+            released.extend(self._skip_gap(stream, state, reason, up_to=seq))
+        return released
+
     def flush(self, stream: str) -> list[Released[T]]:
         """Deliver everything held for ``stream`` in order (gaps skipped), then forget the stream."""
         state = self._streams.get(stream)
@@ -216,8 +227,10 @@ class ReorderBuffer(Generic[T]):
             state.expected += 1
         return released
 
-    def _skip_gap(self, stream: str, state: _StreamWindow[T], reason: GapReason) -> list[Released[T]]:
-        next_held = min(state.held)
+    def _skip_gap(self, stream: str, state: _StreamWindow[T], reason: GapReason,
+                  up_to: int | None = None) -> list[Released[T]]:
+        """Skip the gap before the first held frame (or before ``up_to``, if that comes first)."""
+        next_held = min(state.held) if up_to is None else min([up_to, *state.held])
         gap = Gap(stream, state.expected, next_held - state.expected, reason)
         state.skipped.append((state.expected, next_held - 1))
         del state.skipped[:-_SKIPPED_RANGES_KEPT]

@@ -6,7 +6,8 @@ stream's next step needs its previous state). START resets a stream and END
 flushes and frees it; both carry a reason (open, reconnect, loop, removed,
 stopped, restart, ...) that the events closed by them carry too. Idle
 streams are evicted; gaps that outlive the reorder timeout are skipped and
-counted as ``reorder_timeout`` drops.
+counted as ``reorder_timeout`` drops; gaps left by an embed worker that died
+are given up sooner, as ``stage_crash`` drops (``upstream.py`` says when).
 
 Generations: the supervisor bumps a stream's generation each time it gives
 the stream to a (new) capture process, and sequence numbers restart with
@@ -42,6 +43,7 @@ from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
 from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
+from pipeline.stages.temporal.upstream import LostUpstream
 from pipeline.transport.control import Heartbeat, UpstreamLost
 from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
@@ -125,7 +127,7 @@ class TemporalWorker(FedBySocket):
         self._wall = wall_clock
         self._ready: dict[str, deque] = defaultdict(deque)  # in-order items waiting for their step
         self._positions: dict[str, _StreamPosition] = {}
-        self._upstream_lost_at: float | None = None
+        self._upstream = LostUpstream(UPSTREAM_LOST_GRACE_S)
         self._malformed_logged = 0
         self._report: Callable[[object], None] | None = None  # the supervisor's ear, once running
         self._actions_changed = False
@@ -174,6 +176,7 @@ class TemporalWorker(FedBySocket):
             if position is not None:
                 old_key = (stream, position.generation)
                 self._route(self._live_reorder.flush(old_key) + self._replay_reorder.flush(old_key))
+                self._upstream.forget(old_key)
                 position.generation = header.generation
                 if header.flags & Flags.START and header.reason == "restart" and position.last_t is not None:
                     position.repeat_until_t = position.last_t
@@ -182,7 +185,11 @@ class TemporalWorker(FedBySocket):
             if self.s.known_generations.get(stream) == header.generation:
                 # The predecessor was mid-way through this generation: take the numbering as it comes.
                 reorder.start(key, header.seq)
-        self._route(reorder.push(key, header.seq, (header, embedding, stats), self._clock()))
+        now = self._clock()
+        self._route(reorder.push(key, header.seq, (header, embedding, stats), now))
+        if self._upstream.successor_frame(key, header.worker, now):
+            # Whatever the stream still misses below this frame died with the worker this one replaced.
+            self._give_up(reorder.give_up_before(key, header.seq), f"embed worker {header.worker} died")
 
     def _drop(self, stream: str, reason: str, count: int = 1) -> None:
         self.tallies[stream].dropped[reason] += count
@@ -199,6 +206,13 @@ class TemporalWorker(FedBySocket):
                            item.count)
             elif isinstance(item, Rejected) and item.reason != "skipped" and item.item[1] is not None:
                 self._drop(stream, "late")
+
+    def _give_up(self, released: list, why: str) -> None:
+        """Route what giving gaps up released, and say which frames were lost."""
+        for gap in (r for r in released if isinstance(r, Gap)):
+            logger.warning("temporal: stream %s: frames %d to %d given up (%s)", gap.stream[0], gap.first_missing_seq,
+                           gap.first_missing_seq + gap.count - 1, why)
+        self._route(released)
 
     def _deliver(self, stream: str, item) -> None:
         header, embedding, _ = item
@@ -234,6 +248,7 @@ class TemporalWorker(FedBySocket):
         if reason in FINAL_END_REASONS:
             key = (header.stream, header.generation)
             self._route(self._reorder_for(header).end(key))
+            self._upstream.forget(key)
             self.tallies[header.stream].ended = True
 
     def _step_round(self) -> int:
@@ -322,11 +337,11 @@ class TemporalWorker(FedBySocket):
         self._route(self._live_reorder.expire(now))
         if self._replay_reorder is not self._live_reorder:
             self._route(self._replay_reorder.expire(now))
-        if self._upstream_lost_at is not None and now - self._upstream_lost_at >= UPSTREAM_LOST_GRACE_S:
-            self._upstream_lost_at = None
-            self._route(self._live_reorder.skip_all_gaps("lost"))
+        if self._upstream.sweep_due(now):
+            released = self._live_reorder.skip_all_gaps("lost")
             if self._replay_reorder is not self._live_reorder:
-                self._route(self._replay_reorder.skip_all_gaps("lost"))
+                released += self._replay_reorder.skip_all_gaps("lost")
+            self._give_up(released, "an embed worker died")
         for stream in self._table.evict_idle(now) + self._table.take_evicted():
             if self._metrics:
                 self._metrics.evictions.labels(stream).inc()
@@ -375,9 +390,9 @@ class TemporalWorker(FedBySocket):
 
     def handle(self, command: object) -> None:
         if isinstance(command, UpstreamLost):
-            logger.warning("temporal: %s died; frames it held are given up after %.1f s", command.worker,
-                           UPSTREAM_LOST_GRACE_S)
-            self._upstream_lost_at = self._clock()
+            logger.warning("temporal: %s died; frames it held are given up after %.1f s, or when its successor's "
+                           "first frame of their stream arrives", command.worker, UPSTREAM_LOST_GRACE_S)
+            self._upstream.lost(command.index, self._clock())
         else:
             logger.warning("temporal: ignoring unexpected command %s", type(command).__name__)
 
