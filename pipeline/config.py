@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engines.factory import BACKENDS, REPO_ROOT
 from pipeline.errors import ConfigError
 from pipeline.sources.uri import STREAM_NAME_PATTERN as _STREAM_NAME
+from pipeline.state.config import StateConfig
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "synthactions_gru.safetensors"
 
@@ -371,6 +372,7 @@ class PipelineConfig(_Model):
     capture: CaptureConfig = CaptureConfig()
     engine: EngineConfig = EngineConfig()
     temporal: TemporalConfig = TemporalConfig()
+    state: StateConfig = StateConfig()
     events: EventsConfig = EventsConfig()
     outputs: OutputsConfig = OutputsConfig()
     metrics: MetricsConfig = MetricsConfig()

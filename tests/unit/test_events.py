@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.events import ActionEvent, ActionEventDetector, EventConfigError, EventInputError, HysteresisConfig
+from pipeline.events import (
+    ActionEvent,
+    ActionEventDetector,
+    EventConfigError,
+    EventInputError,
+    HysteresisConfig,
+    TrackImportError,
+)
 
 CLASSES = ("background", "a", "b")
 STEP = 0.25  # 4 Hz, exact in binary
@@ -218,3 +225,72 @@ def test_classes_are_validated():
         ActionEventDetector(("background",), _config())
     with pytest.raises(EventConfigError):
         ActionEventDetector(("background", "a", "a"), _config())
+
+
+# -- snapshots of a stream's track ------------------------------------------------------------
+
+# Scores for a and b over 24 steps: warm-up, climbs, a start, dips between the thresholds, ends, a run cut short.
+_SNAPSHOT_PROBS = [(0.9, 0.1), (0.35, 0.7), (0.5, 0.8), (0.7, 0.9), (0.8, 0.2), (0.9, 0.1), (0.4, 0.1), (0.2, 0.65),
+                   (0.1, 0.7), (0.25, 0.9), (0.62, 0.95), (0.7, 0.5), (0.2, 0.2), (0.45, 0.1), (0.66, 0.31),
+                   (0.9, 0.29), (0.1, 0.1), (0.5, 0.05), (0.7, 0.6), (0.8, 0.7), (0.75, 0.1), (0.2, 0.05),
+                   (0.1, 0.6), (0.05, 0.7)]
+
+
+def _feed(detector: ActionEventDetector, steps: range) -> list[list[ActionEvent]]:
+    out = []
+    for k in steps:
+        pa, pb = _SNAPSHOT_PROBS[k]
+        out.append(detector.update("cam", k * STEP, {"background": 0.0, "a": pa, "b": pb}, wall_time=k * STEP))
+    return out
+
+
+def test_a_track_exported_at_any_step_and_imported_elsewhere_continues_with_identical_events():
+    config = _config(min_on_steps=2, min_off_steps=2, warmup_steps=2, onset_threshold=0.3)
+    reference = ActionEventDetector(CLASSES, config)
+    tracks = []
+    events = []
+    for k in range(len(_SNAPSHOT_PROBS)):
+        events += _feed(reference, range(k, k + 1))
+        # Through JSON text, strict (no NaN or infinity), as the snapshot file carries it.
+        tracks.append(json.loads(json.dumps(reference.export_track("cam"), allow_nan=False)))
+    assert sum(len(e) for e in events) >= 4
+    for k in range(len(_SNAPSHOT_PROBS) - 1):
+        other = ActionEventDetector(CLASSES, config)
+        other.import_track("cam", tracks[k])
+        assert other.export_track("cam") == tracks[k]
+        assert _feed(other, range(k + 1, len(_SNAPSHOT_PROBS))) == events[k + 1:], f"split after step {k}"
+
+
+def test_an_unseen_stream_exports_a_fresh_track_that_warms_up():
+    detector = ActionEventDetector(CLASSES, _config(min_on_steps=1, warmup_steps=1))
+    track = detector.export_track("new")
+    assert track["last_t"] is None and track["steps_since_reset"] == 0 and set(track["classes"]) == {"a", "b"}
+    assert detector.streams == ()  # exporting did not make the stream known
+    detector.import_track("new", track)
+    assert _run(detector, "new", [1.0]) == [] and len(_run(detector, "new", [1.0], start_step=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda t: t.pop("last_t"), "must hold steps_since_reset, last_t and classes"),
+        (lambda t: t["classes"].pop("b"), "is for classes ['a'], this detector's actions are ['a', 'b']"),
+        (lambda t: t["classes"].update(c=t["classes"]["a"]), "is for classes ['a', 'b', 'c']"),
+        (lambda t: t.update(steps_since_reset=-1), "steps_since_reset must be an integer >= 0, got -1"),
+        (lambda t: t.update(last_t="soon"), "last_t must be a finite number, got 'soon'"),
+        (lambda t: t["classes"]["a"].update(active=1), "active must be true or false, got 1"),
+        (lambda t: t["classes"]["a"].update(run_sum=float("nan")), "run_sum must be a finite number"),
+        (lambda t: t["classes"]["b"].update(segment_steps=2.5), "segment_steps must be an integer >= 0"),
+        (lambda t: t["classes"]["b"].pop("onset_t"), "class 'b' must hold"),
+    ],
+)
+def test_a_track_that_does_not_fit_is_refused_and_the_stream_keeps_what_it_had(change, fragment):
+    detector = ActionEventDetector(CLASSES, _config())
+    _run(detector, "cam", [0.9, 0.9])
+    before = detector.export_track("cam")
+    track = json.loads(json.dumps(before))
+    change(track)
+    with pytest.raises(TrackImportError, match="stream 'cam': its exported event track") as caught:
+        detector.import_track("cam", track)
+    assert fragment in str(caught.value)
+    assert detector.export_track("cam") == before

@@ -16,6 +16,10 @@ Sequence semantics (as Triton's sequence batcher):
   ``idle_timeout_s`` (counted). Until it runs, an idle stream keeps its state
   and a late frame simply continues it.
 * A stream appears at most once per step; the caller splits batches.
+* Snapshots: :meth:`export_streams` copies rows to the host as
+  ``RowState`` (``pipeline/state/snapshot.py``); :meth:`import_stream` writes
+  one back into a row, taken like a new stream's (but not reset), so the
+  stream's next step continues as if it had never stopped.
 * Capacity: a new stream takes a free row; with none free, the least
   recently seen stream idle for ``idle_timeout_s`` is evicted to make room
   (counted; :meth:`take_evicted` reports it, so the caller can close its
@@ -37,6 +41,7 @@ import torch
 
 from engines.temporal_head import StreamState, TemporalHead
 from pipeline.errors import ActionPipeError, check_seconds, check_whole
+from pipeline.state.snapshot import RowShape, RowState
 
 
 class StateTableError(ActionPipeError, RuntimeError):
@@ -77,6 +82,16 @@ class DuplicateStreamError(StateTableError, ValueError):
 
 class StepInputError(StateTableError, ValueError):
     """A step input whose arrays do not fit the head."""
+
+
+class UnknownStreamError(StateTableError, LookupError):
+    """A stream that holds no row was asked for its row."""
+
+
+class RowImportError(StateTableError, ValueError):
+    """A row to import whose shape does not fit this head's."""
+
+    restart_helps = False
 
 
 # eq=False: fields hold arrays, whose == is elementwise; identity is the honest equality.
@@ -144,6 +159,10 @@ class StreamStateTable:
     def row_of(self, stream: str) -> int | None:
         return self._rows.get(stream)
 
+    @property
+    def row_shape(self) -> RowShape:
+        return RowShape(self._hidden.shape[1], self._hidden.shape[2], self._previous.shape[1])
+
     def next_eviction_in(self, now: float) -> float | None:
         """Seconds until :meth:`evict_idle` would free a row (0.0 if now); None when no stream is held."""
         if not self._last_seen:
@@ -202,6 +221,42 @@ class StreamStateTable:
                 StepOutput(x.stream, x.seq, x.t, probs_np[i].copy(), resets[i], implicit[i], x.end)
             )
         return outputs
+
+    def export_streams(self, streams: Sequence[str]) -> dict[str, RowState]:
+        """Copies of the rows of ``streams`` on the host (one gather, one transfer from the device)."""
+        missing = [s for s in streams if s not in self._rows]
+        if missing:
+            raise UnknownStreamError(f"stream(s) {missing} hold no row in the state table")
+        if not streams:
+            return {}
+        with torch.inference_mode():
+            index = torch.tensor([self._rows[s] for s in streams], dtype=torch.long, device=self.device)
+            hidden = self._hidden.index_select(0, index).float().cpu().numpy()
+            previous = self._previous.index_select(0, index).float().cpu().numpy()
+            has_previous = self._has_previous.index_select(0, index).cpu().numpy()
+        # Copies: a RowState must not see later steps through a view of the batch.
+        return {s: RowState(hidden[i].copy(), previous[i].copy(), bool(has_previous[i])) for i, s in enumerate(streams)}
+
+    def export_stream(self, stream: str) -> RowState:
+        return self.export_streams([stream])[stream]
+
+    def import_stream(self, stream: str, row: RowState, now: float) -> None:
+        """Make ``row`` the state of ``stream`` (seen at ``now``): its next step continues from it.
+
+        A stream without a row takes one as a new stream would (evicting an idle one if the table is
+        full, see :meth:`take_evicted`; :class:`StateTableFull` if none can go), but is not reset:
+        the imported state is the state. A stream holding a row has it overwritten."""
+        if row.shape != self.row_shape:
+            raise RowImportError(f"stream {stream!r}: a row of shape {row.shape} does not fit this head's {self.row_shape}")
+        if stream not in self._rows:
+            self._make_room(1, {stream}, now, [stream])
+            self._rows[stream] = self._free.pop()
+        index = self._rows[stream]
+        with torch.inference_mode():
+            self._hidden[index] = torch.from_numpy(row.hidden).to(self.device, self._hidden.dtype)
+            self._previous[index] = torch.from_numpy(row.previous).to(self.device, self._previous.dtype)
+            self._has_previous[index] = bool(row.has_previous)
+        self._last_seen[stream] = now
 
     def evict_idle(self, now: float) -> list[str]:
         """Free the rows of streams not seen for ``idle_timeout_s``; returns them, least recently seen first."""

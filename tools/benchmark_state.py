@@ -1,0 +1,63 @@
+"""What snapshotting stream state costs: saving 1, 32 and 100 streams against one temporal step round of 100.
+
+    python -m tools.benchmark_state [--rounds 30] [--streams 100] [--dir FOLDER]
+
+The shipped head on the CPU (one thread, as the temporal stage runs it).
+Snapshots are written with fsync, without, and only encoded (no file: what
+the temporal thread pays when a writer thread does the rest). The
+snapshot folder is a temporary one unless ``--dir`` names another (put it
+on the disk that ``state.dir`` would use). Prints the median milliseconds of
+each round and the ratio of a snapshot round of every stream to a step
+round, measured in the same run; with a snapshot every
+``--interval`` seconds done on the temporal stage's own thread, the share of
+its time that snapshots take is what they could cost steps/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import DEFAULT_MODEL
+from tools.bench.snapshot_cost import EncodeOnly, build, measure
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.benchmark_state", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--streams", type=int, default=100)
+    p.add_argument("--batch", type=int, default=64, help="streams per GRU step (temporal.max_batch_size)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots (state.snapshot_interval_s)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--dir", type=Path, default=None, help="the snapshot folder (default: a temporary one)")
+    args = p.parse_args(argv)
+    from pipeline.state.store import DirectoryStore
+
+    counts = tuple(sorted({1, min(32, args.streams), args.streams}))
+    setup = build(args.model, args.streams, args.batch)
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        stores = {"fsync": DirectoryStore(Path(folder) / "fsync", fsync=True),
+                  "no fsync": DirectoryStore(Path(folder) / "plain", fsync=False),
+                  "encode only": EncodeOnly()}
+        times = measure(setup, stores, counts, args.rounds)
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    step = medians.pop("step")
+    print(f"step round, {args.streams} streams (batches of {args.batch}): {step:.2f} ms "
+          f"(median of {args.rounds} rounds)")
+    for name, value in medians.items():
+        print(f"snapshot round, {name} streams: {value:.2f} ms")
+    for label in stores:
+        whole = medians[f"{label} x{args.streams}"]
+        share = whole / (args.interval * 1000.0)
+        print(f"ratio snapshot/step ({label}, {args.streams} streams): {whole / step:.3f}; "
+              f"inline every {args.interval:g} s: {share:.1%} of the temporal thread's time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
