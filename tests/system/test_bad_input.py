@@ -165,7 +165,7 @@ def test_a_full_disk_is_counted_and_scoring_goes_on(media, tmp_path):
     row = summary.streams["good"]
     # The stream did its job, but an output lost every record: the exit status says so.
     assert summary.exit_code == 3 and row["state"] == "ended"
-    assert summary.outputs["scores_jsonl"] == {"delivered": 0, "errors": row["processed"], "dropped": {}}
+    assert summary.outputs["scores_jsonl"] == {"delivered": 0, "errors": row["processed"], "spooled": 0, "dropped": {}}
     lost = row["processed"]
     assert summary.losses == [f"output scores_jsonl lost {lost} record(s): {lost} failed, 0 dropped"]
     assert row["processed"] == len(offline_steps(media["good"]))
