@@ -133,6 +133,14 @@ def print_summary(summary, out=sys.stdout) -> None:
     for name, row in summary.streams.items():
         if row["state"] == "failed":
             out.write(f"stream {name} failed: {row['error']}\n")
+    restored = {name: row["restored"] for name, row in summary.streams.items() if row.get("restored")}
+    if restored:
+        out.write("state restored: " + ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(r.items()))})"
+                                                  for name, r in restored.items()) + "\n")
+    refused = {name: row["restore_refused"] for name, row in summary.streams.items() if row.get("restore_refused")}
+    if refused:
+        out.write("state not restored: " + ", ".join(
+            f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(r.items()))})" for name, r in refused.items()) + "\n")
     if summary.restarts:
         out.write("stage restarts: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.restarts.items())) + "\n")
     for sink, row in summary.outputs.items():

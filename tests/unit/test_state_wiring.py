@@ -334,3 +334,24 @@ def test_other_ends_remove_the_streams_snapshot(rig):
     _pump(worker)
     worker._snapshots.close(worker._table, worker._detector, worker._position_of)
     assert store.streams() == []
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+def test_no_restore_on_the_command_line_turns_state_restore_off():
+    from pipeline.cli import _parser, build_config
+
+    assert build_config(_parser().parse_args(["--source", "a.mp4", "--no-restore"])).state.restore is False
+    assert build_config(_parser().parse_args(["--source", "a.mp4"])).state.restore is True
+
+
+def test_snapshots_go_to_the_run_folder_unsynced_or_to_state_dir_fsynced(tmp_path):
+    from pipeline.supervision.launch import state_folder
+    from pipeline.supervision.run_folder import RunFolder
+    from tests.support.runs import config
+
+    with RunFolder(tmp_path) as folder:
+        assert state_folder(config(sources=[{"uri": "a.mp4"}]), folder) == {
+            "state_folder": str(folder.path / "state"), "state_fsync": False}
+        kept = config(sources=[{"uri": "a.mp4"}], state={"dir": str(tmp_path / "keep")})
+        assert state_folder(kept, folder) == {"state_folder": str(tmp_path / "keep"), "state_fsync": True}
