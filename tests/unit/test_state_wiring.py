@@ -321,6 +321,8 @@ def test_a_corrupt_snapshot_is_refused_naming_the_file_and_the_stream_starts_fre
     lines = [r.getMessage() for r in caplog.records if "not restored" in r.getMessage()]
     assert len(lines) == 1 and "(corrupt)" in lines[0] and str(store.path_of("yard")) in lines[0], lines
     assert len(scores.records) == 1 and worker._detector.export_track("yard")["steps_since_reset"] == 1
+    # A new sequence replaces the stream's snapshot at its first step, not a second later.
+    assert worker._snapshots._writer.wait_idle(5) and store.load("yard").seq == 0
 
 
 def test_other_ends_remove_the_streams_snapshot(rig):

@@ -354,6 +354,10 @@ class TemporalWorker(FedBySocket):
             self._metrics.end_to_end_latency.labels(stream).observe(latency)
         if self._snapshots is not None:
             self._snapshots.stepped(stream)
+            if header.flags & Flags.START or header.seq == 0:
+                # A new sequence (or one continued from the last run) replaces the stream's old snapshot at
+                # once, not a second later: a crash meanwhile must not restore a sequence that is over.
+                self._snapshots.take([stream], self._table, self._detector, self._position_of)
         if header.flags & Flags.END:
             self._last_snapshot(header)
             self._table.release(stream)
