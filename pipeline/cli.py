@@ -58,6 +58,8 @@ def _parser(prog: str = "run_pipeline.py") -> argparse.ArgumentParser:
                         "(loopback; 0: any free port)")
     p.add_argument("--serve", action="store_true",
                    help="keep running when every stream has ended, taking new ones from the control API")
+    p.add_argument("--no-restore", action="store_true",
+                   help="start every stream fresh: do not continue streams from their snapshots (state.restore)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
     p.add_argument("--quiet", action="store_true", help="no event lines on stdout")
     p.add_argument("--summary-json", type=Path, help="also write the end-of-run summary as JSON")
@@ -103,6 +105,7 @@ def build_config(args: argparse.Namespace):
         ("live_page", "enabled"): True if args.live_port is not None else None,
         ("live_page", "port"): args.live_port,
         ("logging", "level"): args.log_level,
+        ("state", "restore"): False if args.no_restore else None,
     }
     for keys, value in overrides.items():
         if value is None:
@@ -130,6 +133,14 @@ def print_summary(summary, out=sys.stdout) -> None:
     for name, row in summary.streams.items():
         if row["state"] == "failed":
             out.write(f"stream {name} failed: {row['error']}\n")
+    restored = {name: row["restored"] for name, row in summary.streams.items() if row.get("restored")}
+    if restored:
+        out.write("state restored: " + ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(r.items()))})"
+                                                  for name, r in restored.items()) + "\n")
+    refused = {name: row["restore_refused"] for name, row in summary.streams.items() if row.get("restore_refused")}
+    if refused:
+        out.write("state not restored: " + ", ".join(
+            f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(r.items()))})" for name, r in refused.items()) + "\n")
     if summary.restarts:
         out.write("stage restarts: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.restarts.items())) + "\n")
     for sink, row in summary.outputs.items():

@@ -296,6 +296,34 @@ class ActionEventDetector:
         :class:`TrackImportError` when it does not fit these classes or holds a bad value."""
         self._streams[stream] = self._track_from(stream, data)
 
+    def align_open_actions(self, stream: str, open_actions: Mapping[str, float]) -> None:
+        """Make the stream's open actions exactly ``open_actions`` (action -> confidence so far).
+
+        A restored track is up to a snapshot interval older than the events already sent: an action
+        the sent events ended is closed here quietly (its end was sent; a second would be a stray),
+        and one they started is opened with that confidence (it stays open, and ends as usual)."""
+        track = self._streams.get(stream)
+        if track is None:
+            return
+        for i in self._actions:
+            name, c = self.classes[i], track.classes[i]
+            if c.active and name not in open_actions:
+                track.classes[i] = _ClassTrack()
+            elif not c.active and name in open_actions:
+                track.classes[i] = _ClassTrack(active=True, segment_sum=float(open_actions[name]), segment_steps=1)
+
+    def shift_times(self, stream: str, delta: float) -> None:
+        """Move every time the stream's track holds by ``delta`` seconds: a track restored into a run
+        whose stream clock started again (a live stream's time starts at 0 in each run)."""
+        track = self._streams.get(stream)
+        if track is None or not math.isfinite(delta):
+            return
+        track.last_t += delta  # -inf (no step yet) stays -inf
+        for c in track.classes:
+            c.run_start_t += delta
+            if c.onset_t is not None:
+                c.onset_t += delta
+
     # -- internals -------------------------------------------------------------
     def _track_from(self, stream: str, data: Mapping[str, Any]) -> _StreamTrack:
         def bad(why: str) -> TrackImportError:

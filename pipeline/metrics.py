@@ -32,6 +32,8 @@ PREFIX = "actionpipe"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# How old a restored stream state is: under state.max_age_s (10 s by default), a longer one in a tail.
+STATE_AGE_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 DROP_REASONS = ("sampling", "backpressure", "decode_error", "stale", "reorder_timeout", "late", "stage_crash")
 STAGE_KINDS = ("capture", "embed", "temporal", "overlay")
 
@@ -76,6 +78,11 @@ class StageMetrics:
     malformed_messages: object
     overlay_frames: object
     overlay_dropped: object
+    state_restored: object
+    state_restored_age: object
+    state_restore_refused: object
+    state_snapshots_saved: object
+    state_snapshot_errors: object
 
     @classmethod
     def create(cls) -> "StageMetrics":
@@ -141,6 +148,24 @@ class StageMetrics:
                 "overlay_dropped_total", "Scored steps the overlay did not draw: a frame or its scores could not be "
                 "handed to the overlay stage at once (backpressure), or one never met the other (unmatched). "
                 "Scoring is never held up for the overlay.", ("stream", "reason"),
+            ),
+            state_restored=_counter(
+                "state_restored_total", "Streams continued from a snapshot of their state, by origin (crash: the "
+                "temporal worker was restarted; restart: a new run with the same state.dir).", ("stream", "origin"),
+            ),
+            state_restored_age=Histogram(
+                f"{PREFIX}_state_restored_age_seconds", "Age of a stream state when it was restored (the steps "
+                "since were lost for a live stream).", ("origin",), buckets=STATE_AGE_BUCKETS_S, registry=None,
+            ),
+            state_restore_refused=_counter(
+                "state_restore_refused_total", "Snapshots not restored, by reason (too_old, other_head, "
+                "other_backbone, other_generation, corrupt, truncated, ...): the stream started a new sequence.",
+                ("stream", "reason"),
+            ),
+            state_snapshots_saved=_counter("state_snapshots_saved_total", "Stream snapshots written to the store.", ()),
+            state_snapshot_errors=_counter(
+                "state_snapshot_errors_total", "Stream snapshots that could not be written (the previous one stays).",
+                ("stream",),
             ),
         )
 
@@ -298,6 +323,8 @@ class StreamCounters:
     sequences: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     overlay_frames: int = 0
     overlay_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    restored: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by origin: crash, restart
+    restore_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by reason
 
 
 def read_stream_counters(registry) -> dict[str, StreamCounters]:
@@ -327,6 +354,10 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
                 counters[stream].sequences[sample.labels["reason"]] += value
             elif sample.name == f"{PREFIX}_overlay_dropped_total" and value:
                 counters[stream].overlay_dropped[sample.labels["reason"]] += value
+            elif sample.name == f"{PREFIX}_state_restored_total" and value:
+                counters[stream].restored[sample.labels["origin"]] += value
+            elif sample.name == f"{PREFIX}_state_restore_refused_total" and value:
+                counters[stream].restore_refused[sample.labels["reason"]] += value
     return dict(counters)
 
 

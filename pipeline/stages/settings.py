@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from pipeline.config import EngineConfig, EventsConfig, OutputsConfig, TemporalConfig
 from pipeline.errors import ActionPipeError
+from pipeline.state.config import StateConfig
 
 
 class StageKind(str, Enum):
@@ -94,6 +95,13 @@ class TemporalSettings(FedSettings):
     events: EventsConfig  # the model's tuned settings with the config's explicit keys on top
     outputs: OutputsConfig
     overlay_endpoint: str = ""  # scored steps and events also go to the overlay stage, if any
+    # Durable state: how often, and whether to restore; the folder snapshots go to (state.dir, else the
+    # run's own folder), and whether each is fsynced (only worth it where the folder outlives the machine).
+    state: StateConfig = dataclasses.field(default_factory=StateConfig)
+    state_folder: str = ""  # "": no snapshots (a worker built by a test)
+    state_fsync: bool = False
+    # The backbone graph the embed workers run (None: the PyTorch backbone): part of a state's identity.
+    onnx_path: str | None = None
     # Set when this worker replaces one that died.
     restarted: bool = False
     # stream -> the generation the predecessor was in the middle of (its seqs do not restart at 0 here).

@@ -43,6 +43,7 @@ def stage_settings(config: PipelineConfig, head: HeadConfig, events: EventsConfi
     stages: list[StageSettings] = [TemporalSettings(
         stage="temporal", **process, model_path=str(Path(config.model).resolve()), temporal=config.temporal,
         events=events, outputs=outputs, in_endpoint=temporal_endpoint, overlay_endpoint=overlay_endpoint,
+        state=config.state, onnx_path=onnx_path, **state_folder(config, folder),
     )]
     if overlay_endpoint:
         out_dir = config.overlay.out_dir
@@ -69,6 +70,15 @@ def stage_settings(config: PipelineConfig, head: HeadConfig, events: EventsConfi
             preview_width=config.overlay.width if overlay_endpoint else 0,
         ))
     return stages
+
+
+def state_folder(config: PipelineConfig, folder: RunFolder) -> dict:
+    """Where the temporal worker keeps snapshots: ``state.dir`` (fsynced: it is there to outlive the
+    machine's uptime), else the run's own folder (a crashed worker's successor reads them back; the
+    page cache outlives a process, so no fsync)."""
+    if config.state.dir is not None:
+        return {"state_folder": str(Path(config.state.dir).resolve()), "state_fsync": True}
+    return {"state_folder": str(folder.path / "state"), "state_fsync": False}
 
 
 def add_stream_message(config: PipelineConfig, entry: StreamEntry, start_t: float | None) -> AddStream:

@@ -63,7 +63,8 @@ def counter_fields(counters: StreamCounters | None) -> dict:
     return {"captured": counters.captured, "sent": counters.sent, "processed": counters.processed,
             "dropped": dict(counters.dropped), "events": counters.events, "reconnects": counters.reconnects,
             "sequences": dict(counters.sequences), "overlay_frames": counters.overlay_frames,
-            "overlay_dropped": dict(counters.overlay_dropped)}
+            "overlay_dropped": dict(counters.overlay_dropped), "restored": dict(counters.restored),
+            "restore_refused": dict(counters.restore_refused)}
 
 
 def summary_row(entry: StreamEntry, counters: StreamCounters | None, timing: dict,

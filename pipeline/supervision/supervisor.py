@@ -8,8 +8,8 @@ Failure is contained at the smallest unit that owns it:
 * a stage process that dies is restarted with backoff (``RestartPolicy``);
   only what lived in it is lost: a capture worker's streams start new
   sequences (replays resume where they were), an embed worker's frames in
-  flight are counted lost, the temporal worker's GRU states start afresh and
-  the actions it had open are closed;
+  flight are counted lost, the temporal worker's streams continue from their
+  snapshots (those without a usable one start afresh, their actions closed);
 * the run ends when asked, when every stream has ended or failed (unless
   ``control.keep_running``), or when a stage cannot run at all.
 
@@ -341,7 +341,7 @@ class Supervisor:
             if temporal.ready:
                 self._send(temporal, UpstreamLost(stage.name, stage.settings.worker))
         elif stage.kind is StageKind.TEMPORAL:
-            logger.warning("the temporal worker's GRU states are lost: every stream starts a new sequence")
+            logger.warning("the temporal worker died: its successor continues streams from their snapshots")
 
     def _give_up(self, stage: StageProcess, reason: str, fatal: bool) -> None:
         stage.given_up = True

@@ -35,6 +35,7 @@ def test_killed_stages_are_restarted_and_only_streams_whose_state_was_lost_start
         sources=[{"uri": str(media["good"]), "name": "a"}, {"uri": str(second), "name": "b"}],
         capture={"workers": 2}, temporal={"replay_reorder_timeout_s": 60.0},
         outputs={"scores_jsonl": str(tmp_path / "s.jsonl"), "events_jsonl": str(tmp_path / "e.jsonl")},
+        state={"max_age_s": 60.0},  # a restarted temporal worker takes seconds to start on a busy machine
     ))
     plan = [("capture:1", 6), ("embed:0", 14), ("temporal", 22)]  # (stage, steps of stream a before the kill)
     killed: list[str] = []
@@ -54,10 +55,12 @@ def test_killed_stages_are_restarted_and_only_streams_whose_state_was_lost_start
     assert summary.restarts == {"capture:1": 1, "embed:0": 1, "temporal": 1}
     assert summary.exit_code == 0
     a, b = summary.streams["a"], summary.streams["b"]
-    # b lost its capture process (a new sequence on restart); both lost their GRU state with the
-    # temporal worker; nobody starts a sequence for the embed worker, which held no state.
-    assert b["sequences"] == {"open": 1, "restart": 1, "state_lost": 1}, b
-    assert a["sequences"] == {"open": 1, "state_lost": 1}, a
+    # b lost its capture process (a new sequence on restart); both continue from their snapshots
+    # after the temporal worker's crash (no new sequence); nobody starts a sequence for the embed
+    # worker, which held no state.
+    assert b["sequences"] == {"open": 1, "restart": 1}, b
+    assert a["sequences"] == {"open": 1}, a
+    assert a["restored"] == b["restored"] == {"crash": 1}, (a, b)
     for row in (a, b):
         assert accounted(row), row
         assert row["processed"] + row["dropped"].get("stage_crash", 0) + row["dropped"].get("late", 0) \
@@ -70,7 +73,7 @@ def test_killed_stages_are_restarted_and_only_streams_whose_state_was_lost_start
         assert set(times) <= set(offline), f"{name}: a step that the video does not have"
     # a's capture never died: each of its steps was either scored or counted as lost in a crash.
     assert a["sent"] == len(offline) and a["processed"] + a["dropped"].get("stage_crash", 0) == len(offline)
-    # No action is left open: the restarted temporal worker closed what its predecessor had open.
+    # No action is left open, nor ended twice: the restarted temporal worker continued what its predecessor had open.
     events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     for name in ("a", "b"):
         balance = sum(1 if e["kind"] == "start" else -1 for e in events if e["stream"] == name)

