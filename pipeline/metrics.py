@@ -83,6 +83,8 @@ class StageMetrics:
     state_restore_refused: object
     state_snapshots_saved: object
     state_snapshot_errors: object
+    state_origin: object
+    state_snapshot_time: object
 
     @classmethod
     def create(cls) -> "StageMetrics":
@@ -163,6 +165,15 @@ class StageMetrics:
                 ("stream", "reason"),
             ),
             state_snapshots_saved=_counter("state_snapshots_saved_total", "Stream snapshots written to the store.", ()),
+            state_origin=Gauge(
+                f"{PREFIX}_state_origin", "Where each stream's state came from at its sequence's start: 0 fresh, "
+                "1 restored from the previous run, 2 restored after a temporal crash.", ("stream",), registry=None,
+                multiprocess_mode="mostrecent",
+            ),
+            state_snapshot_time=Gauge(
+                f"{PREFIX}_state_snapshot_time_seconds", "Unix time of each stream's last snapshot written.",
+                ("stream",), registry=None, multiprocess_mode="mostrecent",
+            ),
             state_snapshot_errors=_counter(
                 "state_snapshot_errors_total", "Stream snapshots that could not be written (the previous one stays).",
                 ("stream",),
@@ -312,6 +323,10 @@ def mark_process_dead(pid: int, multiproc_dir: Path) -> None:
     multiprocess.mark_process_dead(pid, path=str(multiproc_dir))
 
 
+# The values of actionpipe_state_origin, in order.
+STATE_ORIGINS = ("fresh", "restored", "restored after crash")
+
+
 @dataclass
 class StreamCounters:
     captured: int = 0
@@ -325,6 +340,8 @@ class StreamCounters:
     overlay_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     restored: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by origin: crash, restart
     restore_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by reason
+    state_origin: str = "fresh"  # STATE_ORIGINS: where its state came from at its sequence's start
+    snapshot_time: float | None = None  # unix time of its last snapshot written
 
 
 def read_stream_counters(registry) -> dict[str, StreamCounters]:
@@ -354,6 +371,10 @@ def read_stream_counters(registry) -> dict[str, StreamCounters]:
                 counters[stream].sequences[sample.labels["reason"]] += value
             elif sample.name == f"{PREFIX}_overlay_dropped_total" and value:
                 counters[stream].overlay_dropped[sample.labels["reason"]] += value
+            elif sample.name == f"{PREFIX}_state_origin":
+                counters[stream].state_origin = STATE_ORIGINS[min(max(value, 0), len(STATE_ORIGINS) - 1)]
+            elif sample.name == f"{PREFIX}_state_snapshot_time_seconds" and sample.value > 0:
+                counters[stream].snapshot_time = sample.value
             elif sample.name == f"{PREFIX}_state_restored_total" and value:
                 counters[stream].restored[sample.labels["origin"]] += value
             elif sample.name == f"{PREFIX}_state_restore_refused_total" and value:

@@ -57,14 +57,20 @@ def stream_row(entry: StreamEntry) -> dict:
     }
 
 
-def counter_fields(counters: StreamCounters | None) -> dict:
-    """A stream's frame counters over every process of the run (zeros before its first frame)."""
+def counter_fields(counters: StreamCounters | None, now_wall: float | None = None) -> dict:
+    """A stream's frame counters over every process of the run (zeros before its first frame); with
+    ``now_wall`` (unix time), also how old its last snapshot is."""
     counters = counters or StreamCounters()
-    return {"captured": counters.captured, "sent": counters.sent, "processed": counters.processed,
-            "dropped": dict(counters.dropped), "events": counters.events, "reconnects": counters.reconnects,
-            "sequences": dict(counters.sequences), "overlay_frames": counters.overlay_frames,
-            "overlay_dropped": dict(counters.overlay_dropped), "restored": dict(counters.restored),
-            "restore_refused": dict(counters.restore_refused)}
+    fields = {"captured": counters.captured, "sent": counters.sent, "processed": counters.processed,
+              "dropped": dict(counters.dropped), "events": counters.events, "reconnects": counters.reconnects,
+              "sequences": dict(counters.sequences), "overlay_frames": counters.overlay_frames,
+              "overlay_dropped": dict(counters.overlay_dropped), "restored": dict(counters.restored),
+              "restore_refused": dict(counters.restore_refused), "state_origin": counters.state_origin,
+              "snapshot_time": counters.snapshot_time}
+    if now_wall is not None:
+        fields["state_age_s"] = (None if counters.snapshot_time is None
+                                 else round(max(0.0, now_wall - counters.snapshot_time), 3))
+    return fields
 
 
 def summary_row(entry: StreamEntry, counters: StreamCounters | None, timing: dict,

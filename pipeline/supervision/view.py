@@ -138,7 +138,8 @@ class SupervisorView:
 
     def streams(self) -> list[dict]:
         counters = self.counters()
-        return [{**row, **counter_fields(counters.get(row["name"]))} for row in self.status.streams]
+        now_wall = time.time()
+        return [{**row, **counter_fields(counters.get(row["name"]), now_wall)} for row in self.status.streams]
 
     def stages(self) -> list[dict]:
         return [dict(row) for row in self.status.stages]

@@ -81,6 +81,7 @@ def live_state(view: PipelineView, board_dir: Path, meter: RateMeter | None = No
             "name": row["name"], "state": row["state"], "reason": row.get("reason"), "error": row.get("error"),
             "processed": row.get("processed", 0), "dropped": dropped, "dropped_by_reason": row.get("dropped", {}),
             "events": row.get("events", 0), "reconnects": row.get("reconnects", 0),
+            "state_origin": row.get("state_origin", "fresh"), "state_age_s": row.get("state_age_s"),
             "active": seen.get("active", {}), "last_events": seen.get("events", []), "t": seen.get("t"),
             "probs": seen.get("probs", {}),
             "frame": f"/frames/{seen['frame']}" if seen.get("frame") else None,
@@ -221,7 +222,7 @@ function render(data){
     c.active.replaceChildren();
     const names=Object.keys(s.active);
     if(names.length){for(const a of names.sort())c.active.append(el("span",null,a));}else{c.active.append(el("em",null,"no action"));}
-    c.counters.textContent="t "+fmt(s.t)+" | steps "+s.processed+" | dropped "+s.dropped+" | events "+s.events+" | reconnects "+s.reconnects;
+    c.counters.textContent="t "+fmt(s.t)+" | steps "+s.processed+" | dropped "+s.dropped+" | events "+s.events+" | reconnects "+s.reconnects+" | state "+s.state_origin+(s.state_age_s===null||s.state_age_s===undefined?"":", snapshot "+s.state_age_s.toFixed(1)+" s ago");
     c.err.textContent=s.error||"";
     c.events.replaceChildren();
     for(const e of s.last_events){c.events.append(el("li",e.kind,(e.kind==="start"?"\\u25b6 ":"\\u25a0 ")+e.action+" "+e.kind+" at "+fmt(e.t)+" ("+e.confidence.toFixed(2)+")"));}

@@ -106,6 +106,7 @@ class StreamRestorer:
         if self._metrics:
             self._metrics.state_restored.labels(stream, origin).inc()
             self._metrics.state_restored_age.labels(origin).observe(age)
+            self._metrics.state_origin.labels(stream).set(2 if origin == "crash" else 1)  # STATE_ORIGINS
         log.info("temporal: stream %s: state restored (%s) from its snapshot at seq %d of generation %d "
                  "(t=%.3f s), taken %.1f s ago%s", stream, "after a crash" if origin == "crash" else "from the "
                  "previous run", snapshot.seq, snapshot.generation, snapshot.t, age,

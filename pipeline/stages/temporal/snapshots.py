@@ -151,6 +151,7 @@ class SnapshotWriter:
             return
         if self._metrics:
             self._metrics.state_snapshots_saved.inc()
+            self._metrics.state_snapshot_time.labels(stream).set(snapshot.wall_time)
         if stream in self._failing:
             self._failing.discard(stream)
             log.info("temporal: stream %s: its snapshot is written again", stream)

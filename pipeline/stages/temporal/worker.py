@@ -336,6 +336,7 @@ class TemporalWorker(FedBySocket):
                 reason = header.reason or "open"
             if self._metrics:
                 self._metrics.sequences_started.labels(stream, reason).inc()
+                self._metrics.state_origin.labels(stream).set(0)  # a new sequence: its state starts fresh
             self._emit(self._detector.reset(stream, header.t, now_wall, reason), header.generation, header.seq)
         self._emit(self._detector.update(stream, header.t, out.probs, now_wall), header.generation, header.seq)
         if self._scores is not None:
