@@ -1,6 +1,7 @@
 """What snapshotting stream state costs: saving 1, 32 and 100 streams against one temporal step round of 100.
 
     python -m tools.benchmark_state [--rounds 30] [--streams 100] [--dir FOLDER]
+    python -m tools.benchmark_state --load [--seconds 4] [--blocks 3]   # steps/s, snapshots on vs off
 
 The shipped head on the CPU (one thread, as the temporal stage runs it).
 Snapshots are written with fsync, without, and only encoded (no file: what
@@ -35,7 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots (state.snapshot_interval_s)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--dir", type=Path, default=None, help="the snapshot folder (default: a temporary one)")
+    p.add_argument("--load", action="store_true",
+                   help="instead: steps/s of a saturated temporal thread with snapshots on against off, for 1, 32 "
+                        "and --streams streams, without fsync (the run folder) and with it (state.dir)")
+    p.add_argument("--seconds", type=float, default=4.0, help="--load: seconds per block")
+    p.add_argument("--blocks", type=int, default=3, help="--load: blocks with snapshots off and on, taking turns")
     args = p.parse_args(argv)
+    if args.load:
+        return _load(args)
     from pipeline.state.store import DirectoryStore
 
     counts = tuple(sorted({1, min(32, args.streams), args.streams}))
@@ -56,6 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         share = whole / (args.interval * 1000.0)
         print(f"ratio snapshot/step ({label}, {args.streams} streams): {whole / step:.3f}; "
               f"inline every {args.interval:g} s: {share:.1%} of the temporal thread's time")
+    return 0
+
+
+def _load(args) -> int:
+    from tools.bench.snapshot_load import compare
+
+    print(f"steps/s of the temporal thread, saturated; a snapshot every {args.interval:g} s; median of "
+          f"{args.blocks} blocks of {args.seconds:g} s each, off and on taking turns")
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        for streams in sorted({1, min(32, args.streams), args.streams}):
+            setup = build(args.model, streams, args.batch)
+            for fsync, where in ((False, "run folder, no fsync"), (True, "state.dir, fsync")):
+                off, on = compare(setup, Path(folder) / f"{streams}-{fsync}", fsync, args.interval, args.seconds,
+                                  args.blocks)
+                print(f"{streams:4d} streams, {where:20s}: off {off:9.1f} steps/s, on {on:9.1f} steps/s, "
+                      f"on/off {on / off:.3f}")
     return 0
 
 

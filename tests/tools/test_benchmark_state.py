@@ -13,3 +13,32 @@ def test_the_state_benchmark_reports_each_round_and_the_ratio_to_a_step_round(tm
         assert f"snapshot round, {label} x1 streams" in out and f"snapshot round, {label} x3 streams" in out
         assert f"ratio snapshot/step ({label}, 3 streams)" in out
     assert list(tmp_path.iterdir()) == []  # the snapshot folder was temporary
+
+
+def test_the_load_benchmark_steps_with_real_snapshots_written_and_reports_on_against_off(tmp_path, capsys):
+    import re
+
+    assert main(["--load", "--streams", "3", "--batch", "2", "--seconds", "0.3", "--blocks", "1",
+                 "--interval", "0.05", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = re.findall(r"^\s*(\d+) streams, (run folder, no fsync|state.dir, fsync)\s*: off\s+([\d.]+) steps/s, "
+                       r"on\s+([\d.]+) steps/s, on/off ([\d.]+)$", out, re.MULTILINE)
+    assert [(n, where) for n, where, *_ in lines] == [
+        ("1", "run folder, no fsync"), ("1", "state.dir, fsync"), ("3", "run folder, no fsync"), ("3", "state.dir, fsync")]
+    assert all(float(off) > 0 and float(on) > 0 for *_, off, on, _ in lines)
+    assert list(tmp_path.iterdir()) == []  # the snapshot folder was temporary
+
+
+def test_snapshots_taken_under_load_are_real_files_a_store_reads_back(tmp_path):
+    from pathlib import Path
+
+    from pipeline.config import DEFAULT_MODEL
+    from pipeline.state.store import DirectoryStore
+    from tools.bench.snapshot_cost import build
+    from tools.bench.snapshot_load import compare
+
+    setup = build(Path(DEFAULT_MODEL), 3, 2)
+    compare(setup, tmp_path / "state", fsync=False, interval_s=0.01, seconds=0.2, blocks=1)
+    store = DirectoryStore(tmp_path / "state", fsync=False)
+    assert sorted(store.streams()) == list(setup.streams)
+    assert all(store.load(stream).seq > 0 for stream in setup.streams)
