@@ -88,7 +88,7 @@ class Rewind:
 
 
 def _tail_lines(path: Path) -> list[str]:
-    """The complete lines of the last ``TAIL_BYTES`` of ``path`` ([] when it does not exist)."""
+    """The complete lines in the last ``TAIL_BYTES`` of ``path`` ([] when it does not exist)."""
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
@@ -97,7 +97,7 @@ def _tail_lines(path: Path) -> list[str]:
             data = handle.read()
     except FileNotFoundError:
         return []
-    lines = data.decode("utf-8", errors="replace").split("\n")
+    lines = data.decode("utf-8", errors="replace").split("\n")[:-1]  # the last: "" or a line not ended
     if start > 0:
         lines = lines[1:]  # cut by the tail: not a whole line
     return [line for line in lines if line.strip()]

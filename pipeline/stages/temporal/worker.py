@@ -25,8 +25,11 @@ every stream's GRU state) continues each stream from its snapshot when one
 is usable, its open actions still open; the others' actions it closes as
 its predecessor reported them (it reports them whenever they change; reason
 ``restart``), and those streams start new sequences (counted as
-``state_lost``). A live stream that a new run opens continues from the
-previous run's snapshot in ``state.dir``.
+``state_lost``). A replay it restores is read again from its snapshot's step
+(``rewind.py``): the supervisor has its capture send it in a new generation
+whose START (reason ``rewind``) continues the restored state. A live stream
+that a new run opens continues from the previous run's snapshot in
+``state.dir``. The durable-state methods are in ``durable.py``.
 """
 
 from __future__ import annotations
