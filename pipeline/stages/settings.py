@@ -108,6 +108,10 @@ class TemporalSettings(FedSettings):
     known_generations: dict[str, int] = dataclasses.field(default_factory=dict)
     # stream -> {"t": last step time, "actions": {action: confidence}} the predecessor reported open.
     orphaned_actions: dict[str, dict] = dataclasses.field(default_factory=dict)
+    # Replays the supervisor reads again from their snapshot when this worker restores them (no loop, not live).
+    rewind: tuple[str, ...] = ()
+    # The first part of every event id: drawn once per run, so a restarted worker names a re-decided event alike.
+    event_epoch: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

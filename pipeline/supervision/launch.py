@@ -12,6 +12,7 @@ Pure: config in, typed settings (:mod:`pipeline.stages.settings`) and
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from pathlib import Path
 
 from engines.head_config import HeadConfig
@@ -43,7 +44,7 @@ def stage_settings(config: PipelineConfig, head: HeadConfig, events: EventsConfi
     stages: list[StageSettings] = [TemporalSettings(
         stage="temporal", **process, model_path=str(Path(config.model).resolve()), temporal=config.temporal,
         events=events, outputs=outputs, in_endpoint=temporal_endpoint, overlay_endpoint=overlay_endpoint,
-        state=config.state, onnx_path=onnx_path, **state_folder(config, folder),
+        state=config.state, onnx_path=onnx_path, **state_folder(config, folder), event_epoch=secrets.token_hex(4),
     )]
     if overlay_endpoint:
         out_dir = config.overlay.out_dir
@@ -105,9 +106,10 @@ def add_stream_message(config: PipelineConfig, entry: StreamEntry, start_t: floa
 
 
 def temporal_after_restart(settings: TemporalSettings, known_generations: dict[str, int],
-                           open_actions: dict[str, dict]) -> TemporalSettings:
+                           open_actions: dict[str, dict], rewind: tuple[str, ...] = ()) -> TemporalSettings:
     """A replacement temporal worker's settings: it ends the actions its predecessor reported open
-    (their state died with it), and takes each stream's sequence numbers as they come in the
-    generation its predecessor was in the middle of."""
+    (their state died with it), takes each stream's sequence numbers as they come in the
+    generation its predecessor was in the middle of, and waits for the replays in ``rewind`` to be
+    read again from their snapshots (it keeps the run's event epoch)."""
     return dataclasses.replace(settings, restarted=True, known_generations=known_generations,
-                               orphaned_actions=open_actions)
+                               orphaned_actions=open_actions, rewind=rewind)

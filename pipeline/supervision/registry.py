@@ -147,6 +147,24 @@ class StreamTable:
             moved.append(entry)
         return moved
 
+    def rewind(self, name: str, generation: int, t: float) -> StreamEntry | None:
+        """A replay the temporal worker restored from its snapshot (of ``generation``, at stream time ``t``)
+        after a crash: its capture worker reads it again after ``t``, in a new generation. None (nothing
+        changes) for a stream that is live, finished, being removed or already in another generation."""
+        entry = self._entries.get(name)
+        if entry is None or entry.live or entry.finished or entry.removing or entry.generation != generation:
+            return None
+        entry.generation = self._generations[name] = self._generations[name] + 1
+        entry.delivered = False
+        entry.start_reason = "rewind"
+        entry.resume_after_t = entry.last_t = t
+        return entry
+
+    def rewound(self, loop: bool) -> tuple[str, ...]:
+        """The streams a restarted temporal worker may have read again from their snapshots: running
+        replays (a loop restarts its file at a resume, so looping replays are not rewound)."""
+        return () if loop else tuple(sorted(e.name for e in self.active() if not e.live and not e.removing))
+
     def mark_removing(self, name: str) -> StreamEntry:
         entry = self.get(name)
         if entry.finished:

@@ -9,7 +9,7 @@ Failure is contained at the smallest unit that owns it:
   only what lived in it is lost: a capture worker's streams start new
   sequences (replays resume where they were), an embed worker's frames in
   flight are counted lost, the temporal worker's streams continue from their
-  snapshots (those without a usable one start afresh, their actions closed);
+  snapshots (replays read again from there; without one, afresh, actions closed);
 * the run ends when asked, when every stream has ended or failed (unless
   ``control.keep_running``), or when a stage cannot run at all.
 
@@ -58,7 +58,7 @@ from pipeline.supervision.restart import StageRestarts
 from pipeline.supervision.run_folder import RunFolder
 from pipeline.supervision.signals import SignalInbox, StopDecision, StopSignals
 from pipeline.supervision.signals import install_signal_handlers as install_stop_handlers
-from pipeline.supervision.view import LoopRequests, RunStatus, SupervisorView
+from pipeline.supervision.view import LoopRequests, SupervisorView, run_status
 from pipeline.transport.control import (
     ControlMessageError,
     Drain,
@@ -69,6 +69,7 @@ from pipeline.transport.control import (
     StageFailed,
     StopReading,
     StreamChanged,
+    StreamRestored,
     SupervisorChannel,
     UpstreamLost,
 )
@@ -260,6 +261,10 @@ class Supervisor:
                 self._open_actions = message.streams
                 if failing := message.detail.get("failing_outputs"):
                     logger.debug("outputs failing: %s", failing)
+        elif isinstance(message, StreamRestored):  # the temporal worker's successor continues a replay from there
+            if self._phase is Phase.RUNNING and self.table.rewind(message.stream, message.generation, message.t):
+                logger.info("stream %s: read again after t=%.3f s", message.stream, message.t)
+                self._deliver_streams()
         elif isinstance(message, StageDone):
             stage.done = True
             stage.result = message.detail
@@ -371,7 +376,8 @@ class Supervisor:
                     # The successor closes the actions its predecessor had open, and takes the numbering
                     # of each stream's current generation as it comes.
                     stage.settings = launch.temporal_after_restart(
-                        stage.settings, {e.name: e.generation for e in self.table.active()}, self._open_actions)
+                        stage.settings, {e.name: e.generation for e in self.table.active()}, self._open_actions,
+                        self.table.rewound(self.config.replay.loop))
                 stage.spawn(self._metrics_dir, self._clock())
 
     def _announce_ready(self) -> None:
@@ -468,15 +474,9 @@ class Supervisor:
         return read_stream_counters(self._registry) if self._registry is not None else {}
 
     def _publish_status(self, now: float) -> None:
-        stages = tuple({"name": s.name, "kind": s.kind.value, "pid": s.pid, "alive": s.alive, "ready": s.ready,
-                        "given_up": s.given_up, "restarts": self._restarts.total.get(s.name, 0)}
-                       for s in self._stages.values())
-        self.view.publish(RunStatus(
-            turned_at=now, phase=self._phase.name.lower(), running=self._phase is Phase.RUNNING,
-            announced=self._ready_announced, stages=stages,
-            waiting_for=tuple(sorted(s.name for s in self._stages.values() if not s.ready and not s.given_up)),
-            streams=tuple(report.stream_row(e) for e in self.table.entries()),
-        ))
+        self.view.publish(run_status(now, self._phase.name.lower(), self._phase is Phase.RUNNING,
+                                     self._ready_announced, list(self._stages.values()), self._restarts.total,
+                                     self.table.entries()))
 
     # -- the summary -------------------------------------------------------------------------------
     def _summary(self) -> report.RunSummary:

@@ -29,10 +29,22 @@ from typing import Protocol
 from pipeline.config import SourceConfig
 from pipeline.metrics import StreamCounters, SupervisorState
 from pipeline.supervision.registry import StreamRequestError
-from pipeline.supervision.report import counter_fields
+from pipeline.supervision.report import counter_fields, stream_row
 
 REQUEST_TIMEOUT_S = 10.0
 LIVENESS_S = 5.0  # /healthz fails when the loop has not turned for this long
+
+
+def run_status(now: float, phase: str, running: bool, announced: bool, stages: list, restarts: dict[str, int],
+               entries: list) -> RunStatus:
+    """What the loop publishes at the end of a turn: its phase, its stage processes and its streams."""
+    return RunStatus(
+        turned_at=now, phase=phase, running=running, announced=announced,
+        stages=tuple({"name": s.name, "kind": s.kind.value, "pid": s.pid, "alive": s.alive, "ready": s.ready,
+                      "given_up": s.given_up, "restarts": restarts.get(s.name, 0)} for s in stages),
+        waiting_for=tuple(sorted(s.name for s in stages if not s.ready and not s.given_up)),
+        streams=tuple(stream_row(e) for e in entries),
+    )
 
 
 class PipelineView(Protocol):

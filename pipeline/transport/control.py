@@ -110,6 +110,16 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class StreamRestored:
+    """Temporal, after a crash: a replay was restored from its snapshot of ``generation`` at stream time
+    ``t``; its capture may read it again from there (the replay rewind)."""
+
+    stream: str
+    generation: int
+    t: float
+
+
+@dataclass(frozen=True)
 class StageDone:
     """The stage finished its work and exits 0."""
 
@@ -128,7 +138,7 @@ class StageFailed:
 
 MESSAGE_TYPES = {cls.__name__: cls for cls in (
     AddStream, RemoveStream, StopReading, Drain, UpstreamLost,
-    Hello, StreamChanged, Heartbeat, StageDone, StageFailed,
+    Hello, StreamChanged, Heartbeat, StreamRestored, StageDone, StageFailed,
 )}
 
 

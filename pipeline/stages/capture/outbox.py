@@ -134,6 +134,15 @@ class StreamOutbox:
                 self._not_full.notify_all()
         self._wake.set()
 
+    def discard(self) -> None:
+        """Let go of everything queued and take nothing more: the sender forgets this outbox."""
+        with self.lock:
+            self._items.clear()
+            self._frames = 0
+            self.closed = True
+            self._not_full.notify_all()
+        self._wake.set()
+
     def _drop_oldest_frame(self) -> None:
         for i, item in enumerate(self._items):
             if isinstance(item, OutFrame):

@@ -135,6 +135,14 @@ class StreamRunner(threading.Thread):
                 self._transition(transition)
             self._end_sequence(self._final_reason())
 
+    def discard(self) -> None:
+        """Replaced by a rewind: stop without an END or a state change, and let go of what the outbox
+        holds (never sent, so never counted: the rewind reads those frames again)."""
+        with self._finish_lock:
+            self._abandoned = True
+        self._stop_event.set()
+        self.outbox.discard()
+
     def _stopping(self) -> bool:
         """Asked to stop, or already ended by the stage: no more state changes of this thread's own."""
         return self._abandoned or self._stop_event.is_set()

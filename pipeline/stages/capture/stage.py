@@ -97,6 +97,15 @@ class CaptureStage:
 
     # -- streams -------------------------------------------------------------------------------
     def _add(self, spec: AddStream) -> None:
+        current = self._runners.get(spec.stream)
+        if current is not None and spec.start_reason == "rewind" and spec.generation > current.spec.generation:
+            # The temporal worker died and continues this replay from its snapshot: read it again from there,
+            # in a new generation. The old sequence is not ended (its state lives on); what it still held goes.
+            logger.info("%s: stream %s: reading it again after t=%.3f s (generation %d)", self.s.stage, spec.stream,
+                        spec.resume_after_t or 0.0, spec.generation)
+            current.discard()
+            del self._runners[spec.stream]
+            self._stop_asked.pop(spec.stream, None)
         if spec.stream in self._runners:
             logger.warning("%s: stream %s is already served here; ignoring the second add", self.s.stage, spec.stream)
             return

@@ -44,7 +44,7 @@ class SnapshotWriterFailed(ActionPipeError, RuntimeError):
 
 
 class Position(Protocol):
-    """Where a stream is: what the worker keeps per stream (``worker._StreamPosition``)."""
+    """Where a stream is: what the worker keeps per stream (``durable.StreamPosition``)."""
 
     generation: int
     last_seq: int

@@ -25,8 +25,11 @@ every stream's GRU state) continues each stream from its snapshot when one
 is usable, its open actions still open; the others' actions it closes as
 its predecessor reported them (it reports them whenever they change; reason
 ``restart``), and those streams start new sequences (counted as
-``state_lost``). A live stream that a new run opens continues from the
-previous run's snapshot in ``state.dir``.
+``state_lost``). A replay it restores is read again from its snapshot's step
+(``rewind.py``): the supervisor has its capture send it in a new generation
+whose START (reason ``rewind``) continues the restored state. A live stream
+that a new run opens continues from the previous run's snapshot in
+``state.dir``. The durable-state methods are in ``durable.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,12 +49,12 @@ from pipeline.outputs.sinks import SinkFanOut
 from pipeline.scores import StepScores
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import TemporalSettings
+from pipeline.stages.temporal.durable import DurableStreams, StreamPosition
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
-from pipeline.stages.temporal.restoring import StreamRestorer, gap_line, restart_shift
+from pipeline.stages.temporal.restoring import StreamRestorer, gap_line
 from pipeline.stages.temporal.snapshots import StreamSnapshots
 from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
 from pipeline.stages.temporal.upstream import LostUpstream
-from pipeline.state.snapshot import StreamSnapshot
 from pipeline.transport.control import Heartbeat, UpstreamLost
 from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
@@ -91,17 +94,7 @@ class StreamTally:
         }
 
 
-@dataclass
-class _StreamPosition:
-    generation: int
-    last_t: float | None = None  # the last step scored, over every generation
-    last_seq: int = -1  # the message number of that step, within ``generation`` (events take their id from it)
-    repeat_until_t: float | None = None  # after a capture restart: steps up to here were already scored
-    carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
-    resumed: StreamSnapshot | None = None  # restored after a crash, until its first frame arrives
-
-
-class TemporalWorker(FedBySocket):
+class TemporalWorker(DurableStreams, FedBySocket):
     """The temporal process's work: embeddings in, back in order per stream, batched GRU steps, events and scores out."""
 
 
@@ -124,7 +117,7 @@ class TemporalWorker(FedBySocket):
         restorer: StreamRestorer | None = None,
     ) -> None:
         self.s = settings
-        self.epoch = epoch or secrets.token_hex(4)  # the first part of every event id this process makes
+        self.epoch = epoch or settings.event_epoch or secrets.token_hex(4)  # the first part of every event id
         self._table = table
         self._replay_reorder = reorder
         self._live_reorder = live_reorder or reorder
@@ -137,13 +130,14 @@ class TemporalWorker(FedBySocket):
         self._clock = clock
         self._wall = wall_clock
         self._ready: dict[str, deque] = defaultdict(deque)  # in-order items waiting for their step
-        self._positions: dict[str, _StreamPosition] = {}
+        self._positions: dict[str, StreamPosition] = {}
         self._upstream = LostUpstream(UPSTREAM_LOST_GRACE_S)
         self._malformed_logged = 0
         self._report: Callable[[object], None] | None = None  # the supervisor's ear, once running
         self._actions_changed = False
         self._snapshots = snapshots
         self._restorer = restorer if settings.state.restore else None
+        self._rewinds_to_ask: list = []  # StreamRestored for the supervisor, once running
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
 
     # -- intake ----------------------------------------------------------------
@@ -183,6 +177,14 @@ class TemporalWorker(FedBySocket):
             if embedding is not None:  # a frame of a capture process that was replaced
                 self._drop(stream, "late")
             return
+        rewind = position.rewind if position is not None else None
+        if rewind is not None and rewind.waiting(header.generation):
+            if embedding is not None:  # stepped after the snapshot by the dead worker: the rewind reads it again
+                self._drop(stream, "stage_crash")
+                return
+            logger.warning("temporal: stream %s: its sequence ended (%s) before its rewind came: its steps after "
+                           "the snapshot are lost", stream, header.reason)
+            position.rewind = rewind = None
         key = (stream, header.generation)
         reorder = self._reorder_for(header)
         if position is None or header.generation > position.generation:
@@ -193,11 +195,19 @@ class TemporalWorker(FedBySocket):
                 position.generation = header.generation
                 if header.flags & Flags.START and header.reason == "restart" and position.last_t is not None:
                     position.repeat_until_t = position.last_t
-                if position.resumed is not None:  # a new capture process: its START resets what was restored
+                if rewind is not None and rewind.begins(header.generation, bool(header.flags & Flags.START),
+                                                        header.reason):
+                    # Read again from the snapshot's step: the restored state continues, no reset.
+                    header = replace(header, flags=Flags(header.flags) & ~Flags.START)
+                    position.resumed = None
+                    logger.info("temporal: stream %s: rewound: its capture reads it again after t=%.3f s; steps up to "
+                                "t=%s s are stepped without output", stream, rewind.t, rewind.written.last_step_t)
+                elif position.resumed is not None:  # a new capture process: its START resets what was restored
+                    position.rewind = None
                     logger.info("temporal: stream %s: a new generation starts; its restored state is reset", stream)
                     position.resumed = None
             else:
-                position = self._positions[stream] = _StreamPosition(header.generation)
+                position = self._positions[stream] = StreamPosition(header.generation)
             if self.s.known_generations.get(stream) == header.generation:
                 # The predecessor was mid-way through this generation: take the numbering as it comes.
                 reorder.start(key, header.seq)
@@ -255,7 +265,10 @@ class TemporalWorker(FedBySocket):
     def _emit(self, events: list[ActionEvent], generation: int, seq: int) -> None:
         """Hand ``events``, decided at message ``seq`` of the stream's ``generation``, to the outputs."""
         for event in events:
-            event = replace(event, id=event_id(self.epoch, event.stream, generation, seq, event.action, event.kind))
+            position = self._positions.get(event.stream)
+            # A rewind's messages are named as those of the generation it reads again: the same event, the same id.
+            number = position.rewind.numbered(generation, seq) if position and position.rewind else (generation, seq)
+            event = replace(event, id=event_id(self.epoch, event.stream, *number, event.action, event.kind))
             self._actions_changed = True
             self._events.emit(event)
             self.tallies[event.stream].events += 1
@@ -337,9 +350,16 @@ class TemporalWorker(FedBySocket):
             if self._metrics:
                 self._metrics.sequences_started.labels(stream, reason).inc()
                 self._metrics.state_origin.labels(stream).set(0)  # a new sequence: its state starts fresh
-            self._emit(self._detector.reset(stream, header.t, now_wall, reason), header.generation, header.seq)
-        self._emit(self._detector.update(stream, header.t, out.probs, now_wall), header.generation, header.seq)
-        if self._scores is not None:
+            events = self._detector.reset(stream, header.t, now_wall, reason)
+        else:
+            events = []
+        events += self._detector.update(stream, header.t, out.probs, now_wall)
+        rewind = self._positions[stream].rewind
+        quiet = rewind is not None and rewind.quiet(header.generation, header.t)  # output by the dead worker
+        if rewind is not None:
+            events = [] if quiet else rewind.fresh(header.generation, events)
+        self._emit(events, header.generation, header.seq)
+        if self._scores is not None and not quiet:
             self._scores.emit(StepScores(stream, header.t, dict(zip(self._classes, map(float, out.probs)))))
         latency = now_wall - header.capture_wall
         tally.processed += 1
@@ -377,77 +397,13 @@ class TemporalWorker(FedBySocket):
         for stream in self._table.evict_idle(now) + self._table.take_evicted():
             if self._metrics:
                 self._metrics.evictions.labels(stream).inc()
-            position = self._positions.get(stream) or _StreamPosition(0)
+            position = self._positions.get(stream) or StreamPosition(0)
             self._emit(self._detector.end_stream(stream, self.tallies[stream].last_t or 0.0, self._wall(), "idle"),
                        position.generation, position.last_seq)
         if self._metrics:
             self._metrics.queue_depth.labels("reorder").set(self._live_reorder.held() + (
                 self._replay_reorder.held() if self._replay_reorder is not self._live_reorder else 0))
             self._metrics.active_streams.set(len(self._table.active_streams))
-
-    # -- durable state ----------------------------------------------------------------------------
-    def _position_of(self, stream: str) -> _StreamPosition | None:
-        return self._positions.get(stream)
-
-    def _last_snapshot(self, header: EmbeddingHeader) -> None:
-        """At an END, before the stream's row and track go: a drained stop keeps its last state for the
-        next run; any other END ends its sequence, and its snapshot with it."""
-        if self._snapshots is None:
-            return
-        if header.reason == "stopped":
-            self._snapshots.take([header.stream], self._table, self._detector, self._position_of)
-        else:
-            self._snapshots.forget(header.stream)
-
-    def restore_after_crash(self) -> set[str]:
-        """Put back the streams a dead predecessor ran from their snapshots; the streams restored."""
-        if self._restorer is None or not self.s.restarted:
-            return set()
-        restored = set()
-        for stream, generation in sorted(self.s.known_generations.items()):
-            snapshot = self._restorer.load(stream, generation)
-            if snapshot is None:
-                continue
-            actions = self.s.orphaned_actions.get(stream, {}).get("actions", {})
-            try:
-                if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "crash", actions):
-                    continue
-            except StateTableFull as exc:  # cannot happen with a table of the predecessor's size; said if it does
-                logger.warning("temporal: stream %s: not restored: %s", stream, exc)
-                continue
-            self._positions[stream] = _StreamPosition(generation, snapshot.t, snapshot.seq, resumed=snapshot)
-            self._actions_changed = True  # reported at once: if this worker dies too, its successor knows
-            restored.add(stream)
-        return restored
-
-    def _continue_previous_run(self, item: tuple) -> tuple:
-        """A live stream's first frame in this run (START, reason open): continue the previous run's
-        snapshot instead of starting afresh, when there is a usable one."""
-        header = item[0]
-        if not (header.flags & Flags.START and header.reason == "open" and header.live):
-            return item
-        snapshot = self._restorer.load(header.stream)
-        if snapshot is None:
-            return item
-        shift = restart_shift(snapshot, header.t, self._wall())
-        try:
-            if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "restart", {}, shift):
-                return item
-        except StateTableFull:
-            return item  # the step refuses the stream too, says so, and this frame comes round again
-        return (replace(header, flags=Flags(header.flags) & ~Flags.START), *item[1:])
-
-    def close_orphaned_actions(self, restored: Collection[str] = ()) -> None:
-        """End the actions a dead predecessor had open: their streams' state is gone (``restored``: but
-        for these streams, continued from their snapshots)."""
-        wall = self._wall()
-        for stream, info in sorted(self.s.orphaned_actions.items()):
-            if stream in restored:
-                continue
-            for action, confidence in sorted(info.get("actions", {}).items()):
-                # Dated at the predecessor's last step: no event of that action was decided there (it was open).
-                self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
-                                        "restart")], int(info.get("generation") or 0), int(info.get("seq", -1)))
 
     def heartbeat(self) -> Heartbeat:
         streams = {}
@@ -468,6 +424,9 @@ class TemporalWorker(FedBySocket):
         self._report = report
         self.close_orphaned_actions(self.restore_after_crash())
         self._report_open_actions()
+        for message in self._rewinds_to_ask:  # the supervisor has the replays read again from there
+            if report is not None:
+                report(message)
         loop.run(self)
         # Upstream is gone: release what the reorder windows still hold, in order.
         self._route(self._live_reorder.expire(float("inf")))

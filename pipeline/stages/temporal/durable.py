@@ -1,0 +1,121 @@
+"""The temporal worker's durable-state turns: where each stream is, its last snapshot at an END, the
+restore after a crash (and the replay rewind it asks for), the continuation of a previous run, and
+the actions a dead predecessor left open.
+
+:class:`DurableStreams` is a part of ``TemporalWorker`` (it uses the worker's table, detector,
+positions, outputs and settings); it lives here so that the worker's module keeps to stepping.
+The decisions are in ``restoring.py`` (whether a snapshot may be continued) and ``rewind.py``
+(which steps a rewind outputs again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline.events import ActionEvent
+from pipeline.stages.temporal.restoring import restart_shift
+from pipeline.stages.temporal.rewind import Rewind, written_after
+from pipeline.stages.temporal.state_table import StateTableFull
+from pipeline.state.snapshot import StreamSnapshot
+from pipeline.transport.control import StreamRestored
+from pipeline.transport.messages import EmbeddingHeader, Flags
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamPosition:
+    generation: int
+    last_t: float | None = None  # the last step scored, over every generation
+    last_seq: int = -1  # the message number of that step, within ``generation`` (events take their id from it)
+    repeat_until_t: float | None = None  # after a capture restart: steps up to here were already scored
+    carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
+    resumed: StreamSnapshot | None = None  # restored after a crash, until its first frame arrives
+    rewind: Rewind | None = None  # a replay restored after a crash: read again from its snapshot
+
+
+class DurableStreams:
+    """The worker's durable-state methods (mixed into ``TemporalWorker``)."""
+
+    def _position_of(self, stream: str) -> StreamPosition | None:
+        return self._positions.get(stream)
+
+    def _last_snapshot(self, header: EmbeddingHeader) -> None:
+        """At an END, before the stream's row and track go: a drained stop keeps its last state for the
+        next run; any other END ends its sequence, and its snapshot with it."""
+        if self._snapshots is None:
+            return
+        if header.reason == "stopped":
+            self._snapshots.take([header.stream], self._table, self._detector, self._position_of)
+        else:
+            self._snapshots.forget(header.stream)
+
+    def restore_after_crash(self) -> set[str]:
+        """Put back the streams a dead predecessor ran from their snapshots; the streams restored. The
+        replays the supervisor will rewind (``settings.rewind``) wait for it, and it is told where."""
+        if self._restorer is None or not self.s.restarted:
+            return set()
+        restored: dict[str, StreamSnapshot] = {}
+        for stream, generation in sorted(self.s.known_generations.items()):
+            snapshot = self._restorer.load(stream, generation)
+            if snapshot is None:
+                continue
+            actions = self.s.orphaned_actions.get(stream, {}).get("actions", {})
+            try:
+                if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "crash", actions):
+                    continue
+            except StateTableFull as exc:  # cannot happen with a table of the predecessor's size; said if it does
+                logger.warning("temporal: stream %s: not restored: %s", stream, exc)
+                continue
+            self._positions[stream] = StreamPosition(generation, snapshot.t, snapshot.seq, resumed=snapshot)
+            self._actions_changed = True  # reported at once: if this worker dies too, its successor knows
+            restored[stream] = snapshot
+        self._ask_rewinds({s: snap for s, snap in restored.items() if s in self.s.rewind})
+        return set(restored)
+
+    def _ask_rewinds(self, snapshots: dict[str, StreamSnapshot]) -> None:
+        """Replays restored: wait for their rewind, knowing what the predecessor output after each snapshot."""
+        if not snapshots:
+            return
+        outputs = self.s.outputs
+        written = written_after(Path(outputs.scores_jsonl) if outputs.scores_jsonl else None,
+                                Path(outputs.events_jsonl) if outputs.events_jsonl else None,
+                                {s: snap.wall_time for s, snap in snapshots.items()})
+        for stream, snapshot in snapshots.items():
+            self._positions[stream].rewind = Rewind(stream, snapshot.generation, snapshot.seq, snapshot.t,
+                                                    written[stream])
+            self._rewinds_to_ask.append(StreamRestored(stream, snapshot.generation, snapshot.t))
+            logger.info("temporal: stream %s: a replay: read again from its snapshot (t=%.3f s); its steps up to "
+                        "t=%s s were output already", stream, snapshot.t, written[stream].last_step_t)
+
+    def _continue_previous_run(self, item: tuple) -> tuple:
+        """A live stream's first frame in this run (START, reason open): continue the previous run's
+        snapshot instead of starting afresh, when there is a usable one."""
+        header = item[0]
+        if not (header.flags & Flags.START and header.reason == "open" and header.live):
+            return item
+        snapshot = self._restorer.load(header.stream)
+        if snapshot is None:
+            return item
+        shift = restart_shift(snapshot, header.t, self._wall())
+        try:
+            if not self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), "restart", {}, shift):
+                return item
+        except StateTableFull:
+            return item  # the step refuses the stream too, says so, and this frame comes round again
+        return (replace(header, flags=Flags(header.flags) & ~Flags.START), *item[1:])
+
+    def close_orphaned_actions(self, restored: Collection[str] = ()) -> None:
+        """End the actions a dead predecessor had open: their streams' state is gone (``restored``: but
+        for these streams, continued from their snapshots)."""
+        wall = self._wall()
+        for stream, info in sorted(self.s.orphaned_actions.items()):
+            if stream in restored:
+                continue
+            for action, confidence in sorted(info.get("actions", {}).items()):
+                # Dated at the predecessor's last step: no event of that action was decided there (it was open).
+                self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
+                                        "restart")], int(info.get("generation") or 0), int(info.get("seq", -1)))
