@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=None, help="the snapshot folder (default: a temporary one)")
     p.add_argument("--load", action="store_true",
                    help="instead: steps/s of a saturated temporal thread with snapshots on against off, for 1, 32 "
-                        "and --streams streams, without fsync (the run folder) and with it (state.dir)")
+                        "and --streams streams, written as the stage writes them (fsynced only at a drained stop) "
+                        "and, for comparison, each one fsynced")
     p.add_argument("--seconds", type=float, default=4.0, help="--load: seconds per block")
     p.add_argument("--blocks", type=int, default=3, help="--load: blocks with snapshots off and on, taking turns")
     p.add_argument("--restore", action="store_true",
@@ -82,10 +83,10 @@ def _load(args) -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for streams in sorted({1, min(32, args.streams), args.streams}):
             setup = build(args.model, streams, args.batch)
-            for fsync, where in ((False, "run folder, no fsync"), (True, "state.dir, fsync")):
+            for fsync, where in ((False, "as the stage writes"), (True, "each fsynced")):
                 off, on = compare(setup, Path(folder) / f"{streams}-{fsync}", fsync, args.interval, args.seconds,
                                   args.blocks)
-                print(f"{streams:4d} streams, {where:20s}: off {off:9.1f} steps/s, on {on:9.1f} steps/s, "
+                print(f"{streams:4d} streams, {where:19s}: off {off:9.1f} steps/s, on {on:9.1f} steps/s, "
                       f"on/off {on / off:.3f}")
     return 0
 

@@ -39,8 +39,9 @@ class StoreError(ActionPipeError, ValueError):
 
 
 class SnapshotStore(Protocol):
-    def save(self, snapshot: StreamSnapshot) -> None:
-        """Keep ``snapshot`` as its stream's latest, replacing the one before (atomically)."""
+    def save(self, snapshot: StreamSnapshot, fsync: bool | None = None) -> None:
+        """Keep ``snapshot`` as its stream's latest, replacing the one before (atomically); ``fsync``
+        overrides the store's own choice for this save."""
 
     def load(self, stream: str, expect: RowShape | None = None) -> StreamSnapshot | None:
         """The stream's latest snapshot, None when there is none; a bad one raises SnapshotFileError."""
@@ -77,8 +78,9 @@ class DirectoryStore:
             raise StoreError(f"{stream!r} is not a stream name; it cannot name a snapshot file")
         return self.folder / f"{stream}{SUFFIX}"
 
-    def save(self, snapshot: StreamSnapshot) -> None:
-        write_snapshot(self.path_of(snapshot.stream), snapshot, self._temp_name(snapshot.stream), self.fsync)
+    def save(self, snapshot: StreamSnapshot, fsync: bool | None = None) -> None:
+        write_snapshot(self.path_of(snapshot.stream), snapshot, self._temp_name(snapshot.stream),
+                       self.fsync if fsync is None else fsync)
 
     def load(self, stream: str, expect: RowShape | None = None) -> StreamSnapshot | None:
         path = self.path_of(stream)

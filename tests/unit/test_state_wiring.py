@@ -82,7 +82,7 @@ class GatedStore:
         self.removed: list[str] = []
         self.fail = fail
 
-    def save(self, snapshot):
+    def save(self, snapshot, fsync=None):
         self.gate.wait(5)
         if self.fail:
             raise self.fail

@@ -25,7 +25,7 @@ import numpy as np
 class EncodeOnly:
     """A store that makes each snapshot's file bytes and keeps none: the cost without the file system."""
 
-    def save(self, snapshot) -> None:
+    def save(self, snapshot, fsync: bool | None = None) -> None:
         from pipeline.state.snapshot_file import encode
 
         encode(snapshot)

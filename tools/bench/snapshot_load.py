@@ -7,8 +7,9 @@ on, the real :class:`~pipeline.stages.temporal.snapshots.StreamSnapshots`
 ticks after each round (every ``interval_s`` it copies the rows of the
 streams that stepped) and a real
 :class:`~pipeline.stages.temporal.snapshots.SnapshotWriter` thread writes
-them through a ``DirectoryStore``: without fsync (the run folder, crash
-restore) or with it (``state.dir``). Blocks with snapshots off and on take
+them through a ``DirectoryStore``: as the stage writes them (no fsync; only
+a drained stop's snapshots are fsynced, in ``state.dir``), or each one
+fsynced, the cost that choice avoids. Blocks with snapshots off and on take
 turns, so drift in the machine's speed hits both alike; the figure is the
 ratio of their steps/s, measured in the same run.
 """

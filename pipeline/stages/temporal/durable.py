@@ -49,7 +49,7 @@ class DurableStreams:
         if self._snapshots is None:
             return
         if header.reason == "stopped":
-            self._snapshots.take([header.stream], self._table, self._detector, self._position_of)
+            self._snapshots.take([header.stream], self._table, self._detector, self._position_of, final=True)
         else:
             self._snapshots.forget(header.stream)
 

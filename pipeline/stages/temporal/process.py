@@ -71,10 +71,10 @@ def durable_state(settings: TemporalSettings, head, table: StreamStateTable,
 
     if not settings.state_folder:
         return None, None
-    store = DirectoryStore(settings.state_folder, fsync=settings.state_fsync)
+    store = DirectoryStore(settings.state_folder, fsync=False)  # the writer fsyncs a drained stop's, if durable
     head_id, backbone_id = head_identity(head), backbone_identity_for(settings.onnx_path, head.config.backbone)
     restorer = StreamRestorer(store, head_id, backbone_id, settings.state.max_age_s, table.row_shape, metrics)
-    snapshots = StreamSnapshots(SnapshotWriter(store, metrics), head_id, backbone_id,
+    snapshots = StreamSnapshots(SnapshotWriter(store, metrics, durable=settings.state_fsync), head_id, backbone_id,
                                 settings.state.snapshot_interval_s, time.monotonic())
     return snapshots, restorer
 

@@ -60,10 +60,16 @@ class SnapshotWriter:
     written. ``forget`` queues the removal of a stream's snapshot the same way, in order with its
     saves."""
 
-    def __init__(self, store: SnapshotStore, metrics=None) -> None:
+    def __init__(self, store: SnapshotStore, metrics=None, durable: bool = False) -> None:
+        # durable (state.dir): a drained stop's snapshots are fsynced, to outlive a power cut before the next
+        # run. The periodic ones are not: fsyncing 100 files a second costs a busy temporal stage about a
+        # tenth of its steps (python -m tools.benchmark_state --load), and after a power cut the next run
+        # comes up later than state.max_age_s anyway, so a periodic snapshot would be refused as too old.
+        self.durable = durable
         self._store = store
         self._metrics = metrics
-        self._pending: dict[str, StreamSnapshot | None] = {}  # None: remove the stream's snapshot
+        # None: remove the stream's snapshot; True: a drained stop's, fsynced when the store is durable.
+        self._pending: dict[str, tuple[StreamSnapshot | None, bool]] = {}
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
@@ -72,15 +78,15 @@ class SnapshotWriter:
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
         self._thread.start()
 
-    def put(self, snapshots: Iterable[StreamSnapshot]) -> None:
+    def put(self, snapshots: Iterable[StreamSnapshot], final: bool = False) -> None:
         with self._cond:
             for snapshot in snapshots:
-                self._pending[snapshot.stream] = snapshot
+                self._pending[snapshot.stream] = (snapshot, final)
             self._cond.notify()
 
     def forget(self, stream: str) -> None:
         with self._cond:
-            self._pending[stream] = None
+            self._pending[stream] = (None, False)
             self._cond.notify()
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -122,8 +128,8 @@ class SnapshotWriter:
                         return
                     batch, self._pending = self._pending, {}
                     self._busy = True
-                for stream, snapshot in batch.items():
-                    self._write(stream, snapshot)
+                for stream, (snapshot, final) in batch.items():
+                    self._write(stream, snapshot, final)
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
@@ -133,12 +139,12 @@ class SnapshotWriter:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, stream: str, snapshot: StreamSnapshot | None) -> None:
+    def _write(self, stream: str, snapshot: StreamSnapshot | None, final: bool) -> None:
         try:
             if snapshot is None:
                 self._store.remove(stream)
                 return
-            self._store.save(snapshot)
+            self._store.save(snapshot, fsync=self.durable and final)
         except (SnapshotFileError, StoreError, OSError) as exc:
             # The stream's previous snapshot stays (writes are atomic). Counted each time; logged when a
             # stream starts failing and when it recovers: a full disk must not log every stream every second.
@@ -185,8 +191,10 @@ class StreamSnapshots:
         streams, self._dirty = self._dirty, set()
         return self.take(streams, table, detector, where)
 
-    def take(self, streams: Iterable[str], table, detector, where: Callable[[str], Position | None]) -> int:
-        """Snapshot ``streams`` now (those holding a row and a stepped position), for the writer."""
+    def take(self, streams: Iterable[str], table, detector, where: Callable[[str], Position | None],
+             final: bool = False) -> int:
+        """Snapshot ``streams`` now (those holding a row and a stepped position), for the writer;
+        ``final``: a drained stop's, the one the next run continues."""
         held = set(table.active_streams)
         chosen = sorted(s for s in streams if s in held and (p := where(s)) is not None and p.last_seq >= 0
                         and p.last_t is not None)
@@ -202,7 +210,7 @@ class StreamSnapshots:
                 wall_time=wall, head_id=self.head_id, backbone_id=self.backbone_id, row=rows[stream],
                 track=detector.export_track(stream)))
             self._dirty.discard(stream)
-        self._writer.put(snapshots)
+        self._writer.put(snapshots, final)
         return len(snapshots)
 
     def forget(self, stream: str) -> None:
@@ -213,5 +221,5 @@ class StreamSnapshots:
         """A drained stop: snapshot what stepped since the last round and still holds a row (its END
         never came), then wait until every snapshot is written."""
         streams, self._dirty = self._dirty, set()
-        self.take(streams, table, detector, where)
+        self.take(streams, table, detector, where, final=True)
         self._writer.close()
