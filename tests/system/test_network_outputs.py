@@ -20,19 +20,22 @@ def synth_streams(tmp_path_factory) -> list[Path]:
     return synth_videos(tmp_path_factory.mktemp("net_outputs"), count=2, seed=4242, duration_range=(12.0, 14.0))
 
 
+def _replay_to_webhook(videos: list[Path], tmp_path: Path, webhook: dict) -> tuple:
+    """The videos replayed as fast as they decode, events to a file and to ``webhook`` (retries 0.2 s
+    apart at most); the summary, and the events the file got, which the test needs some of."""
+    events_file = tmp_path / "events.jsonl"
+    cfg = config(sources=[{"uri": str(v), "name": v.stem} for v in videos], replay={"realtime": False},
+                 outputs={"events_jsonl": str(events_file), "webhook": {"retry_max_s": 0.2, **webhook}})
+    summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
+    written = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert written, "the replay should produce events for this test to mean anything"
+    return summary, written
+
+
 def test_webhook_gets_every_event_the_jsonl_file_gets_despite_a_failing_start(synth_streams, tmp_path):
     receiver = Receiver(statuses=[503, 503, 502])
     try:
-        events_file = tmp_path / "events.jsonl"
-        cfg = config(
-            sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
-            replay={"realtime": False},
-            outputs={"events_jsonl": str(events_file),
-                     "webhook": {"url": receiver.url, "retry_max_s": 0.2, "flush_timeout_s": 10.0}},
-        )
-        summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
-        written = [json.loads(line) for line in events_file.read_text().splitlines()]
-        assert written, "the replay should produce events for this test to mean anything"
+        summary, written = _replay_to_webhook(synth_streams, tmp_path, {"url": receiver.url, "flush_timeout_s": 10.0})
         assert receiver.accepted == written  # the same events, each once, in the same order
         assert receiver.requests == len(written) + 3
         assert sum(row["events"] for row in summary.streams.values()) == len(written)
@@ -46,16 +49,8 @@ def test_webhook_that_hangs_then_fails_then_recovers_gets_each_event_once_by_id_
     time, and the receiver, keeping the first copy of each id, holds exactly the events file, in order."""
     receiver = Receiver(statuses=[HANG, HANG, 500, 503], hang_s=2.5)
     try:
-        events_file = tmp_path / "events.jsonl"
-        cfg = config(
-            sources=[{"uri": str(v), "name": v.stem} for v in synth_streams],
-            replay={"realtime": False},
-            outputs={"events_jsonl": str(events_file),
-                     "webhook": {"url": receiver.url, "timeout_s": 1.0, "retry_max_s": 0.2, "flush_timeout_s": 30.0}},
-        )
-        summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120)
-        written = [json.loads(line) for line in events_file.read_text().splitlines()]
-        assert written, "the replay should produce events for this test to mean anything"
+        summary, written = _replay_to_webhook(synth_streams, tmp_path,
+                                              {"url": receiver.url, "timeout_s": 1.0, "flush_timeout_s": 30.0})
         ids = [event["id"] for event in written]
         assert all(ids) and len(set(ids)) == len(ids)  # every event has an id of its own
         assert receiver.kept_ids == ids  # exactly once by id, in order

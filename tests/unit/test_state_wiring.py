@@ -27,6 +27,7 @@ from pipeline.state.snapshot import RowState, StreamSnapshot
 from pipeline.state.snapshot_file import SnapshotWriteError
 from pipeline.state.store import DirectoryStore
 from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
+from tests.support.fakes import Collect, ManualClock
 from tests.support.runs import MODEL
 
 HYSTERESIS = HysteresisConfig(on_threshold=0.5, off_threshold=0.3, min_on_steps=2, min_off_steps=2, warmup_steps=2)
@@ -168,25 +169,6 @@ def test_snapshots_are_taken_at_most_every_interval_and_only_of_streams_that_ste
 
 # -- the worker: a restart after a crash, a new run --------------------------------------------
 
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def emit(self, record) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture()
@@ -197,7 +179,7 @@ def rig(head, tmp_path):
     push = context.socket(zmq.PUSH)
     push.connect("inproc://state-wiring")
     store = DirectoryStore(tmp_path / "state", fsync=False)
-    wall = Clock()
+    wall = ManualClock()
 
     def make(state=None, **settings):
         events, scores = Collect(), Collect()
@@ -211,7 +193,7 @@ def rig(head, tmp_path):
                                   wall_clock=wall)
         worker = TemporalWorker(settings, table, ReorderBuffer(64, 60.0, first_seq=0),
                                 ActionEventDetector(head.config.classes, EventsConfig().hysteresis()), pull,
-                                SinkFanOut([events]), SinkFanOut([scores]), head.config.classes, clock=Clock(),
+                                SinkFanOut([events]), SinkFanOut([scores]), head.config.classes, clock=ManualClock(),
                                 wall_clock=wall, live_reorder=ReorderBuffer(8, 2.0, first_seq=0),
                                 snapshots=snapshots, restorer=restorer)
         return worker, events, scores
@@ -239,18 +221,25 @@ def _pump(worker: TemporalWorker) -> None:
         pass
 
 
-def test_a_restarted_worker_continues_its_predecessors_streams_and_leaves_their_actions_open(rig):
-    make, send, store, wall = rig
+def _predecessor_snapshotted_at_seq_4(make, send):
+    """A worker that steps "cam" (generation 2) through seqs 0..4, has its snapshot written, steps 5..7
+    and is then given up for dead; its scores sink (every step's scores, as if it never stopped)."""
     first, _, reference = make()
     for seq in range(5):
         send("cam", seq, seq * 0.25, generation=2, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
     _pump(first)
-    # The predecessor's last snapshot is after seq 4; then it steps 5..7 and dies with "enter" open.
     first._snapshots.take(["cam"], first._table, first._detector, first._position_of)
     first._snapshots._writer.close()
     for seq in range(5, 8):
         send("cam", seq, seq * 0.25, generation=2)
     _pump(first)
+    return reference
+
+
+def test_a_restarted_worker_continues_its_predecessors_streams_and_leaves_their_actions_open(rig):
+    make, send, store, wall = rig
+    # The predecessor's last snapshot is after seq 4; then it steps 5..7 and dies with "enter" open.
+    reference = _predecessor_snapshotted_at_seq_4(make, send)
     assert store.load("cam").seq == 4
     wall.now += 2.0
     worker, events, scores = make(restarted=True, known_generations={"cam": 2},
@@ -290,15 +279,7 @@ def test_a_snapshot_too_old_or_of_another_generation_is_refused_and_the_actions_
 def test_a_rewound_replay_drops_its_old_frames_continues_without_reset_and_outputs_only_what_was_not_written(
         rig, tmp_path):
     make, send, store, wall = rig
-    first, _, reference = make()
-    for seq in range(5):
-        send("cam", seq, seq * 0.25, generation=2, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
-    _pump(first)
-    first._snapshots.take(["cam"], first._table, first._detector, first._position_of)
-    first._snapshots._writer.close()
-    for seq in range(5, 8):
-        send("cam", seq, seq * 0.25, generation=2)
-    _pump(first)
+    reference = _predecessor_snapshotted_at_seq_4(make, send)
     # The predecessor wrote the score lines of steps 5 and 6 after its snapshot, and died before step 7's.
     scores_file = tmp_path / "s.jsonl"
     scores_file.write_text("".join(r.to_json() + "\n" for r in reference.records[:7]))

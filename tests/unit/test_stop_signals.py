@@ -5,47 +5,31 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from pipeline.supervision.signals import SignalInbox, StopDecision, StopSignals
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import ManualClock
 
 
 def test_the_first_signal_drains() -> None:
-    assert StopSignals(2.0, Clock()).decide() is StopDecision.DRAIN
+    assert StopSignals(2.0, ManualClock(100.0)).decide() is StopDecision.DRAIN
 
 
-def test_the_same_signal_to_the_process_and_then_its_group_is_one_request() -> None:
-    clock = Clock()
+@pytest.mark.parametrize("after_s, decision", [
+    (0.001, StopDecision.SAME_REQUEST),  # the same signal to the process and then its group: one request
+    (2.0, StopDecision.SAME_REQUEST),  # a repeat at the edge of the window is still the same request
+    (3.0, StopDecision.STOP_NOW),  # a signal after the window stops at once
+])
+def test_a_second_signal_within_the_window_is_the_same_request_and_a_later_one_stops_at_once(after_s, decision):
+    clock = ManualClock(100.0)
     signals = StopSignals(2.0, clock)
     signals.decide()
-    clock.now += 0.001
-    assert signals.decide() is StopDecision.SAME_REQUEST
-
-
-def test_a_repeat_at_the_edge_of_the_window_is_still_the_same_request() -> None:
-    clock = Clock()
-    signals = StopSignals(2.0, clock)
-    signals.decide()
-    clock.now += 2.0
-    assert signals.decide() is StopDecision.SAME_REQUEST
-
-
-def test_a_signal_after_the_window_stops_at_once() -> None:
-    clock = Clock()
-    signals = StopSignals(2.0, clock)
-    signals.decide()
-    clock.now += 3.0
-    assert signals.decide() is StopDecision.STOP_NOW
+    clock.now += after_s
+    assert signals.decide() is decision
 
 
 def test_repeats_cannot_push_the_window_on_it_counts_from_the_first_signal() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     signals = StopSignals(2.0, clock)
     decisions = [signals.decide()]
     for _ in range(3):
@@ -56,7 +40,7 @@ def test_repeats_cannot_push_the_window_on_it_counts_from_the_first_signal() -> 
 
 
 def test_a_window_of_zero_makes_every_second_signal_a_stop_now() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     signals = StopSignals(0.0, clock)
     signals.decide()
     clock.now += 0.01
@@ -64,7 +48,7 @@ def test_a_window_of_zero_makes_every_second_signal_a_stop_now() -> None:
 
 
 def test_the_inbox_records_each_signal_with_its_meaning_for_the_loop() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     inbox = SignalInbox(StopSignals(2.0, clock))
     inbox.on_signal(signal.SIGTERM)
     inbox.on_signal(signal.SIGTERM)
@@ -79,7 +63,7 @@ def test_installed_handlers_take_sighup_as_a_stop() -> None:
     from pipeline.supervision.signals import STOP_SIGNALS, install_signal_handlers
 
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    inbox = SignalInbox(StopSignals(2.0, Clock()))
+    inbox = SignalInbox(StopSignals(2.0, ManualClock(100.0)))
     try:
         install_signal_handlers(inbox)
         os.kill(os.getpid(), signal.SIGHUP)

@@ -17,28 +17,8 @@ from pipeline.stages.temporal.reorder import ReorderBuffer
 from pipeline.stages.temporal.state_table import StreamStateTable
 from pipeline.stages.temporal.worker import TemporalWorker
 from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
+from tests.support.fakes import Collect, ManualClock
 from tests.support.runs import MODEL
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def emit(self, record) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +36,7 @@ def rig(head):
     made = []
 
     def make(**settings):
-        clock = Clock()
+        clock = ManualClock()
         events, scores = Collect(), Collect()
         worker = TemporalWorker(
             TemporalSettings(stage="temporal", control_endpoint="", parent_pid=0, run_dir="", model_path=str(MODEL),
