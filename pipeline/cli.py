@@ -144,6 +144,8 @@ def print_summary(summary, out=sys.stdout) -> None:
     if summary.restarts:
         out.write("stage restarts: " + ", ".join(f"{k}={v}" for k, v in sorted(summary.restarts.items())) + "\n")
     for sink, row in summary.outputs.items():
+        if not (row["delivered"] or row["errors"] or row["dropped"] or row.get("spooled")):
+            continue  # a file, stdout or the overlay that took every record: nothing to say
         dropped = ", ".join(f"{k}={v}" for k, v in row["dropped"].items())
         spooled = f", spooled for the next run {row['spooled']}" if row.get("spooled") else ""
         out.write(f"output {sink}: delivered {row['delivered']}, failed {row['errors']}, "
