@@ -222,6 +222,11 @@ class ActionEventDetector:
         self._streams.pop(stream, None)
         return events
 
+    def hand_over(self, stream: str) -> None:
+        """Forget ``stream`` without ending its actions: it moved to another node, which continues them
+        from its snapshot (ending them here would send ends the other node contradicts)."""
+        self._streams.pop(stream, None)
+
     def update(
         self, stream: str, t: float, scores: Mapping[str, float] | np.ndarray, wall_time: float
     ) -> list[ActionEvent]:

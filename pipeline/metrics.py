@@ -324,7 +324,9 @@ def mark_process_dead(pid: int, multiproc_dir: Path) -> None:
 
 
 # The values of actionpipe_state_origin, in order.
-STATE_ORIGINS = ("fresh", "restored", "restored after crash")
+STATE_ORIGINS = ("fresh", "restored", "restored after crash", "restored after failover", "moved from another node")
+# The actionpipe_state_origin gauge's value for each restore origin (its index in STATE_ORIGINS).
+ORIGIN_GAUGE = {"restart": 1, "crash": 2, "failover": 3, "move": 4}
 
 
 @dataclass

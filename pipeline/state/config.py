@@ -25,10 +25,16 @@ class StateConfig(BaseModel):
         default=None,
         description="a folder that outlives the run, for restoring streams across restarts; "
                     "null: snapshots live in the run's folder (a crashed stage's streams continue, a new run starts fresh)")
+    shared: bool = Field(
+        default=False,
+        description="dir is a folder several machines mount (NFS and the like), read by other nodes after "
+                    "this one dies: reads retried while a file is replaced, writes named per host (cluster mode sets it)")
     restore: bool = Field(default=True, description="continue streams from their snapshots (--no-restore: start fresh)")
 
     @model_validator(mode="after")
     def _interval_within_age(self) -> "StateConfig":
+        if self.shared and self.dir is None:
+            raise ValueError("shared: true needs dir, the folder every node mounts")
         # Otherwise the newest snapshot a crash leaves may always be too old to continue.
         if self.snapshot_interval_s >= self.max_age_s:
             raise ValueError(f"snapshot_interval_s ({self.snapshot_interval_s}) must be below max_age_s ({self.max_age_s})")

@@ -100,7 +100,7 @@ def add_stream_message(config: PipelineConfig, entry: StreamEntry, start_t: floa
                    "jitter": backoff.jitter, "max_attempts": policy.max_attempts, "stable_s": policy.stable_s,
                    "slow_s": policy.slow_s},
         image_fps=source.image_fps, resume_after_t=entry.resume_after_t,
-        start_t=start_t if entry.start_reason == "restart" else None, start_reason=entry.start_reason,
+        start_t=start_t if entry.start_reason == "restart" else entry.start_t, start_reason=entry.start_reason,
         rtsp_transport=source.rtsp_transport,
     )
 

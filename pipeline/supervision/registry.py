@@ -36,6 +36,20 @@ class UnknownStreamError(StreamRequestError):
     code = "unknown"
 
 
+@dataclass(frozen=True)
+class ResumeRequest:
+    """A stream that comes from another node (cluster mode): ``origin`` ``failover`` (its node was lost)
+    or ``move`` (its node is drained); what that node last reported of it."""
+
+    origin: str
+    open_actions: dict[str, float] = field(default_factory=dict)
+    last_t: float | None = None  # its last step there (a replay without a usable snapshot continues after it)
+
+    def __post_init__(self) -> None:
+        if self.origin not in ("failover", "move"):
+            raise StreamRequestError(f"a stream resumes after a failover or a move, not {self.origin!r}")
+
+
 @dataclass
 class StreamEntry:
     name: str
@@ -52,6 +66,13 @@ class StreamEntry:
     resume_after_t: float | None = None
     start_reason: str = "open"
     removing: bool = False
+    # Cluster mode: arriving from another node, it waits for the temporal worker to put its snapshot back...
+    resume: ResumeRequest | None = None
+    awaiting_resume: bool = False
+    start_t: float | None = None  # ...and a live one's time continues from its snapshot's
+    # Leaving for another node: asked to end (reason moved), then told where its state was left.
+    moving_since: float | None = None
+    moved: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -88,8 +109,10 @@ class StreamTable:
         return all(e.finished for e in self._entries.values())
 
     # -- changes -----------------------------------------------------------------
-    def add(self, name: str, source: SourceConfig, live: bool, workers: list[str]) -> StreamEntry:
-        """A new stream on the least loaded of ``workers``; nothing changes when it is refused."""
+    def add(self, name: str, source: SourceConfig, live: bool, workers: list[str],
+            resume: ResumeRequest | None = None) -> StreamEntry:
+        """A new stream on the least loaded of ``workers``; nothing changes when it is refused. ``resume``:
+        it continues from its snapshot, once the temporal worker has put that back (``resumed``)."""
         existing = self._entries.get(name)
         if existing is not None and not existing.finished:
             raise DuplicateStreamError(f"a stream named {name!r} already exists ({existing.state}); remove it first or choose another name")
@@ -103,8 +126,39 @@ class StreamTable:
         worker = min(workers, key=lambda w: (load[w], workers.index(w)))
         generation = self._generations.get(name, -1) + 1
         self._generations[name] = generation
-        entry = StreamEntry(name, source, live, generation, worker)
+        entry = StreamEntry(name, source, live, generation, worker, resume=resume, awaiting_resume=resume is not None)
         self._entries[name] = entry
+        return entry
+
+    def resumed(self, name: str, generation: int, restored: bool, t: float | None, age_s: float) -> StreamEntry | None:
+        """The temporal worker put a resuming stream's snapshot back (``restored``, taken at stream time ``t``,
+        ``age_s`` ago) or gave up on it: its capture may start it now. A replay reads on after ``t`` (or,
+        not restored, after its last step on the other node) on the same step grid; a live stream's time
+        goes on from ``t`` plus the snapshot's age. None for an answer about another generation."""
+        entry = self._entries.get(name)
+        if entry is None or entry.generation != generation or not entry.awaiting_resume or entry.resume is None:
+            return None
+        entry.awaiting_resume = False
+        entry.start_reason = entry.resume.origin
+        if entry.live:
+            entry.start_t = t + age_s if restored and t is not None else None
+        else:
+            entry.resume_after_t = t if restored else entry.resume.last_t
+        return entry
+
+    def moving(self, name: str, now: float) -> StreamEntry:
+        """Ask for ``name`` to leave for another node (its capture ends it, reason ``moved``)."""
+        entry = self.mark_removing(name)
+        entry.moving_since = now
+        return entry
+
+    def moved_out(self, name: str, generation: int, snapshotted: bool, seq: int, t: float | None) -> StreamEntry | None:
+        """The temporal worker reports where a moving stream's state was left (its snapshot, or none)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.generation != generation or entry.moving_since is None:
+            return None
+        entry.moved = {"snapshot": snapshotted, "seq": seq, "t": t}
+        entry.state, entry.reason = StreamState.ENDED.value, "moved"
         return entry
 
     def record(self, name: str, generation: int, state: str, reason: str, error: str = "") -> StreamEntry | None:
@@ -116,7 +170,8 @@ class StreamTable:
         if error or state == StreamState.LIVE.value:
             entry.error = error
         if entry.removing and entry.finished:
-            entry.reason = "removed"  # however its capture worker phrased the end, it was asked for
+            # However its capture worker phrased the end, it was asked for.
+            entry.reason = "moved" if entry.moving_since is not None else "removed"
         return entry
 
     def progress(self, name: str, generation: int, last_t: float | None, now: float) -> None:

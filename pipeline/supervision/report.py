@@ -53,7 +53,7 @@ def stream_row(entry: StreamEntry) -> dict:
     return {
         "name": entry.name, "uri": redact(entry.source.uri), "live": entry.live, "state": entry.state,
         "reason": entry.reason, "error": entry.error, "generation": entry.generation, "worker": entry.worker,
-        "last_t": entry.last_t,
+        "last_t": entry.last_t, "moved": entry.moved,
     }
 
 

@@ -44,20 +44,20 @@ from pathlib import Path
 
 import zmq
 
-from pipeline.config import PipelineConfig, SourceConfig, stream_name
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.metrics import build_registry, collected_in, read_output_counters, read_stream_counters
-from pipeline.sources.uri import SourceKind, UriError, classify, redact
 from pipeline.stages.settings import EmbedSettings, StageKind
 from pipeline.supervision import launch, report
 from pipeline.supervision.limits import MachineFacts, machine_facts
-from pipeline.supervision.preflight import check_recorded_source, onnx_path_for, preflight
+from pipeline.supervision.preflight import onnx_path_for, preflight
 from pipeline.supervision.processes import StageProcess, kill_all
 from pipeline.supervision.registry import StreamRequestError, StreamTable
 from pipeline.supervision.restart import StageRestarts
 from pipeline.supervision.run_folder import RunFolder
 from pipeline.supervision.signals import SignalInbox, StopDecision, StopSignals
 from pipeline.supervision.signals import install_signal_handlers as install_stop_handlers
+from pipeline.supervision.stream_control import StreamControl
 from pipeline.supervision.view import LoopRequests, SupervisorView, run_status
 from pipeline.transport.control import (
     ControlMessageError,
@@ -65,10 +65,12 @@ from pipeline.transport.control import (
     Heartbeat,
     Hello,
     RemoveStream,
+    ResumeReady,
     StageDone,
     StageFailed,
     StopReading,
     StreamChanged,
+    StreamMovedOut,
     StreamRestored,
     SupervisorChannel,
     UpstreamLost,
@@ -95,7 +97,7 @@ DRAINING = {Phase.STOPPING_CAPTURE: StageKind.CAPTURE, Phase.DRAINING_EMBED: Sta
             Phase.DRAINING_TEMPORAL: StageKind.TEMPORAL, Phase.DRAINING_OVERLAY: StageKind.OVERLAY}
 
 
-class Supervisor:
+class Supervisor(StreamControl):
     def __init__(
         self,
         config: PipelineConfig,
@@ -132,7 +134,7 @@ class Supervisor:
         self._restarts = StageRestarts(config.supervision.restart_policy(), rng or random.Random())
         self.table = StreamTable(config.temporal.capacity)
         self.view = SupervisorView(self._requests, lambda source: self._add_stream(source, from_api=True),
-                                   self._remove_stream, self._counters, clock)
+                                   self._remove_stream, self._counters, clock, self._resume_stream, self._move_out)
 
     # -- for other threads: signal handlers; the HTTP servers and embedding programs use ``view`` -------
     def request_stop(self, *_args) -> None:
@@ -217,6 +219,7 @@ class Supervisor:
             self._requests.serve()
             self._check_processes(now)
             self._restart_due(now)
+            self._check_moves(now)
             self._announce_ready()
             self._advance(now)
             self._publish_status(now)
@@ -265,6 +268,10 @@ class Supervisor:
             if self._phase is Phase.RUNNING and self.table.rewind(message.stream, message.generation, message.t):
                 logger.info("stream %s: read again after t=%.3f s", message.stream, message.t)
                 self._deliver_streams()
+        elif isinstance(message, ResumeReady):
+            self._on_resume_ready(message)
+        elif isinstance(message, StreamMovedOut):
+            self._on_moved_out(message)
         elif isinstance(message, StageDone):
             stage.done = True
             stage.result = message.detail
@@ -280,6 +287,8 @@ class Supervisor:
                 self._send(stage, StopReading())
         elif self._phase >= next(p for p, kind in DRAINING.items() if kind is stage.kind):
             stage.drain_sent = self._send(stage, Drain())
+        if stage.kind is StageKind.TEMPORAL:
+            self._ask_pending_resumes()
         self._deliver_streams()
 
     def _downstream_ready(self) -> bool:
@@ -300,11 +309,11 @@ class Supervisor:
             if not stage.ready:
                 continue
             for entry in self.table.served_by(stage.name):
-                if not entry.delivered:
+                if not entry.delivered and not entry.awaiting_resume:
                     start_t = self.table.start_time(entry, self._clock())
                     entry.delivered = self._send(stage, launch.add_stream_message(self.config, entry, start_t))
                     if entry.removing:
-                        self._send(stage, RemoveStream(entry.name))
+                        self._send(stage, RemoveStream(entry.name, "moved" if entry.moving_since else "removed"))
 
     def _check_processes(self, now: float) -> None:
         for stage in self._stages.values():
@@ -443,33 +452,7 @@ class Supervisor:
         self.table.finish_all("stopped")
         self._phase = Phase.DONE
 
-    # -- streams -----------------------------------------------------------------------------------
-    def _add_stream(self, source: SourceConfig, from_api: bool) -> dict:
-        name = stream_name(source)
-        try:
-            kind = classify(source.uri).kind
-        except UriError as exc:
-            raise StreamRequestError(str(exc)) from None
-        live = source.mode == "live" or (source.mode == "auto" and kind.live)
-        if from_api and kind in (SourceKind.FILE, SourceKind.FOLDER):
-            check_recorded_source(source)
-        capture = [s.name for s in self._of_kind(StageKind.CAPTURE) if not s.given_up]
-        entry = self.table.add(name, source, live, capture)
-        self._deliver_streams()
-        if from_api:
-            logger.info("stream %s added (%s) on %s", name, redact(source.uri), entry.worker)
-        return report.stream_row(entry)
-
-    def _remove_stream(self, name: str) -> dict:
-        entry = self.table.mark_removing(name)
-        worker = self._stages.get(entry.worker or "")
-        if not entry.delivered:  # never handed to a capture process: nothing was read, nothing to end but the entry
-            self.table.end(name, "removed")
-        elif worker is not None and worker.ready:
-            self._send(worker, RemoveStream(name))
-        logger.info("stream %s: removal requested", name)
-        return report.stream_row(entry)
-
+    # -- streams (the requests are in stream_control.py) -------------------------------------------
     def _counters(self) -> dict:
         return read_stream_counters(self._registry) if self._registry is not None else {}
 

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from pipeline.config import SourceConfig
 from pipeline.metrics import StreamCounters, SupervisorState
-from pipeline.supervision.registry import StreamRequestError
+from pipeline.supervision.registry import ResumeRequest, StreamRequestError
 from pipeline.supervision.report import counter_fields, stream_row
 
 REQUEST_TIMEOUT_S = 10.0
@@ -116,6 +116,9 @@ class SupervisorView:
     remove: Callable[[str], dict]
     counters: Callable[[], dict[str, StreamCounters]]
     clock: Callable[[], float] = time.monotonic
+    # Cluster mode (the node agent): a stream continued from another node's snapshot, and one moved out.
+    resume: Callable[[SourceConfig, ResumeRequest], dict] | None = None
+    move: Callable[[str], dict] | None = None
     # Frames the run's summary found lost with a dead stage, per (stream, "stage_crash"): the last scrape adds them.
     lost_with_stages: dict[tuple[str, str], int] = field(default_factory=dict)
     _status: RunStatus = field(init=False)
@@ -176,6 +179,15 @@ class SupervisorView:
 
     def remove_stream(self, name: str) -> dict:
         return self._call(lambda: self.remove(name))
+
+    def resume_stream(self, source: SourceConfig, resume: ResumeRequest) -> dict:
+        """Start a stream that comes from another node, continued from its snapshot."""
+        return self._call(lambda: self.resume(source, resume))
+
+    def move_out(self, name: str) -> dict:
+        """End a stream at a step boundary with its state snapshotted, for another node to continue; its row
+        says ``moved`` (with where its snapshot is) once that state is written."""
+        return self._call(lambda: self.move(name))
 
     def _call(self, fn: Callable[[], dict]) -> dict:
         if not self.status.running:

@@ -57,9 +57,11 @@ class AddStream:
 
 @dataclass(frozen=True)
 class RemoveStream:
-    """Capture: end the stream's sequence (END, reason ``removed``) and forget it."""
+    """Capture: end the stream's sequence (END, with ``reason``) and forget it. ``moved``: the stream
+    goes on on another node, from the snapshot its END makes the temporal stage take."""
 
     stream: str
+    reason: str = "removed"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,19 @@ class UpstreamLost:
 
     worker: str  # its stage name, for the logs
     index: int  # what its embeddings (and its successor's) carry as ``worker``
+
+
+@dataclass(frozen=True)
+class ResumeStream:
+    """Temporal: a stream arrives from another node (``origin`` ``failover`` or ``move``) in ``generation``:
+    put its snapshot back now, before its first frame, and say so (``ResumeReady``). ``open_actions``: what
+    the node it comes from last reported open (action -> confidence); ``last_t``: its last step there."""
+
+    stream: str
+    generation: int
+    origin: str
+    open_actions: dict[str, float] = field(default_factory=dict)
+    last_t: float | None = None
 
 
 # -- stage -> supervisor -----------------------------------------------------
@@ -120,6 +135,31 @@ class StreamRestored:
 
 
 @dataclass(frozen=True)
+class ResumeReady:
+    """Temporal: the answer to ``ResumeStream``. ``restored``: the snapshot (taken at stream time ``t``,
+    unix time ``wall_time``) is the stream's state now, and its first frame continues it; otherwise the
+    stream starts a new sequence (the open actions were ended, reason ``origin``)."""
+
+    stream: str
+    generation: int
+    restored: bool
+    t: float | None = None
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class StreamMovedOut:
+    """Temporal: a stream removed to move (END reason ``moved``) left its last state in the store:
+    its snapshot at message ``seq`` (stream time ``t``), or none (``snapshotted`` False: it never stepped)."""
+
+    stream: str
+    generation: int
+    snapshotted: bool
+    seq: int = -1
+    t: float | None = None
+
+
+@dataclass(frozen=True)
 class StageDone:
     """The stage finished its work and exits 0."""
 
@@ -137,8 +177,8 @@ class StageFailed:
 
 
 MESSAGE_TYPES = {cls.__name__: cls for cls in (
-    AddStream, RemoveStream, StopReading, Drain, UpstreamLost,
-    Hello, StreamChanged, Heartbeat, StreamRestored, StageDone, StageFailed,
+    AddStream, RemoveStream, StopReading, Drain, UpstreamLost, ResumeStream,
+    Hello, StreamChanged, Heartbeat, StreamRestored, ResumeReady, StreamMovedOut, StageDone, StageFailed,
 )}
 
 

@@ -35,7 +35,7 @@ class Flags(IntFlag):
 
 
 # An END with one of these reasons ends the stream itself; any other (reconnect, loop) only its sequence.
-FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "stopped", "failed"})
+FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "moved", "stopped", "failed"})
 
 
 @dataclass(frozen=True)

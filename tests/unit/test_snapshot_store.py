@@ -172,7 +172,7 @@ def test_the_state_section_has_its_defaults_and_refuses_what_cannot_work(tmp_pat
     assert state.dir == tmp_path and state.restore is False
     for bad, fragment in [({"snapshot_interval_s": 0}, "state.snapshot_interval_s"),
                           ({"max_age_s": 0.5}, "snapshot_interval_s (1.0) must be below max_age_s (0.5)"),
-                          ({"folder": "x"}, "state.folder: unknown key; allowed here: dir, max_age_s, restore, "
+                          ({"folder": "x"}, "state.folder: unknown key; allowed here: dir, max_age_s, restore, shared, "
                                             "snapshot_interval_s")]:
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             validate_config({"sources": [{"uri": "a.mp4"}], "state": bad})

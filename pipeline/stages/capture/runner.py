@@ -151,7 +151,7 @@ class StreamRunner(threading.Thread):
         state = self.machine.state
         if state is StreamState.FAILED:
             return "failed"
-        if self.machine.reason in ("removed", "stopped"):
+        if self.machine.reason in ("removed", "moved", "stopped"):
             return self.machine.reason
         return "end_of_stream"
 

@@ -73,7 +73,7 @@ class CaptureStage:
         elif isinstance(command, RemoveStream):
             runner = self._runners.get(command.stream)
             if runner is not None:
-                runner.request_stop("removed")
+                runner.request_stop(command.reason)
                 self._stop_asked.setdefault(command.stream, time.monotonic())
         elif isinstance(command, StopReading):
             self._stopping = True

@@ -20,10 +20,12 @@ from pipeline.stages.temporal.restoring import restart_shift
 from pipeline.stages.temporal.rewind import Rewind, written_after
 from pipeline.stages.temporal.state_table import StateTableFull
 from pipeline.state.snapshot import StreamSnapshot
-from pipeline.transport.control import StreamRestored
+from pipeline.transport.control import ResumeReady, ResumeStream, StreamMovedOut, StreamRestored
 from pipeline.transport.messages import EmbeddingHeader, Flags
 
 logger = logging.getLogger(__name__)
+
+MOVE_WRITE_TIMEOUT_S = 10.0  # a moving stream's last snapshot must be written before it is placed elsewhere
 
 
 @dataclass
@@ -35,6 +37,7 @@ class StreamPosition:
     carry_start: str | None = None  # a START dropped as a repeat passes to the next frame
     resumed: StreamSnapshot | None = None  # restored after a crash, until its first frame arrives
     rewind: Rewind | None = None  # a replay restored after a crash: read again from its snapshot
+    moved_in: StreamSnapshot | None = None  # arrived from another node, restored: its first frame continues it
 
 
 class DurableStreams:
@@ -43,15 +46,58 @@ class DurableStreams:
     def _position_of(self, stream: str) -> StreamPosition | None:
         return self._positions.get(stream)
 
-    def _last_snapshot(self, header: EmbeddingHeader) -> None:
+    def _last_snapshot(self, header: EmbeddingHeader) -> bool:
         """At an END, before the stream's row and track go: a drained stop keeps its last state for the
-        next run; any other END ends its sequence, and its snapshot with it."""
+        next run, a move for the node the stream goes to; any other END ends its sequence, and its
+        snapshot with it. True when a snapshot was taken."""
         if self._snapshots is None:
-            return
-        if header.reason == "stopped":
-            self._snapshots.take([header.stream], self._table, self._detector, self._position_of, final=True)
-        else:
-            self._snapshots.forget(header.stream)
+            return False
+        if header.reason in ("stopped", "moved"):
+            return self._snapshots.take([header.stream], self._table, self._detector, self._position_of,
+                                        final=True) > 0
+        self._snapshots.forget(header.stream)
+        return False
+
+    def _hand_over(self, header: EmbeddingHeader, snapshotted: bool) -> None:
+        """A stream's END reason ``moved``: its actions stay open (the next node continues them from the
+        snapshot just taken); once that snapshot is written, the supervisor hears where it ends."""
+        self._detector.hand_over(header.stream)
+        position = self._positions.get(header.stream)
+        if snapshotted and not self._snapshots.wait_written(MOVE_WRITE_TIMEOUT_S):
+            logger.error("temporal: stream %s: its snapshot was not written within %.0f s; it moves without its state",
+                         header.stream, MOVE_WRITE_TIMEOUT_S)
+            snapshotted = False
+        logger.info("temporal: stream %s: moved out%s", header.stream,
+                    f" at t={position.last_t:.3f} s, its state in its snapshot" if snapshotted and position else
+                    " without a snapshot")
+        if self._report is not None:
+            self._report(StreamMovedOut(header.stream, header.generation, snapshotted,
+                                        position.last_seq if snapshotted and position else -1,
+                                        position.last_t if snapshotted and position else None))
+
+    def resume_stream(self, command: ResumeStream) -> ResumeReady:
+        """A stream arriving from another node: its snapshot put back now, and its first frame (in
+        ``command.generation``) continues it. Without a usable snapshot, the actions the other node had
+        open end here (reason ``command.origin``), and the stream starts a new sequence."""
+        stream, origin = command.stream, command.origin
+        snapshot = self._restorer.load(stream) if self._restorer is not None else None
+        restored = False
+        if snapshot is not None and stream not in self._table.active_streams:
+            actions = command.open_actions if origin == "failover" else None  # a move's snapshot is exact
+            try:
+                restored = self._restorer.put_back(snapshot, self._table, self._detector, self._clock(), origin,
+                                                   actions)
+            except StateTableFull as exc:
+                logger.warning("temporal: stream %s: not restored: %s", stream, exc)
+        if restored:
+            self._positions[stream] = StreamPosition(command.generation, snapshot.t, moved_in=snapshot)
+            self._actions_changed = True
+            return ResumeReady(stream, command.generation, True, snapshot.t, snapshot.wall_time)
+        wall = self._wall()
+        t = command.last_t or 0.0
+        self._emit([ActionEvent(stream, action, "end", t, float(confidence), wall, origin)
+                    for action, confidence in sorted(command.open_actions.items())], command.generation, -1)
+        return ResumeReady(stream, command.generation, False)
 
     def restore_after_crash(self) -> set[str]:
         """Put back the streams a dead predecessor ran from their snapshots; the streams restored. The

@@ -67,11 +67,12 @@ def durable_state(settings: TemporalSettings, head, table: StreamStateTable,
     import time
 
     from pipeline.state.identity import head_identity
-    from pipeline.state.store import DirectoryStore
+    from pipeline.state.store import DirectoryStore, SharedDirectoryStore
 
     if not settings.state_folder:
         return None, None
-    store = DirectoryStore(settings.state_folder, fsync=False)  # the writer fsyncs a drained stop's, if durable
+    # The writer fsyncs a drained stop's (and a move's), if durable.
+    store = (SharedDirectoryStore if settings.state.shared else DirectoryStore)(settings.state_folder, fsync=False)
     head_id, backbone_id = head_identity(head), backbone_identity_for(settings.onnx_path, head.config.backbone)
     restorer = StreamRestorer(store, head_id, backbone_id, settings.state.max_age_s, table.row_shape, metrics)
     snapshots = StreamSnapshots(SnapshotWriter(store, metrics, durable=settings.state_fsync), head_id, backbone_id,

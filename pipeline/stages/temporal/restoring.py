@@ -13,6 +13,11 @@ Two occasions (the ``origin`` label of ``actionpipe_state_restored_total``):
   Done at the start, not at each stream's first frame, so that this worker's
   first heartbeat already reports the open actions it continues: if it dies
   too, its own successor ends or continues exactly those.
+* ``failover`` and ``move`` (cluster mode): the stream arrives from another
+  node, lost or drained (``ResumeStream``); its snapshot is put back before
+  its first frame, which continues it. After a failover its open actions are
+  made those the lost node last reported; after a move the snapshot, taken
+  at the stream's END on the old node, is exact.
 * ``restart``: a new run with the same ``state.dir``. At the START (reason
   ``open``) of a live stream of the same name; its stream clock started
   again, so the track's times are moved to it, and the actions the previous
@@ -30,12 +35,17 @@ import time
 from collections.abc import Callable, Mapping
 
 from pipeline.events import TrackImportError
+from pipeline.metrics import ORIGIN_GAUGE
 from pipeline.state.restore import restore_decision
 from pipeline.state.snapshot import RowShape, StreamSnapshot
 from pipeline.state.snapshot_file import SnapshotFileError
 from pipeline.state.store import SnapshotStore, StoreError
 
 log = logging.getLogger(__name__)
+
+
+ORIGIN_WORDS = {"crash": "after a crash", "restart": "from the previous run", "failover": "after its node was lost",
+                "move": "moved from another node"}
 
 
 def gap_line(snapshot: StreamSnapshot, seq: int, t: float) -> str:
@@ -88,9 +98,9 @@ class StreamRestorer:
         return snapshot
 
     def put_back(self, snapshot: StreamSnapshot, table, detector, now: float, origin: str,
-                 open_actions: Mapping[str, float], shift: float = 0.0) -> bool:
+                 open_actions: Mapping[str, float] | None, shift: float = 0.0) -> bool:
         """Make ``snapshot`` the stream's state in ``table`` (monotonic ``now``) and ``detector``, its
-        open actions ``open_actions`` and its times moved by ``shift``; counted and logged. False when
+        open actions ``open_actions`` (None: the snapshot's) and its times moved by ``shift``; counted and logged. False when
         its track does not fit (refused). The table's ``StateTableFull`` is the caller's."""
         stream = snapshot.stream
         table.import_stream(stream, snapshot.row, now)
@@ -101,15 +111,18 @@ class StreamRestorer:
             self._refuse(stream, "malformed", str(exc))
             return False
         detector.shift_times(stream, shift)
-        detector.align_open_actions(stream, open_actions)
+        if open_actions is not None:
+            detector.align_open_actions(stream, open_actions)
+        else:
+            open_actions = detector.open_actions(stream)
         age = max(0.0, self._wall() - snapshot.wall_time)
         if self._metrics:
             self._metrics.state_restored.labels(stream, origin).inc()
             self._metrics.state_restored_age.labels(origin).observe(age)
-            self._metrics.state_origin.labels(stream).set(2 if origin == "crash" else 1)  # STATE_ORIGINS
+            self._metrics.state_origin.labels(stream).set(ORIGIN_GAUGE[origin])
         log.info("temporal: stream %s: state restored (%s) from its snapshot at seq %d of generation %d "
-                 "(t=%.3f s), taken %.1f s ago%s", stream, "after a crash" if origin == "crash" else "from the "
-                 "previous run", snapshot.seq, snapshot.generation, snapshot.t, age,
+                 "(t=%.3f s), taken %.1f s ago%s", stream, ORIGIN_WORDS[origin], snapshot.seq, snapshot.generation,
+                 snapshot.t, age,
                  f"; open actions: {', '.join(sorted(open_actions))}" if open_actions else "")
         return True
 

@@ -217,6 +217,10 @@ class StreamSnapshots:
         self._dirty.discard(stream)
         self._writer.forget(stream)
 
+    def wait_written(self, timeout_s: float) -> bool:
+        """Until every snapshot taken so far is written (True), or ``timeout_s`` passed (False)."""
+        return self._writer.wait_idle(timeout_s)
+
     def close(self, table, detector, where: Callable[[str], Position | None]) -> None:
         """A drained stop: snapshot what stepped since the last round and still holds a row (its END
         never came), then wait until every snapshot is written."""

@@ -55,7 +55,7 @@ from pipeline.stages.temporal.restoring import StreamRestorer, gap_line
 from pipeline.stages.temporal.snapshots import StreamSnapshots
 from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
 from pipeline.stages.temporal.upstream import LostUpstream
-from pipeline.transport.control import Heartbeat, UpstreamLost
+from pipeline.transport.control import Heartbeat, ResumeStream, UpstreamLost
 from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
 logger = logging.getLogger(__name__)
@@ -211,6 +211,12 @@ class TemporalWorker(DurableStreams, FedBySocket):
             if self.s.known_generations.get(stream) == header.generation:
                 # The predecessor was mid-way through this generation: take the numbering as it comes.
                 reorder.start(key, header.seq)
+        elif position.moved_in is not None and header.flags & Flags.START:
+            # Arrived from another node and restored: its first frame continues the snapshot, no reset.
+            header = replace(header, flags=Flags(header.flags) & ~Flags.START)
+            logger.info("temporal: stream %s: continues here from t=%.3f s (its snapshot's step) at t=%.3f s",
+                        stream, position.moved_in.t, header.t)
+            position.moved_in = None
         elif position.resumed is not None:
             # Restored after a crash: the stream goes on from whichever of its frames comes first.
             reorder.start(key, header.seq)
@@ -275,10 +281,13 @@ class TemporalWorker(DurableStreams, FedBySocket):
             if self._metrics:
                 self._metrics.events.labels(event.stream, event.action, event.kind).inc()
 
-    def _end_stream(self, header: EmbeddingHeader) -> None:
+    def _end_stream(self, header: EmbeddingHeader, snapshotted: bool = False) -> None:
         reason = header.reason or "end_of_stream"
-        self._emit(self._detector.end_stream(header.stream, header.t, self._wall(), reason), header.generation,
-                   header.seq)
+        if reason == "moved":
+            self._hand_over(header, snapshotted)
+        else:
+            self._emit(self._detector.end_stream(header.stream, header.t, self._wall(), reason), header.generation,
+                       header.seq)
         if reason in FINAL_END_REASONS:
             key = (header.stream, header.generation)
             self._route(self._reorder_for(header).end(key))
@@ -293,9 +302,9 @@ class TemporalWorker(DurableStreams, FedBySocket):
                 header, embedding, stats = queue[0]
                 if embedding is None:  # END-only marker
                     queue.popleft()
-                    self._last_snapshot(header)
+                    snapshotted = self._last_snapshot(header)
                     self._table.release(header.stream)
-                    self._end_stream(header)
+                    self._end_stream(header, snapshotted)
                     continue
                 batch.append(queue.popleft())
                 break
@@ -380,9 +389,9 @@ class TemporalWorker(DurableStreams, FedBySocket):
                 # once, not a second later: a crash meanwhile must not restore a sequence that is over.
                 self._snapshots.take([stream], self._table, self._detector, self._position_of)
         if header.flags & Flags.END:
-            self._last_snapshot(header)
+            snapshotted = self._last_snapshot(header)
             self._table.release(stream)
-            self._end_stream(header)
+            self._end_stream(header, snapshotted)
 
     def _housekeeping(self) -> None:
         now = self._clock()
@@ -438,7 +447,11 @@ class TemporalWorker(DurableStreams, FedBySocket):
         return {stream: t.summary() for stream, t in self.tallies.items()}
 
     def handle(self, command: object) -> None:
-        if isinstance(command, UpstreamLost):
+        if isinstance(command, ResumeStream):
+            answer = self.resume_stream(command)
+            if self._report is not None:
+                self._report(answer)
+        elif isinstance(command, UpstreamLost):
             logger.warning("temporal: %s died; frames it held are given up after %.1f s, or when its successor's "
                            "first frame of their stream arrives", command.worker, UPSTREAM_LOST_GRACE_S)
             self._upstream.lost(command.index, self._clock())
