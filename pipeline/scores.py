@@ -43,6 +43,10 @@ class StepScores:
     stream: str
     t: float
     scores: Mapping[str, float]
+    # Written by the pipeline, absent offline: when the step was scored (unix time), and how long after
+    # its frame was captured (the end-to-end latency of that step).
+    wall_time: float | None = None
+    latency_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.stream, str) or not self.stream:
@@ -62,9 +66,12 @@ class StepScores:
         object.__setattr__(self, "scores", MappingProxyType(clean))
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"stream": self.stream, "t": self.t, "scores": dict(self.scores)}, allow_nan=False
-        )
+        body: dict[str, Any] = {"stream": self.stream, "t": self.t, "scores": dict(self.scores)}
+        if self.wall_time is not None:
+            body["wall_time"] = round(self.wall_time, 6)
+        if self.latency_s is not None:
+            body["latency_s"] = round(self.latency_s, 6)
+        return json.dumps(body, allow_nan=False)
 
 
 def _class_set_mismatch(expected: Iterable[str], got: Iterable[str]) -> str:
@@ -137,7 +144,7 @@ def parse_step(line: str) -> StepScores:
     missing = [key for key in ("stream", "t", "scores") if key not in obj]
     if missing:
         raise ScoresFormatError(f"missing key(s): {', '.join(missing)}")
-    return StepScores(obj["stream"], obj["t"], obj["scores"])
+    return StepScores(obj["stream"], obj["t"], obj["scores"], obj.get("wall_time"), obj.get("latency_s"))
 
 
 def read_scores(path: str | Path) -> list[StepScores]:
@@ -166,7 +173,8 @@ def read_scores(path: str | Path) -> list[StepScores]:
                         f"{_class_set_mismatch(classes, step.scores)}"
                     )
                 elif tuple(step.scores) != classes:
-                    step = StepScores(step.stream, step.t, {name: step.scores[name] for name in classes})
+                    step = StepScores(step.stream, step.t, {name: step.scores[name] for name in classes}, step.wall_time,
+                                      step.latency_s)
                 steps.append(step)
         except UnicodeDecodeError as exc:
             raise ScoresFormatError(f"{path}:{lineno + 1}: not UTF-8 text") from exc

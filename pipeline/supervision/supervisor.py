@@ -459,7 +459,7 @@ class Supervisor(StreamControl):
     def _publish_status(self, now: float) -> None:
         self.view.publish(run_status(now, self._phase.name.lower(), self._phase is Phase.RUNNING,
                                      self._ready_announced, list(self._stages.values()), self._restarts.total,
-                                     self.table.entries()))
+                                     self.table.entries(), self._open_actions))
 
     # -- the summary -------------------------------------------------------------------------------
     def _summary(self) -> report.RunSummary:

@@ -36,7 +36,7 @@ LIVENESS_S = 5.0  # /healthz fails when the loop has not turned for this long
 
 
 def run_status(now: float, phase: str, running: bool, announced: bool, stages: list, restarts: dict[str, int],
-               entries: list) -> RunStatus:
+               entries: list, open_actions: dict[str, dict] | None = None) -> RunStatus:
     """What the loop publishes at the end of a turn: its phase, its stage processes and its streams."""
     return RunStatus(
         turned_at=now, phase=phase, running=running, announced=announced,
@@ -44,6 +44,7 @@ def run_status(now: float, phase: str, running: bool, announced: bool, stages: l
                       "given_up": s.given_up, "restarts": restarts.get(s.name, 0)} for s in stages),
         waiting_for=tuple(sorted(s.name for s in stages if not s.ready and not s.given_up)),
         streams=tuple(stream_row(e) for e in entries),
+        open_actions={stream: dict(info.get("actions", {})) for stream, info in (open_actions or {}).items()},
     )
 
 
@@ -78,6 +79,7 @@ class RunStatus:
     waiting_for: tuple[str, ...] = ()  # stages not up (and not given up)
     streams: tuple[dict, ...] = ()
     stages: tuple[dict, ...] = ()
+    open_actions: dict[str, dict[str, float]] = field(default_factory=dict)  # stream -> action -> confidence
 
 
 class LoopRequests:
@@ -158,6 +160,10 @@ class SupervisorView:
 
     def stages(self) -> list[dict]:
         return [dict(row) for row in self.status.stages]
+
+    def open_actions(self) -> dict[str, dict[str, float]]:
+        """The actions the temporal worker last reported open, per stream (action -> confidence so far)."""
+        return {stream: dict(actions) for stream, actions in self.status.open_actions.items()}
 
     def health(self) -> tuple[bool, dict]:
         status = self.status

@@ -285,6 +285,13 @@ class _NoTrailingSlash:
 
 def control_app(settings: ControlSettings) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers={RequestRefused: _refused, 404: _no_route, 405: _no_route})
+    return guarded(app, settings)
+
+
+def guarded(app: Starlette, settings) -> Starlette:
+    """``app`` behind this API's gates: the token (``settings.token``, read at each request; the probes in
+    OPEN_PATHS need none), no trailing-slash redirects, and the smuggling guards. Also used by the
+    cluster coordinator's API."""
     app.router.redirect_slashes = False
     app.state.settings = settings
     # add_middleware wraps what is there: the last added sees a request first.

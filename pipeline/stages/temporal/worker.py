@@ -368,9 +368,10 @@ class TemporalWorker(DurableStreams, FedBySocket):
         if rewind is not None:
             events = [] if quiet else rewind.fresh(header.generation, events)
         self._emit(events, header.generation, header.seq)
-        if self._scores is not None and not quiet:
-            self._scores.emit(StepScores(stream, header.t, dict(zip(self._classes, map(float, out.probs)))))
         latency = now_wall - header.capture_wall
+        if self._scores is not None and not quiet:
+            self._scores.emit(StepScores(stream, header.t, dict(zip(self._classes, map(float, out.probs))), now_wall,
+                                         latency))
         tally.processed += 1
         tally.latencies.append(latency)
         tally.first_t = header.t if tally.first_t is None else tally.first_t
