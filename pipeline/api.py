@@ -52,9 +52,9 @@ class PipelineNotRunningError(ActionPipeError, RuntimeError):
 def _source(entry: str | Mapping[str, Any]) -> dict:
     if isinstance(entry, Mapping):
         return dict(entry)
-    from pipeline.cli import _source_entry
+    from pipeline.sources.uri import source_entry
 
-    return _source_entry(entry)
+    return source_entry(entry)
 
 
 class ActionPipeline:

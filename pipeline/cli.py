@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pathlib import Path
 # keeping PyTorch out of the command line keeps start-up and --help fast.
 from pipeline.config import load_config, validate_config
 from pipeline.errors import ActionPipeError, ConfigError
+from pipeline.sources.uri import source_entry
 
 EXIT_STATUS = ("Exit status, however the run ended (by itself, or stopped and drained): 0 it did its job, no "
                "stream failed and no output lost anything; 1 a stage could not run, every stream failed, or a "
@@ -29,7 +29,6 @@ EXIT_STATUS = ("Exit status, however the run ended (by itself, or stopped and dr
                "failed, or an output or the overlay video lost records. SIGINT, SIGTERM and SIGHUP drain; the "
                "same signal again within supervision.double_signal_window_s is the same request, later it "
                "stops at once.")
-_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})=(.+)$")
 
 
 def _parser(prog: str = "run_pipeline.py") -> argparse.ArgumentParser:
@@ -66,14 +65,6 @@ def _parser(prog: str = "run_pipeline.py") -> argparse.ArgumentParser:
     return p
 
 
-def _source_entry(arg: str) -> dict:
-    """``NAME=URI`` or ``URI``; a URI with a scheme or a path never parses as a name."""
-    match = _NAMED_SOURCE.match(arg)
-    if match and "/" not in match.group(1) and ":" not in match.group(1):
-        return {"name": match.group(1), "uri": match.group(2)}
-    return {"uri": arg}
-
-
 def build_config(args: argparse.Namespace):
     if args.config and args.source:
         raise ConfigError("give either --config or --source, not both")
@@ -81,7 +72,7 @@ def build_config(args: argparse.Namespace):
         data = load_config(args.config).model_dump(exclude_unset=True)
         origin = str(args.config)
     elif args.source or args.serve:
-        data = {"sources": [_source_entry(arg) for arg in args.source]}
+        data = {"sources": [source_entry(arg) for arg in args.source]}
         origin = "command line"
     else:
         raise ConfigError("nothing to run: give --config FILE, at least one --source URI, or --serve "
@@ -200,7 +191,9 @@ def main(argv=None, prog: str = "run_pipeline.py") -> int:
 CONSOLE_USAGE = """usage: actionpipe COMMAND [options]
 
 commands:
-  run     run the pipeline (the options of run_pipeline.py; actionpipe run --help)
+  run      run the pipeline (the options of run_pipeline.py; actionpipe run --help)
+  cluster  run it on a Ray cluster: start, add, drain, table, stop (actionpipe cluster --help; needs the
+           cluster extra: pip install -e ".[cluster]")
 """
 
 
@@ -213,5 +206,9 @@ def console(argv=None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return main(rest, prog="actionpipe run")
+    if command == "cluster":
+        from pipeline.cluster.commands import main as cluster_main
+
+        return cluster_main(rest)
     print(f"actionpipe: unknown command {command!r}\n{CONSOLE_USAGE}", end="", file=sys.stderr)
     return 2

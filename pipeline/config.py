@@ -484,7 +484,8 @@ def validate_config(data: object, source: str = "config") -> PipelineConfig:
         raise ConfigError(f"{source}: {describe_validation_error(exc, PipelineConfig)}") from None
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def load_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file's contents (the caller checks for a mapping); ConfigError naming a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -492,4 +493,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return validate_config(data, str(path))
+    return data
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    return validate_config(load_yaml_mapping(path), str(path))

@@ -27,11 +27,11 @@ def _screenshot(argv: Sequence[str] | None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     args = parser.parse_args(argv)
-    from pipeline.cli import _source_entry
     from pipeline.logs import setup_logging
+    from pipeline.sources.uri import source_entry
 
     setup_logging("warning", "live_screenshot")
-    capture = screenshot_running_pipeline([_source_entry(s) for s in args.source], args.out, args.events,
+    capture = screenshot_running_pipeline([source_entry(s) for s in args.source], args.out, args.events,
                                           args.model, args.width, args.height)
     print(f"wrote {capture.png} ({len(capture.state['streams'])} streams, {capture.state['totals']['events']} events)")
     return 0

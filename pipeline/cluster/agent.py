@@ -15,10 +15,12 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig, SourceConfig
 from pipeline.errors import ActionPipeError
+from pipeline.logs import setup_logging
 from pipeline.supervision.registry import ResumeRequest
 from pipeline.supervision.supervisor import Supervisor
 
@@ -30,6 +32,18 @@ REPORTED_FIELDS = ("state", "reason", "error", "generation", "last_t", "moved", 
                    "state_origin", "state_age_s", "restored", "restore_refused", "sequences")
 
 
+def _make_output_folders(config: PipelineConfig) -> None:
+    """The folders of this node's output files (``{node}`` in their paths makes them new on each node)."""
+    outputs = config.outputs
+    for path in (outputs.events_jsonl, outputs.scores_jsonl):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    for folder in (outputs.webhook and outputs.webhook.spool_dir, outputs.mqtt and outputs.mqtt.spool_dir,
+                   config.overlay.out_dir):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+
 class CellNotRunningError(ActionPipeError, RuntimeError):
     """A request to a cell whose pipeline has stopped (or never started)."""
 
@@ -37,12 +51,16 @@ class CellNotRunningError(ActionPipeError, RuntimeError):
 class NodeAgent:
     """``node``'s cell, running ``config`` from construction until :meth:`stop`."""
 
-    def __init__(self, node: str, config: PipelineConfig, address: str = "") -> None:
+    def __init__(self, node: str, config: PipelineConfig, address: str = "", node_id: str = "") -> None:
+        setup_logging(config.logging.level, f"cell {node}")  # this actor's process: Ray keeps its stderr per worker
         self.node = node
+        self.node_id = node_id  # Ray's id of the node
         self.address = address  # host the node's metrics are reached at from elsewhere
+        _make_output_folders(config)
         self._supervisor = Supervisor(config)
         self._sources: dict[str, dict[str, Any]] = {}  # what the coordinator placed here, to report back
         self._needs: dict[str, dict[str, float]] = {}
+        self._generations: dict[str, int] = {}  # the coordinator's generation of each (its fencing token)
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"cell-{node}", daemon=True)
         self._thread.start()
@@ -66,8 +84,9 @@ class NodeAgent:
         for row in rows:
             name = row["name"]
             streams[name] = {**{k: row.get(k) for k in REPORTED_FIELDS}, "open_actions": open_actions.get(name, {}),
-                             "source": self._sources.get(name), "needs": self._needs.get(name, {})}
-        return {"node": self.node, "pid": os.getpid(), "ready": ready, "running": self._thread.is_alive(),
+                             "source": self._sources.get(name), "needs": self._needs.get(name, {}),
+                             "cluster_generation": self._generations.get(name, 0)}
+        return {"node": self.node, "node_id": self.node_id, "pid": os.getpid(), "ready": ready, "running": self._thread.is_alive(),
                 "error": self._error, "metrics_url": self._metrics_target(), "streams": streams,
                 "reported_at": time.time()}
 
@@ -80,18 +99,18 @@ class NodeAgent:
 
     # -- the coordinator's requests ----------------------------------------------------------------
     def add_stream(self, source: dict[str, Any], needs: dict[str, float] | None = None,
-                   resume: dict[str, Any] | None = None) -> dict:
-        """Serve ``source`` here; ``resume`` (``ResumeRequest`` fields): continue it from its snapshot."""
+                   resume: dict[str, Any] | None = None, cluster_generation: int = 0) -> dict:
+        """Serve ``source`` here, in the coordinator's ``cluster_generation``; ``resume`` (``ResumeRequest``
+        fields): continue it from its snapshot."""
         self._need_running()
         config = SourceConfig.model_validate(source)
-        self._sources[config.name or ""] = dict(source)
-        self._needs[config.name or ""] = dict(needs or {})
         if resume is not None:
             row = self._supervisor.view.resume_stream(config, ResumeRequest(**resume))
         else:
             row = self._supervisor.view.add_stream(config)
-        self._sources[row["name"]] = dict(source)
-        self._needs[row["name"]] = dict(needs or {})
+        name = row["name"]
+        self._sources[name], self._needs[name] = dict(source), dict(needs or {})
+        self._generations[name] = cluster_generation
         return {k: row.get(k) for k in ("name", "state", "generation")}
 
     def move_out(self, name: str) -> dict:
@@ -110,6 +129,7 @@ class NodeAgent:
         """The coordinator has placed ``name`` elsewhere: stop reporting its source."""
         self._sources.pop(name, None)
         self._needs.pop(name, None)
+        self._generations.pop(name, None)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Drain the cell (every stream's last state snapshotted) and stop it; True when it stopped in time."""

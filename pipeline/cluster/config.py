@@ -12,13 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.config import PipelineConfig, SourceConfig, is_loopback, load_config, validate_config
+from pipeline.config import (
+    PipelineConfig,
+    SourceConfig,
+    describe_validation_error,
+    is_loopback,
+    load_config,
+    load_yaml_mapping,
+    validate_config,
+)
+from pipeline.errors import ConfigError
 
 NODE_PLACEHOLDER = "{node}"
 # Output settings that name a file or folder: each node writes its own (``{node}`` in them, or a suffix).
-OUTPUT_PATHS = ("events_jsonl", "scores_jsonl", "spool_dir")
+OUTPUT_FILES = ("events_jsonl", "scores_jsonl")
+SPOOLING_OUTPUTS = ("webhook", "mqtt")
 
 
 class ClusterSource(SourceConfig):
@@ -63,6 +73,7 @@ class ClusterConfig(BaseModel):
     file_sd: Path | None = Field(
         default=None, description="a Prometheus file_sd file the coordinator keeps listing the live nodes")
     api: CoordinatorApi = Field(default_factory=CoordinatorApi)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$", description="the coordinator's")
     sources: list[ClusterSource] = Field(default_factory=list, description="streams placed at the start")
 
     @model_validator(mode="after")
@@ -79,15 +90,31 @@ class ClusterConfig(BaseModel):
         return dict(self.pipeline)
 
 
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    """The cluster YAML at ``path``; ConfigError naming the file and the bad key."""
+    data = load_yaml_mapping(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc, ClusterConfig)}") from None
+
+
 def cell_config(base: dict[str, Any], node: str, state_dir: Path, metrics_host: str, metrics_port: int,
                 node_capacity: int) -> PipelineConfig:
     """The pipeline config of ``node``'s cell: ``base`` with what a cell must have."""
     data = {key: value for key, value in base.items() if key != "sources"}  # the coordinator places streams
     outputs = dict(data.get("outputs", {}))
-    for key in OUTPUT_PATHS:
+    for key in OUTPUT_FILES:
         if outputs.get(key):
             outputs[key] = _per_node(str(outputs[key]), node)
+    for key in SPOOLING_OUTPUTS:
+        if isinstance(outputs.get(key), dict) and outputs[key].get("spool_dir"):
+            outputs[key] = {**outputs[key], "spool_dir": _per_node(str(outputs[key]["spool_dir"]), node)}
     data["outputs"] = outputs
+    if isinstance(data.get("overlay"), dict) and data["overlay"].get("out_dir"):
+        data["overlay"] = {**data["overlay"], "out_dir": _per_node(str(data["overlay"]["out_dir"]), node)}
     temporal = dict(data.get("temporal", {}))
     temporal["capacity"] = max(int(temporal.get("capacity", 0) or 0), node_capacity)
     data["temporal"] = temporal

@@ -173,3 +173,15 @@ def default_stream_name(uri: str) -> str:
 
 def valid_stream_name(name: str) -> bool:
     return bool(STREAM_NAME_PATTERN.match(name))
+
+
+_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})=(.+)$")
+
+
+def source_entry(arg: str) -> dict:
+    """A source as the command line gives it, ``NAME=URI`` or ``URI``, as a sources entry; a URI with a
+    scheme or a path never parses as a name."""
+    match = _NAMED_SOURCE.match(arg)
+    if match and "/" not in match.group(1) and ":" not in match.group(1):
+        return {"name": match.group(1), "uri": match.group(2)}
+    return {"uri": arg}
