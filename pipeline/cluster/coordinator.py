@@ -34,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipeline.cluster.agent import NodeAgent
 from pipeline.cluster.config import ClusterConfig, ClusterSource, cell_config
 from pipeline.cluster.file_sd import file_sd_targets, write_file_sd
+from pipeline.cluster.journal import StreamJournal
 from pipeline.cluster.membership import Membership
 from pipeline.cluster.metrics import ClusterMetrics
 from pipeline.cluster.placement import (
@@ -81,6 +82,7 @@ class Coordinator:
         self._resumes: dict[str, dict] = {}  # a stream's resume request, for its next placement
         self._finished: dict[str, dict] = {}  # streams that ended by themselves: their last row
         self._closing = threading.Event()
+        self._journal = StreamJournal(self.config.state_dir)
         self._recover()
         for source in self.config.sources:
             if source.name not in self._specs and source.name not in self._finished:
@@ -140,7 +142,8 @@ class Coordinator:
 
     def streams(self) -> list[dict]:
         with self._lock:
-            rows = [self._stream_row(row.name) for row in self.table.streams()]
+            # A removed stream is gone; one that ended by itself is listed with its last row.
+            rows = [self._stream_row(row.name) for row in self.table.streams() if row.state != "removed"]
             return rows + [dict(row) for row in self._finished.values()]
 
     def stream(self, name: str) -> dict:
@@ -196,6 +199,21 @@ class Coordinator:
         self._ask_reports()
         if self.config.file_sd is not None:
             self._write_file_sd()
+        self._journal.save(self._journal_entries())
+
+    def _journal_entries(self) -> dict[str, dict]:
+        entries = {}
+        for row in self.table.streams():
+            if row.state == "removed" or row.name not in self._specs:
+                continue
+            spec = self._specs[row.name]
+            reported = self._reports.get(row.node or "", {}).get("streams", {}).get(row.name, {})
+            resume = self._resumes.get(row.name, {})
+            entries[row.name] = {"source": dict(spec.source), "needs": dict(spec.needs), "node": row.node,
+                                 "generation": row.generation,
+                                 "open_actions": reported.get("open_actions", resume.get("open_actions", {})),
+                                 "last_t": reported.get("last_t", resume.get("last_t"))}
+        return entries
 
     def _discover(self) -> None:
         """Ray's node table: dead nodes are lost at once; a live one that can run a cell gets an agent."""
@@ -390,7 +408,7 @@ class Coordinator:
             logger.warning("cannot write the file_sd file %s: %s", self.config.file_sd, exc)
 
     def _stream_row(self, name: str) -> dict:
-        row = next((r for r in self.table.streams() if r.name == name), None)
+        row = next((r for r in self.table.streams() if r.name == name and r.state != "removed"), None)
         if row is None:
             raise UnknownStreamError(f"no stream named {name!r}")
         node_row = (self._reports.get(row.node or "", {}).get("streams", {}) or {}).get(name, {})
@@ -406,6 +424,7 @@ class Coordinator:
             if entry["namespace"] == self.config.namespace and entry["name"].startswith(AGENT_PREFIX):
                 handles[entry["name"]] = ray.get_actor(entry["name"], namespace=self.config.namespace)
         if not handles:
+            self._resume_orphans()
             return
         refs = {name: handle.report.remote() for name, handle in handles.items()}
         reports = []
@@ -436,6 +455,23 @@ class Coordinator:
         self.metrics.rebuilds.inc()
         logger.warning("coordinator restarted: rebuilt the table from %d node(s), %d stream(s)", len(reports),
                        len(self._specs))
+        self._resume_orphans()
+
+    def _resume_orphans(self) -> None:
+        """Streams the journal names that no live node runs: their node died while no coordinator watched.
+        Each is placed again, resumed from its snapshot as after a failover."""
+        for name, entry in sorted(self._journal.load().items()):
+            if name in self._specs or not isinstance(entry.get("source"), dict):
+                continue
+            spec = StreamSpec(name, entry["source"], entry.get("needs") or {})
+            self.table.continue_generations(name, int(entry.get("generation") or 0))
+            self._specs[name] = spec
+            self._resumes[name] = {"origin": "failover", "open_actions": entry.get("open_actions") or {},
+                                   "last_t": entry.get("last_t")}
+            logger.error("stream %s: its node (%s) was lost while no coordinator watched: it resumes elsewhere",
+                         name, entry.get("node"))
+            self.metrics.failovers.inc()
+            self._dispatch(self.table.add_stream(spec))
 
 
 def ray_node(node_id: str) -> dict:

@@ -306,6 +306,10 @@ class ClusterTable:
         self._streams[spec.name] = entry
         return self._assign(entry)
 
+    def continue_generations(self, name: str, above: int) -> None:
+        """The next placement of ``name`` gets a generation above ``above`` (one issued before a restart)."""
+        self._generations[name] = max(self._generations.get(name, 0), above)
+
     def remove_stream(self, name: str) -> str | None:
         """Mark ``name`` removed; the node that held it (to be told to stop it), None when it was unplaced."""
         entry = self._streams.get(name)

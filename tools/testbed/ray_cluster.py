@@ -6,10 +6,16 @@ loss would (``allow_graceful=False``: SIGKILL, no goodbye).
 Ray's health checks are tuned as docs/cluster.md recommends for fast failover (a dead node is told
 within about 2 s instead of Ray's default 15 s); small object stores and no dashboard keep Ray's own
 memory down: frames never go through Ray.
+
+Each node is pinned to a core of its own where the machine has enough (its raylet, and so every worker
+and stage process it starts): a machine's node does not run on another's CPU, so what one node does
+(dying, above all: tearing down its processes) does not slow the others down as it would on shared
+cores. The head, the coordinator and the test itself run on any core.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +31,11 @@ class SimulatedCluster:
     def __init__(self, cluster) -> None:
         self.cluster = cluster
         self.cells: list = []  # cluster_utils node handles, in the order added
+        self.cores: dict[str, int] = {}  # node id -> the core it is pinned to
 
     def add_cell_node(self, wait: bool = True):
         node = self.cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
+        self._pin(node)
         if wait:
             self.cluster.wait_for_nodes()
         self.cells.append(node)
@@ -38,7 +46,21 @@ class SimulatedCluster:
         at = time.time()
         self.cluster.remove_node(node, allow_graceful=False)
         self.cells.remove(node)
+        self.cores.pop(node.node_id, None)
         return at
+
+    def _pin(self, node) -> None:
+        available = sorted(os.sched_getaffinity(0))
+        free = [core for core in available if core not in self.cores.values()]
+        if len(available) < 2 or not free:
+            return  # one core, or fewer cores than nodes: they share
+        core = free[0]
+        self.cores[node.node_id] = core
+        for pid in _tree([info.process.pid for infos in node.all_processes.values() for info in infos]):
+            try:
+                os.sched_setaffinity(pid, {core})
+            except OSError:
+                pass  # gone already
 
 
 @contextmanager
@@ -60,6 +82,25 @@ def simulated_cluster(cells: int = 2, namespace: str = NAMESPACE) -> Iterator[Si
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _tree(pids: list[int]) -> list[int]:
+    """``pids`` and every descendant of theirs (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], list(pids)
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
 
 
 def cell_name(node) -> str:

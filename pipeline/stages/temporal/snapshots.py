@@ -101,6 +101,14 @@ class SnapshotWriter:
         self.check()
         return True
 
+    def abandon(self, timeout_s: float = 1.0) -> None:
+        """Stop the thread, dropping what is pending (a fenced stage must not write state others own now)."""
+        with self._cond:
+            self._pending.clear()
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Write what is pending, then stop the thread; raises what stopped it, if anything did."""
         with self._cond:
@@ -216,6 +224,11 @@ class StreamSnapshots:
     def forget(self, stream: str) -> None:
         self._dirty.discard(stream)
         self._writer.forget(stream)
+
+    def abandon(self) -> None:
+        """Orphaned: write nothing more, not even what is pending (see ``SnapshotWriter.abandon``)."""
+        self._dirty.clear()
+        self._writer.abandon()
 
     def wait_written(self, timeout_s: float) -> bool:
         """Until every snapshot taken so far is written (True), or ``timeout_s`` passed (False)."""

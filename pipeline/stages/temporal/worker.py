@@ -47,7 +47,7 @@ import zmq
 from pipeline.events import ActionEvent, ActionEventDetector, event_id
 from pipeline.outputs.sinks import SinkFanOut
 from pipeline.scores import StepScores
-from pipeline.stages.loop import FedBySocket, StageLoop
+from pipeline.stages.loop import FedBySocket, LoopEnd, StageLoop
 from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.durable import DurableStreams, StreamPosition
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
@@ -437,7 +437,12 @@ class TemporalWorker(DurableStreams, FedBySocket):
         for message in self._rewinds_to_ask:  # the supervisor has the replays read again from there
             if report is not None:
                 report(message)
-        loop.run(self)
+        if loop.run(self) is LoopEnd.ORPHANED:
+            # The supervisor is gone, and with it (in a cluster) maybe the right to these streams: another node
+            # may be continuing them from their snapshots now. Nothing more is stepped or written.
+            if self._snapshots is not None:
+                self._snapshots.abandon()
+            return {stream: t.summary() for stream, t in self.tallies.items()}
         # Upstream is gone: release what the reorder windows still hold, in order.
         self._route(self._live_reorder.expire(float("inf")))
         self._route(self._replay_reorder.expire(float("inf")))
