@@ -9,8 +9,8 @@
     DELETE /streams/NAME            remove one
     GET    /metrics                 the coordinator's metrics (Prometheus text)
 
-Refusals as the single-host API's: 400 (invalid body), 404 (no such node or stream), 409 (a name
-taken, a node that cannot be drained). The gates (token, smuggling guards) are the control API's.
+Refusals as the single-host API's: 400 (invalid body), 403 (a file outside ``api.media_roots``), 404
+(no such node or stream), 409 (a name taken, a node that cannot be drained). The gates (token, smuggling guards) are the control API's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pipeline.cluster.placement import PlacementError
 from pipeline.config import describe_validation_error
 from pipeline.web.control_api import RequestRefused, _answer, _json_body, _no_route, _off_loop, _refused, guarded
 from pipeline.web.http_server import HttpServer
+from pipeline.web.media_roots import SourceNotAllowed, admit
 
 logger = logging.getLogger(__name__)
 _STATUS = {"duplicate": HTTPStatus.CONFLICT, "conflict": HTTPStatus.CONFLICT, "unknown": HTTPStatus.NOT_FOUND,
@@ -40,6 +41,7 @@ _STATUS = {"duplicate": HTTPStatus.CONFLICT, "conflict": HTTPStatus.CONFLICT, "u
 class _Settings:
     coordinator: object
     token: str | None
+    media_roots: list
 
 
 def _coordinator(request: Request):
@@ -78,9 +80,15 @@ async def get_stream(request: Request) -> Response:
 async def add_stream(request: Request) -> Response:
     body = await _json_body(request)
     try:
-        ClusterSource.model_validate(body)
+        source = ClusterSource.model_validate(body)
     except ValidationError as exc:
         raise RequestRefused(HTTPStatus.BAD_REQUEST, describe_validation_error(exc, ClusterSource)) from None
+    try:
+        admitted = admit(source, request.app.state.settings.media_roots)
+    except SourceNotAllowed as exc:
+        logger.warning("cluster API: %s", exc)
+        raise RequestRefused(HTTPStatus.FORBIDDEN, str(exc), "forbidden") from None
+    body = {**body, "uri": admitted.uri}
     return _answer(HTTPStatus.CREATED, await _call(_coordinator(request).add_stream, body))
 
 
@@ -107,6 +115,7 @@ ROUTES = [
 
 def start_api(coordinator, settings: CoordinatorApi) -> HttpServer:
     app = Starlette(routes=ROUTES, exception_handlers={RequestRefused: _refused, 404: _no_route, 405: _no_route})
-    return HttpServer(guarded(app, _Settings(coordinator, settings.token)), settings.host, settings.port,
+    return HttpServer(guarded(app, _Settings(coordinator, settings.token, list(settings.media_roots))), settings.host,
+                      settings.port,
                       name="cluster-api")
 

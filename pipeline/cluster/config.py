@@ -45,6 +45,10 @@ class CoordinatorApi(BaseModel):
     host: str = Field(default="127.0.0.1", description="listening beyond loopback requires a token")
     port: int = Field(default=9120, ge=0, le=65535, description="0 picks a free port (the CLI asks Ray for it)")
     token: str | None = Field(default=None, min_length=16, description="required as 'Authorization: Bearer TOKEN'")
+    media_roots: list[Path] = Field(
+        default_factory=list,
+        description="files and folders added through the API only from under these (empty: any file, as "
+                    "control.media_roots); every node opens what is added, so keep this tight beyond loopback")
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "CoordinatorApi":
@@ -112,6 +116,9 @@ def cell_config(base: dict[str, Any], node: str, state_dir: Path, metrics_host: 
     for key in SPOOLING_OUTPUTS:
         if isinstance(outputs.get(key), dict) and outputs[key].get("spool_dir"):
             outputs[key] = {**outputs[key], "spool_dir": _per_node(str(outputs[key]["spool_dir"]), node)}
+    if isinstance(outputs.get("mqtt"), dict) and outputs["mqtt"].get("client_id"):
+        # A broker takes one connection per client id: two nodes sharing one would push each other off.
+        outputs["mqtt"] = {**outputs["mqtt"], "client_id": f"{outputs['mqtt']['client_id']}-{node}"}
     data["outputs"] = outputs
     if isinstance(data.get("overlay"), dict) and data["overlay"].get("out_dir"):
         data["overlay"] = {**data["overlay"], "out_dir": _per_node(str(data["overlay"]["out_dir"]), node)}

@@ -28,7 +28,7 @@ import uuid
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import RayActorError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.cluster.agent import NodeAgent
@@ -37,22 +37,13 @@ from pipeline.cluster.file_sd import file_sd_targets, write_file_sd
 from pipeline.cluster.journal import StreamJournal
 from pipeline.cluster.membership import Membership
 from pipeline.cluster.metrics import ClusterMetrics
-from pipeline.cluster.placement import (
-    ClusterTable,
-    NodeInfo,
-    NodeReport,
-    Placement,
-    StreamReport,
-    StreamSpec,
-    UnknownStreamError,
-)
+from pipeline.cluster.placement import ClusterTable, NodeInfo, Placement, PlacementError, StreamSpec, UnknownStreamError
+from pipeline.cluster.recovery import AGENT_PREFIX, Recovery, ray_node
 from pipeline.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
-AGENT_PREFIX = "agent-"
 COORDINATOR_NAME = "coordinator"
-RECOVER_TIMEOUT_S = 10.0
 STARTING_WARN_S = 120.0  # a cell not ready after this long is said so (once)
 RETRY_CELL_S = (10.0, 300.0)  # a node whose cell failed to start is tried again after 10 s, doubling to 5 min
 
@@ -62,7 +53,7 @@ def node_name(node_id: str) -> str:
     return f"node-{node_id[:8]}"
 
 
-class Coordinator:
+class Coordinator(Recovery):
     def __init__(self, config: dict[str, Any] | ClusterConfig) -> None:
         self.config = config if isinstance(config, ClusterConfig) else ClusterConfig.model_validate(config)
         setup_logging(self.config.log_level, "coordinator")
@@ -83,10 +74,12 @@ class Coordinator:
         self._finished: dict[str, dict] = {}  # streams that ended by themselves: their last row
         self._closing = threading.Event()
         self._journal = StreamJournal(self.config.state_dir)
-        self._recover()
-        for source in self.config.sources:
-            if source.name not in self._specs and source.name not in self._finished:
-                self.add_stream(source.model_dump(mode="json"))
+        if not self._recover():  # a fresh cluster: the configured sources; a restart goes on with what ran
+            for source in self.config.sources:
+                try:
+                    self.add_stream(source.model_dump(mode="json", exclude_unset=True))
+                except PlacementError as exc:
+                    logger.error("source %s not placed: %s", source.name or "(unnamed)", exc)
         from pipeline.cluster.api import start_api  # the web server only where the coordinator runs
 
         self._server = start_api(self, self.config.api)
@@ -118,6 +111,7 @@ class Coordinator:
             if node is not None and node in self._agents:
                 self._agents[node].remove_stream.remote(name)
             logger.info("stream %s: removed%s", name, f" from {node}" if node else "")
+            self._place_waiting()
             return {"name": name, "state": "removed", "node": node}
 
     def drain(self, node: str) -> dict:
@@ -300,8 +294,7 @@ class Coordinator:
             self.membership.joined(node)
             logger.info("node %s: its cell is ready", node)
             self._reports[node] = report
-            for placement in self.table.retry_unplaced():
-                self._dispatch(placement)
+            self._place_waiting()
             return
         if not self.membership.heard(node):
             return  # lost already: whatever it says now comes from the wrong side of the fence
@@ -317,6 +310,8 @@ class Coordinator:
             self.table.confirm(stream, node, generation)
             if row.get("moved"):
                 self._moved(stream, node, row)
+            elif row.get("reason") == "moved":
+                continue  # its capture ended it; the word that its snapshot is written comes next
             elif row.get("state") in ("ended", "failed"):
                 self._ended(stream, node, row)
 
@@ -340,12 +335,22 @@ class Coordinator:
                                   "processed": row.get("processed"), "state_origin": row.get("state_origin"),
                                   "restored": row.get("restored")}
         logger.info("stream %s: %s on %s (%s)", stream, row.get("state"), node, row.get("reason"))
+        self._place_waiting()
+
+    def _place_waiting(self) -> None:
+        """Room may have freed: place the streams waiting for it."""
+        for placement in self.table.retry_unplaced():
+            self._dispatch(placement)
 
     def _lose(self, node: str) -> None:
         """``node`` is lost: fence it, and place its streams on the survivors, each resumed from its snapshot."""
         report = self._reports.get(node, {})
         self._fence(node)
         if node not in {row.name for row in self.table.nodes()}:
+            return
+        if self.table.drained(node):  # drained, then taken out of Ray: planned, nothing to resume
+            self.table.node_lost(node)
+            logger.info("node %s left the cluster after its drain", node)
             return
         placements = self.table.node_lost(node)
         self.metrics.nodes_lost.inc()
@@ -398,10 +403,19 @@ class Coordinator:
             except RayActorError:
                 pass  # its node is lost; the loss re-places the stream
             except RayError as exc:
-                logger.error("stream %s: %s refused by its node: %s", stream, what, exc)
+                why = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+                logger.error("stream %s: %s refused by its node: %s", stream, what, why)
+                if what == "add" and stream in self._specs:  # it holds no room there; said in its row
+                    node = self.table.remove_stream(stream)
+                    self._specs.pop(stream, None)
+                    self._finished[stream] = {"name": stream, "state": "failed", "reason": "refused", "node": node,
+                                              "error": why}
 
     def _write_file_sd(self) -> None:
-        groups = file_sd_targets(self.table.nodes(), coordinator=f"{self.config.api.host}:{self._server.server_port}")
+        host = self.config.api.host
+        if host in ("0.0.0.0", "::"):  # listening everywhere: Prometheus reaches it at this node's address
+            host = ray.util.get_node_ip_address()
+        groups = file_sd_targets(self.table.nodes(), coordinator=f"{host}:{self._server.server_port}")
         try:
             write_file_sd(self.config.file_sd, groups)
         except OSError as exc:
@@ -415,68 +429,6 @@ class Coordinator:
         return {**row.__dict__, "node_state": node_row.get("state"), "processed": node_row.get("processed"),
                 "state_origin": node_row.get("state_origin"), "state_age_s": node_row.get("state_age_s"),
                 "needs": dict(self._specs[name].needs) if name in self._specs else {}}
-
-    # -- a restarted coordinator -----------------------------------------------------------------------
-    def _recover(self) -> None:
-        """Find the agents a previous coordinator started, and rebuild the table from what they run."""
-        handles = {}
-        for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["namespace"] == self.config.namespace and entry["name"].startswith(AGENT_PREFIX):
-                handles[entry["name"]] = ray.get_actor(entry["name"], namespace=self.config.namespace)
-        if not handles:
-            self._resume_orphans()
-            return
-        refs = {name: handle.report.remote() for name, handle in handles.items()}
-        reports = []
-        for name, ref in refs.items():
-            try:
-                report = ray.get(ref, timeout=RECOVER_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError) as exc:
-                logger.warning("agent %s did not answer (%s): left for Ray to clean up", name, type(exc).__name__)
-                continue
-            node = report["node"]
-            self._agents[node] = handles[name]
-            self._node_ids[node] = report.get("node_id", "")
-            self._reports[node] = report
-            info = ray_node(report.get("node_id", ""))
-            streams = {}
-            for stream, row in report.get("streams", {}).items():
-                if row.get("source") is None or row.get("state") in ("ended", "failed"):
-                    continue
-                spec = StreamSpec(stream, row["source"], row.get("needs") or {})
-                streams[stream] = StreamReport(spec, int(row.get("cluster_generation") or 1))
-                self._specs[stream] = spec
-            reports.append(NodeReport(NodeInfo(node, info.get("Resources", {}), self.config.node_capacity,
-                                               report.get("metrics_url", "")), streams))
-        for stale in self.table.rebuild(reports):
-            self._agents[stale.node].remove_stream.remote(stale.stream)
-        for node in self._agents:
-            self.membership.joined(node)
-        self.metrics.rebuilds.inc()
-        logger.warning("coordinator restarted: rebuilt the table from %d node(s), %d stream(s)", len(reports),
-                       len(self._specs))
-        self._resume_orphans()
-
-    def _resume_orphans(self) -> None:
-        """Streams the journal names that no live node runs: their node died while no coordinator watched.
-        Each is placed again, resumed from its snapshot as after a failover."""
-        for name, entry in sorted(self._journal.load().items()):
-            if name in self._specs or not isinstance(entry.get("source"), dict):
-                continue
-            spec = StreamSpec(name, entry["source"], entry.get("needs") or {})
-            self.table.continue_generations(name, int(entry.get("generation") or 0))
-            self._specs[name] = spec
-            self._resumes[name] = {"origin": "failover", "open_actions": entry.get("open_actions") or {},
-                                   "last_t": entry.get("last_t")}
-            logger.error("stream %s: its node (%s) was lost while no coordinator watched: it resumes elsewhere",
-                         name, entry.get("node"))
-            self.metrics.failovers.inc()
-            self._dispatch(self.table.add_stream(spec))
-
-
-def ray_node(node_id: str) -> dict:
-    return next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-
 
 def _default_name(source: ClusterSource) -> str:
     from pipeline.config import stream_name

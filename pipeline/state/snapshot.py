@@ -85,6 +85,9 @@ class StreamSnapshot:
     backbone_id: str
     row: RowState
     track: dict[str, Any] = field(repr=False)
+    # How the events of its last step are named (run epoch, generation, message number): a node that
+    # continues the stream names its events after these, so an event decided again keeps its id.
+    event_numbering: tuple[str, int, int] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.stream, str) or not STREAM_NAME_PATTERN.match(self.stream):
@@ -102,5 +105,10 @@ class StreamSnapshot:
                 raise SnapshotError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
         if not isinstance(self.row, RowState):
             raise SnapshotError(f"row must be a RowState, got {type(self.row).__name__}")
+        if self.event_numbering is not None:
+            numbering = self.event_numbering
+            if (not isinstance(numbering, tuple) or len(numbering) != 3 or not isinstance(numbering[0], str)
+                    or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbering[1:])):
+                raise SnapshotError(f"event_numbering must be (epoch, generation, seq), got {numbering!r}")
         if not isinstance(self.track, dict):
             raise SnapshotError(f"track must be a dict (the detector's export), got {type(self.track).__name__}")

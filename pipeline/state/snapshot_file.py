@@ -96,6 +96,7 @@ def encode(snapshot: StreamSnapshot) -> bytes:
         "stream": snapshot.stream, "generation": snapshot.generation, "seq": snapshot.seq, "t": snapshot.t,
         "wall_time": snapshot.wall_time, "head": snapshot.head_id, "backbone": snapshot.backbone_id,
         "has_previous": bool(row.has_previous), "track": snapshot.track,
+        "event_numbering": list(snapshot.event_numbering) if snapshot.event_numbering else None,
     }
     # allow_nan=False: a track holding inf or NaN is a bug upstream, and strict JSON readers refuse it.
     text = json.dumps(body, allow_nan=False, separators=(",", ":"))
@@ -192,9 +193,18 @@ def _snapshot(text: str, tensors: dict[str, np.ndarray], source: str | Path, exp
         row = RowState(hidden=tensors["hidden"], previous=tensors["previous"], has_previous=body["has_previous"])
         return StreamSnapshot(stream=body["stream"], generation=body["generation"], seq=body["seq"],
                               t=float(body["t"]), wall_time=float(body["wall_time"]), head_id=body["head"],
-                              backbone_id=body["backbone"], row=row, track=body["track"])
+                              backbone_id=body["backbone"], row=row, track=body["track"],
+                              event_numbering=_numbering(body.get("event_numbering"), source))
     except SnapshotError as exc:
         raise SnapshotMalformed(source, str(exc)) from None
+
+
+def _numbering(value, source: str | Path) -> tuple[str, int, int] | None:
+    if value is None:  # a snapshot of an earlier version, or of a stream never named otherwise
+        return None
+    if not isinstance(value, list) or len(value) != 3:
+        raise SnapshotMalformed(source, f"event_numbering must be [epoch, generation, seq], got {value!r}")
+    return tuple(value)
 
 
 def _shape_text(shape: RowShape) -> str:

@@ -310,7 +310,13 @@ def test_no_action_starts_without_its_end_and_open_actions_of_the_lost_node_cont
     scenario.phase("drained")
     finished = scenario.phase("finished")
     open_at: dict[tuple[str, str], dict] = {}
+    seen: set[str] = set()
     for event in finished["events"]:
+        # A receiver drops an event it has by id (docs/outputs.md): a replay re-read after a failover decides
+        # again what the lost node decided after its snapshot, named as the lost node named it.
+        if event["id"] in seen:
+            continue
+        seen.add(event["id"])
         if event["stream"] == scenario.camera:
             continue  # a live stream has no end of its own: its actions end when the cluster stops
         key = (event["stream"], event["action"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import pickle
 import struct
 
@@ -79,8 +80,16 @@ def test_the_format_is_safetensors_with_our_name_version_and_fields(rng):
     assert header["previous"]["shape"] == [5]
     meta = header["__metadata__"]
     assert (meta["format"], meta["version"]) == (FORMAT_NAME, "1") and len(meta["crc32"]) == 8
-    assert sorted(json.loads(meta["snapshot"])) == ["backbone", "generation", "has_previous", "head", "seq", "stream",
-                                                    "t", "track", "wall_time"]
+    assert sorted(json.loads(meta["snapshot"])) == ["backbone", "event_numbering", "generation", "has_previous", "head",
+                                                    "seq", "stream", "t", "track", "wall_time"]
+
+
+def test_how_its_events_are_named_reads_back_and_an_earlier_file_without_it_still_reads(rng, tmp_path):
+    path = tmp_path / "cam.safetensors"
+    write_snapshot(path, replace(_snapshot(rng), event_numbering=("ab12cd34", 3, 41)), ".cam-1.tmp", fsync=False)
+    assert read_snapshot(path).event_numbering == ("ab12cd34", 3, 41)
+    write_snapshot(path, _snapshot(rng), ".cam-2.tmp", fsync=False)  # None: written as null, read as None
+    assert read_snapshot(path).event_numbering is None
 
 
 @pytest.mark.parametrize("keep", [0, 5, 8, 20, "header", -1])

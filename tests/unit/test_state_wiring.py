@@ -26,6 +26,7 @@ from pipeline.state.config import StateConfig
 from pipeline.state.snapshot import RowState, StreamSnapshot
 from pipeline.state.snapshot_file import SnapshotWriteError
 from pipeline.state.store import DirectoryStore
+from pipeline.transport.control import ResumeStream
 from pipeline.transport.messages import EmbeddingHeader, Flags, encode_embedding
 from tests.support.fakes import Collect, ManualClock
 from tests.support.runs import MODEL
@@ -353,6 +354,54 @@ def test_other_ends_remove_the_streams_snapshot(rig):
     _pump(worker)
     worker._snapshots.close(worker._table, worker._detector, worker._position_of)
     assert store.streams() == []
+
+
+# -- cluster mode: a stream moved out of one worker, resumed by another --------------------------
+
+def test_a_moved_stream_keeps_its_actions_open_and_another_worker_continues_it_bitwise(rig):
+    make, send, store, wall = rig
+    reference_worker, _, reference = make()  # the stream stepped by one worker from start to end
+    for seq in range(8):
+        send("ref", seq, seq * 0.25, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
+    _pump(reference_worker)
+    first, first_events, _ = make()
+    said = []
+    first._report = said.append
+    for seq in range(5):
+        send("cam", seq, seq * 0.25, flags=Flags.START if seq == 0 else 0, reason="open" if seq == 0 else "")
+    send("cam", 5, 1.25, flags=Flags.END, reason="moved")  # its last step, and the move's END
+    _pump(first)
+    moved = [m for m in said if type(m).__name__ == "StreamMovedOut"]
+    assert [(m.stream, m.snapshotted, m.seq, m.t) for m in moved] == [("cam", True, 5, 1.25)]
+    assert store.load("cam").seq == 5  # written before the supervisor heard of it
+    assert not any(e.reason == "moved" for e in first_events.records)  # a move ends no action
+    assert "cam" not in first._detector.streams and first._table.row_of("cam") is None
+    wall.now += 1.0
+    second, _, scores = make()
+    answer = second.resume_stream(ResumeStream("cam", 7, "move", {}, 1.25))
+    assert (answer.restored, answer.t, answer.generation) == (True, 1.25, 7)
+    for n, seq in enumerate(range(6, 8)):  # the next node reads on after t=1.25: START of its own generation
+        send("cam", n, seq * 0.25, generation=7, flags=Flags.START if n == 0 else 0, reason="move" if n == 0 else "",
+             frame=seq)
+    _pump(second)
+    assert [r.t for r in scores.records] == [1.5, 1.75]
+    assert [r.scores for r in scores.records] == [r.scores for r in reference.records[6:8]]  # no reset between
+    assert second._table.implicit_starts == 0
+    # Its events go on being named as the first worker named them: an event decided again keeps its id.
+    assert store.load("cam").event_numbering == (first.epoch, 0, 5)
+    second._snapshots.take(["cam"], second._table, second._detector, second._position_of)
+    assert second._snapshots._writer.wait_idle(5) and store.load("cam").event_numbering == (first.epoch, 0, 7)
+    assert second._positions["cam"].event_name(second.epoch, 7, 1) == (first.epoch, 0, 7)
+
+
+def test_a_failover_without_a_usable_snapshot_ends_the_lost_nodes_open_actions_with_failover(rig):
+    make, send, store, wall = rig
+    worker, events, _ = make()
+    answer = worker.resume_stream(ResumeStream("gate", 3, "failover", {"enter": 0.7}, 12.5))
+    assert answer.restored is False
+    assert [(e.stream, e.action, e.kind, e.t, e.reason) for e in events.records] == [
+        ("gate", "enter", "end", 12.5, "failover")]
+    assert events.records[0].id.split(":")[2:4] == ["3", "-1"]  # numbered in the stream's new generation
 
 
 # -- settings ----------------------------------------------------------------------------------

@@ -38,6 +38,18 @@ class StreamPosition:
     resumed: StreamSnapshot | None = None  # restored after a crash, until its first frame arrives
     rewind: Rewind | None = None  # a replay restored after a crash: read again from its snapshot
     moved_in: StreamSnapshot | None = None  # arrived from another node, restored: its first frame continues it
+    # Its events are named in another run's numbering (it came from another node): message ``n`` of
+    # ``generation`` is named (epoch, numbering generation, offset + n).
+    numbering: tuple[str, int, int] | None = None
+
+    def event_name(self, epoch: str, generation: int, seq: int) -> tuple[str, int, int]:
+        """The (epoch, generation, message number) naming the events decided at ``seq`` of ``generation``."""
+        if self.numbering is not None and generation == self.generation:
+            named_epoch, named_generation, offset = self.numbering
+            return named_epoch, named_generation, offset + seq
+        if self.rewind is not None:
+            return (epoch, *self.rewind.numbered(generation, seq))
+        return epoch, generation, seq
 
 
 class DurableStreams:
@@ -90,7 +102,8 @@ class DurableStreams:
             except StateTableFull as exc:
                 logger.warning("temporal: stream %s: not restored: %s", stream, exc)
         if restored:
-            self._positions[stream] = StreamPosition(command.generation, snapshot.t, moved_in=snapshot)
+            self._positions[stream] = StreamPosition(command.generation, snapshot.t, moved_in=snapshot,
+                                                     numbering=_continued(snapshot, self.epoch, True))
             self._actions_changed = True
             return ResumeReady(stream, command.generation, True, snapshot.t, snapshot.wall_time)
         wall = self._wall()
@@ -116,7 +129,8 @@ class DurableStreams:
             except StateTableFull as exc:  # cannot happen with a table of the predecessor's size; said if it does
                 logger.warning("temporal: stream %s: not restored: %s", stream, exc)
                 continue
-            self._positions[stream] = StreamPosition(generation, snapshot.t, snapshot.seq, resumed=snapshot)
+            self._positions[stream] = StreamPosition(generation, snapshot.t, snapshot.seq, resumed=snapshot,
+                                                     numbering=_continued(snapshot, self.epoch, False))
             self._actions_changed = True  # reported at once: if this worker dies too, its successor knows
             restored[stream] = snapshot
         self._ask_rewinds({s: snap for s, snap in restored.items() if s in self.s.rewind})
@@ -165,3 +179,18 @@ class DurableStreams:
                 # Dated at the predecessor's last step: no event of that action was decided there (it was open).
                 self._emit([ActionEvent(stream, action, "end", float(info.get("t") or 0.0), float(confidence), wall,
                                         "restart")], int(info.get("generation") or 0), int(info.get("seq", -1)))
+
+
+def _continued(snapshot: StreamSnapshot, epoch: str, moved_in: bool) -> tuple[str, int, int] | None:
+    """The numbering under which the events after ``snapshot`` are named as its node would have named them
+    (``StreamPosition.numbering``). Moved in from another node: the new generation's message 0 is the step
+    after the snapshot's. Restored after a crash here: the messages go on in the snapshot's generation; None
+    when that numbering is this run's own, or the snapshot names nothing (an earlier version's)."""
+    if snapshot.event_numbering is None:
+        return None
+    named_epoch, named_generation, named_seq = snapshot.event_numbering
+    if moved_in:
+        return named_epoch, named_generation, named_seq + 1
+    if (named_epoch, named_generation, named_seq) == (epoch, snapshot.generation, snapshot.seq):
+        return None
+    return named_epoch, named_generation, named_seq - snapshot.seq

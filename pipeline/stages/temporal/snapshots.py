@@ -186,6 +186,7 @@ class StreamSnapshots:
         self._wall = wall_clock
         self._dirty: set[str] = set()
         self._next_at = now + interval_s
+        self.epoch = ""  # the worker's, which names its events (set by the worker)
 
     def stepped(self, stream: str) -> None:
         self._dirty.add(stream)
@@ -216,7 +217,8 @@ class StreamSnapshots:
             snapshots.append(StreamSnapshot(
                 stream=stream, generation=position.generation, seq=position.last_seq, t=float(position.last_t),
                 wall_time=wall, head_id=self.head_id, backbone_id=self.backbone_id, row=rows[stream],
-                track=detector.export_track(stream)))
+                track=detector.export_track(stream), event_numbering=_event_numbering(
+                    position, self.epoch)))
             self._dirty.discard(stream)
         self._writer.put(snapshots, final)
         return len(snapshots)
@@ -240,3 +242,12 @@ class StreamSnapshots:
         streams, self._dirty = self._dirty, set()
         self.take(streams, table, detector, where, final=True)
         self._writer.close()
+
+
+def _event_numbering(position, epoch: str) -> tuple[str, int, int] | None:
+    """How the events of ``position``'s last step are named (None where the worker set no epoch)."""
+    if not epoch:
+        return None
+    if hasattr(position, "event_name"):  # StreamPosition; a bare Position is named by its own numbers
+        return position.event_name(epoch, position.generation, position.last_seq)
+    return epoch, position.generation, position.last_seq

@@ -136,6 +136,8 @@ class TemporalWorker(DurableStreams, FedBySocket):
         self._report: Callable[[object], None] | None = None  # the supervisor's ear, once running
         self._actions_changed = False
         self._snapshots = snapshots
+        if snapshots is not None:
+            snapshots.epoch = self.epoch  # each snapshot says how its step's events are named
         self._restorer = restorer if settings.state.restore else None
         self._rewinds_to_ask: list = []  # StreamRestored for the supervisor, once running
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
@@ -272,9 +274,10 @@ class TemporalWorker(DurableStreams, FedBySocket):
         """Hand ``events``, decided at message ``seq`` of the stream's ``generation``, to the outputs."""
         for event in events:
             position = self._positions.get(event.stream)
-            # A rewind's messages are named as those of the generation it reads again: the same event, the same id.
-            number = position.rewind.numbered(generation, seq) if position and position.rewind else (generation, seq)
-            event = replace(event, id=event_id(self.epoch, event.stream, *number, event.action, event.kind))
+            # A rewind's messages are named as those of the generation it reads again, a stream from another
+            # node's as that node named them: an event decided again keeps its id.
+            name = position.event_name(self.epoch, generation, seq) if position else (self.epoch, generation, seq)
+            event = replace(event, id=event_id(name[0], event.stream, name[1], name[2], event.action, event.kind))
             self._actions_changed = True
             self._events.emit(event)
             self.tallies[event.stream].events += 1
