@@ -4,6 +4,12 @@ panel, and the dashboard's stream variable, must parse and return data; the rule
 
 Grafana itself is not run (Debian has no package for it): what Grafana would send Prometheus is
 run here with its variables filled in as Grafana fills them.
+
+Prometheus scrapes the run twice: as a single-host pipeline (job ``actionpipe``, no ``node`` label) and
+as a cluster's cell, through a file_sd file written by the coordinator's own code with the shipped
+``prometheus.yml``'s cluster job, beside a coordinator's metrics (``ClusterMetrics`` over a real table).
+So the cluster panels have data, and the node picker's ``All`` (``.*``) is shown to match the series
+that have no ``node`` label at all.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import yaml
+from prometheus_client import start_http_server
 
+from pipeline.cluster.file_sd import file_sd_targets, write_file_sd
+from pipeline.cluster.metrics import ClusterMetrics
+from pipeline.cluster.placement import ClusterTable, NodeInfo, StreamSpec
 from pipeline.supervision.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 from tests.support.runs import config, run_until, synth_videos
@@ -25,9 +36,13 @@ from tools.testbed.ports import free_port
 
 DASHBOARD = REPO_ROOT / "configs" / "grafana" / "dashboards" / "actionpipe.json"
 RULES = REPO_ROOT / "configs" / "prometheus" / "actionpipe-alerts.yml"
+EXAMPLE_CONFIG = REPO_ROOT / "configs" / "prometheus" / "prometheus.yml"
+CLUSTER_JOB = "actionpipe-cluster"
+CELL = "node-test"
 SCRAPE_S = 1
-# What Grafana puts in place of its variables: all streams, and a rate window of four scrapes.
-VARIABLES = {"$stream": ".*", "$__rate_interval": f"{4 * SCRAPE_S}s"}
+# What Grafana puts in place of its variables: all nodes, all streams (the variables' allValue), and a rate
+# window of four scrapes.
+VARIABLES = {"$node": ".*", "$stream": ".*", "$__rate_interval": f"{4 * SCRAPE_S}s"}
 
 
 def _panels(dashboard: dict) -> list[dict]:
@@ -49,7 +64,10 @@ def test_dashboard_is_well_formed_for_grafana():
     dashboard = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "stream"}
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"datasource", "node", "stream"}
+    for name in ("node", "stream"):  # All must be the regex .*: it also matches series without the label
+        assert (variables[name]["multi"], variables[name]["includeAll"], variables[name]["allValue"]) == (True, True, ".*")
     cells: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
         g = panel["gridPos"]
@@ -70,13 +88,21 @@ def prometheus(tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed: run make system-deps (Debian's prometheus package)")
-    metrics_port, web_port = free_port(), free_port()
+    metrics_port, web_port, coordinator_port = free_port(), free_port(), free_port()
     shutil.copy(RULES, tmp_path / RULES.name)
-    (tmp_path / "prometheus.yml").write_text(
-        f"global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n"
-        f"rule_files: [{RULES.name}]\n"
-        f"scrape_configs:\n  - job_name: actionpipe\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
-    )
+    coordinator = _coordinator_metrics(metrics_port)
+    server, _ = start_http_server(coordinator_port, addr="127.0.0.1", registry=coordinator.registry)
+    # The pipeline as a cluster's one cell, and the coordinator, as the coordinator lists them.
+    write_file_sd(tmp_path / "file_sd.json", file_sd_targets(_table(metrics_port).nodes(),
+                                                             coordinator=f"127.0.0.1:{coordinator_port}"))
+    cluster_job = next(j for j in yaml.safe_load(EXAMPLE_CONFIG.read_text())["scrape_configs"]
+                       if j["job_name"] == CLUSTER_JOB)
+    cluster_job["file_sd_configs"] = [{"files": [str(tmp_path / "file_sd.json")]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+        "rule_files": [RULES.name],
+        "scrape_configs": [{"job_name": "actionpipe", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
+                           cluster_job]}))
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web_port}"],
@@ -92,11 +118,30 @@ def prometheus(tmp_path):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            server.shutdown()
             pytest.fail(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
         time.sleep(0.2)
     yield api, metrics_port
     proc.terminate()
     proc.wait(timeout=30)
+    server.shutdown()
+
+
+def _table(metrics_port: int) -> ClusterTable:
+    """A coordinator's table: one cell (this test's pipeline), a stream on it and one no node can take."""
+    table = ClusterTable()
+    table.join(NodeInfo(CELL, {"CPU": 2}, 4, f"127.0.0.1:{metrics_port}"))
+    table.add_stream(StreamSpec("dock", {"uri": "/srv/dock.mp4"}))
+    table.add_stream(StreamSpec("gate", {"uri": "rtsp://10.0.0.8/s"}, {"GPU": 1}))  # no node has one: unplaced
+    return table
+
+
+def _coordinator_metrics(metrics_port: int) -> ClusterMetrics:
+    metrics = ClusterMetrics()
+    metrics.update(_table(metrics_port), {}, {})
+    for counter in (metrics.nodes_lost, metrics.failovers, metrics.moves):
+        counter.inc()
+    return metrics
 
 
 def _get(url: str) -> dict:
@@ -106,6 +151,22 @@ def _get(url: str) -> dict:
 
 def _query(api: str, expr: str) -> dict:
     return _get(f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+
+
+def _variable_values(api: str, dashboard: dict) -> dict[str, list[str]]:
+    """What each query variable of the dashboard offers, asked as Grafana asks: label_values(SELECTOR, LABEL)
+    is the label's values over the series SELECTOR matches (other variables in it filled in)."""
+    values = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        selector, label = variable["query"]["query"].removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
+        for name, value in VARIABLES.items():
+            selector = selector.replace(name, value)
+        answer = _get(f"{api}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": selector}))
+        assert answer["status"] == "success", answer
+        values[variable["name"]] = sorted(answer["data"])
+    return values
 
 
 def test_every_panel_query_returns_data_from_a_real_scrape(prometheus, tmp_path):
@@ -121,21 +182,26 @@ def test_every_panel_query_returns_data_from_a_real_scrape(prometheus, tmp_path)
     dashboard = json.loads(DASHBOARD.read_text())
     queries = _queries(dashboard)
     results: dict[str, dict] = {}
+    picked: dict = {}
 
     def scraped_enough(supervisor) -> bool:
-        # Enough history for every rate window, and at least one action started somewhere.
-        up = _query(api, 'count_over_time(up{job="actionpipe"}[1m])')["data"]["result"]
-        started = _query(api, 'sum(actionpipe_events_total{kind="start"})')["data"]["result"]
-        return bool(up) and float(up[0]["value"][1]) >= 8 and bool(started) and float(started[0]["value"][1]) > 0
+        # Enough history for every rate window, and at least one action started somewhere, its series
+        # scraped often enough for an increase over the rate window (two samples inside it).
+        up = _query(api, 'min(count_over_time(up[1m]))')["data"]["result"]
+        started = _query(api, 'max(count_over_time(actionpipe_events_total{kind="start"}[1m]))')["data"]["result"]
+        return bool(up) and float(up[0]["value"][1]) >= 8 and bool(started) and float(started[0]["value"][1]) >= 6
 
     def query_all(supervisor) -> bool:
         if not scraped_enough(supervisor):
             return False
         for name, expr in queries:
             results[name] = _query(api, expr)
-        streams = _get(f"{api}/api/v1/label/stream/values?" + urllib.parse.urlencode(
-            {"match[]": "actionpipe_steps_processed_total"}))
-        results["stream variable"] = {"status": streams["status"], "data": {"result": streams["data"]}}
+        for name, values in _variable_values(api, dashboard).items():
+            results[f"{name} variable"] = {"status": "success", "data": {"result": values}}
+        # The node picker's All: series without a node label match node=~".*"; a node picked, only its own.
+        results["single-host series under All"] = _query(api, 'actionpipe_steps_processed_total{job="actionpipe", node=~".*"}')
+        results["the cell's series"] = _query(api, f'actionpipe_steps_processed_total{{node=~"{CELL}"}}')
+        picked.update(_query(api, f'actionpipe_steps_processed_total{{job="actionpipe", node=~"{CELL}"}}'))
         return True
 
     try:
@@ -146,6 +212,10 @@ def test_every_panel_query_returns_data_from_a_real_scrape(prometheus, tmp_path)
     empty = [name for name, r in results.items() if r["status"] != "success" or not r["data"]["result"]]
     assert not empty, f"panel queries without data: {empty}"
     assert sorted(results["stream variable"]["data"]["result"]) == sorted(v.stem for v in videos)
+    assert results["node variable"]["data"]["result"] == [CELL]  # the cells, not the coordinator
+    assert picked["status"] == "success" and picked["data"]["result"] == [], "a node picked: only its own series"
+    by_node = {r["metric"]["node"]: float(r["value"][1]) for r in results["Streams per node / A"]["data"]["result"]}
+    assert by_node == {CELL: 1.0}, "the coordinator's per-node series keep their node label (honor_labels)"
     rules = _get(f"{api}/api/v1/rules")["data"]["groups"]
     assert sum(len(g["rules"]) for g in rules) == RULES.read_text().count("- alert:")  # every rule was loaded
     assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules

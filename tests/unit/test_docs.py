@@ -36,7 +36,7 @@ README_MAX_LINES = 200  # the README is the front door; the manual lives in docs
 # Programs the docs show that are not this project's: their command lines are
 # not checked. Anything else a code block runs must be one of ours (below),
 # so a new kind of command is a decision, never skipped by accident.
-FOREIGN_PROGRAMS = {"curl", "promtool", "docker", "pip", "pip3", ".venv/bin/pip", "apt", "apt-get", "sudo"}
+FOREIGN_PROGRAMS = {"curl", "promtool", "docker", "pip", "pip3", ".venv/bin/pip", "apt", "apt-get", "sudo", "ray"}
 # `python -m X` for modules that are not ours.
 FOREIGN_MODULES = {"venv", "pip"}
 PYTHONS = {"python", "python3", ".venv/bin/python"}
@@ -274,10 +274,12 @@ def check_command(tokens: list[str]) -> str | None:
         unknown = [a for a in args[1:] if a not in cases]
         return f"{args[0]} has no case {unknown}" if unknown else None
     if program == "actionpipe":
-        if args[:1] != ["run"]:
-            return f"actionpipe has one command, run; not {args[:1]}"
         from pipeline.cli import console
 
+        if args[:1] == ["cluster"]:
+            return _subcommand_options(parser_of(console, args), args[1:])
+        if args[:1] != ["run"]:
+            return f"actionpipe has two commands, run and cluster; not {args[:1]}"
         return _options(parser_of(console, args), args[1:])
     if program.endswith("run_pipeline.py"):
         return check_command(["python", program, *args])
@@ -312,6 +314,25 @@ def check_command(tokens: list[str]) -> str | None:
 def _options(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
     unknown = unknown_options(parser, args)
     return f"{parser.prog} has no option {unknown}" if unknown else None
+
+
+def _subcommand_options(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+    """A command with subcommands (``actionpipe cluster start --config ...``): its own options, then a
+    subcommand it has, then that subcommand's options. The group's name alone (prose naming it) is fine."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):  # the group's options come before the subcommand
+        option, _, value = rest.pop(0).partition("=")
+        action = parser._option_string_actions.get(option)
+        if action is None:
+            return f"{parser.prog} has no option {option}"
+        if action.nargs != 0 and not value and rest:
+            rest.pop(0)
+    if not rest:
+        return None
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if rest[0] not in subparsers.choices:
+        return f"{parser.prog} has no command {rest[0]!r} (only {', '.join(subparsers.choices)})"
+    return _options(subparsers.choices[rest[0]], rest[1:])
 
 
 def shell_commands(line: str) -> Iterator[list[str]]:
@@ -385,6 +406,7 @@ def test_every_command_the_docs_show_runs_as_written(pages):
 _REGISTERED = r'''
 import dataclasses, json, sys
 from pathlib import Path
+from pipeline.cluster.metrics import ClusterMetrics
 from pipeline.metrics import StageMetrics, SupervisorState, build_registry
 
 metrics = StageMetrics.create()
@@ -398,13 +420,20 @@ families = []
 for family in build_registry(Path(sys.argv[1]), state).collect():
     labels = sorted({name for sample in family.samples for name in sample.labels} - {"le"})
     families.append({"name": family.name, "type": family.type, "labels": labels})
+# Cluster mode: the coordinator's own registry (made after the scrape above, so that its values stay out of
+# the multiprocess files the supervisor's registry reads); its per-node gauge touched once.
+cluster = ClusterMetrics()
+cluster.node_streams.labels("x").set(1)
+for family in cluster.registry.collect():
+    labels = sorted({name for sample in family.samples for name in sample.labels})
+    families.append({"name": family.name, "type": family.type, "labels": labels})
 print(json.dumps(families))
 '''
 
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> dict[str, dict]:
-    """Every metric the code registers, by the name the docs use for it: a counter by its
+    """Every metric the code registers (a pipeline's, and a cluster coordinator's), by the name the docs use for it: a counter by its
     ``_total`` series (what a query names), a gauge by its name, a histogram by its family
     name (its series are that name plus ``_bucket``, ``_sum`` and ``_count``)."""
     folder = tmp_path_factory.mktemp("metrics")
