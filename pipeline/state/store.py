@@ -128,7 +128,9 @@ class SharedDirectoryStore(DirectoryStore):
       coordinator's job (it fences a lost node before its streams resume elsewhere).
 
     Saves are fsynced by default: the node that reads a snapshot back is usually another one,
-    after this one died."""
+    after this one died. (The temporal stage asks for fsync only for the snapshots of a drained stop
+    and of a move; its periodic ones are written without, to keep a second's snapshots of many streams
+    cheap: ``docs/benchmarks.md``.)"""
 
     def __init__(self, folder: str | Path, fsync: bool = True, read_attempts: int = 3, retry_wait_s: float = 0.05,
                  sleep: Callable[[float], None] = time.sleep, host: str | None = None) -> None:

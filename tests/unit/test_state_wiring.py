@@ -374,6 +374,7 @@ def test_a_moved_stream_keeps_its_actions_open_and_another_worker_continues_it_b
     moved = [m for m in said if type(m).__name__ == "StreamMovedOut"]
     assert [(m.stream, m.snapshotted, m.seq, m.t) for m in moved] == [("cam", True, 5, 1.25)]
     assert store.load("cam").seq == 5  # written before the supervisor heard of it
+    assert store.load("cam").event_numbering == (first.epoch, 0, 5)
     assert not any(e.reason == "moved" for e in first_events.records)  # a move ends no action
     assert "cam" not in first._detector.streams and first._table.row_of("cam") is None
     wall.now += 1.0
@@ -388,7 +389,6 @@ def test_a_moved_stream_keeps_its_actions_open_and_another_worker_continues_it_b
     assert [r.scores for r in scores.records] == [r.scores for r in reference.records[6:8]]  # no reset between
     assert second._table.implicit_starts == 0
     # Its events go on being named as the first worker named them: an event decided again keeps its id.
-    assert store.load("cam").event_numbering == (first.epoch, 0, 5)
     second._snapshots.take(["cam"], second._table, second._detector, second._position_of)
     assert second._snapshots._writer.wait_idle(5) and store.load("cam").event_numbering == (first.epoch, 0, 7)
     assert second._positions["cam"].event_name(second.epoch, 7, 1) == (first.epoch, 0, 7)
