@@ -29,7 +29,12 @@ its predecessor reported them (it reports them whenever they change; reason
 (``rewind.py``): the supervisor has its capture send it in a new generation
 whose START (reason ``rewind``) continues the restored state. A live stream
 that a new run opens continues from the previous run's snapshot in
-``state.dir``. The durable-state methods are in ``durable.py``.
+``state.dir``. In a cluster, a stream leaving this node ends with reason
+``moved`` (snapshotted there, its actions left open, the supervisor told
+once the snapshot is written), and one arriving from another node is put
+back from its snapshot before its first frame (``ResumeStream``), its events
+named as the node it comes from named them. The durable-state methods are
+in ``durable.py``.
 """
 
 from __future__ import annotations
