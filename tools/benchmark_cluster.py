@@ -1,7 +1,8 @@
 """Cluster mode (Ray) on this machine: a node's steps/s against the single-host pipeline, failover time, Ray's memory.
 
     python -m tools.benchmark_cluster [--rounds 3] [--streams 4] [--seconds 20] [--failovers 5]
-                                      [--failover-streams 2] [--json FILE] [--markdown]
+                                      [--failover-streams 2] [--parts throughput failover]
+                                      [--same-threads] [--json FILE] [--markdown]
 
 Three measurements, each on a Ray cluster simulated on this machine (``tools/testbed/ray_cluster.py``:
 a head with 0 CPUs and one-CPU nodes, each node a raylet of its own with its own processes):
@@ -13,7 +14,12 @@ a head with 0 CPUs and one-CPU nodes, each node a raylet of its own with its own
   the time from the first to the last step, from the scores file's ``wall_time`` (start-up excluded).
   The order alternates over ``--rounds`` rounds; the ratio cluster/single-host of each round, and the
   median. Here a "node" is a process tree on the same cores as everything else, so the ratio is what
-  the cluster's data path costs, not how it scales.
+  the cluster's data path costs, not how it scales. Beside it, each side's CPU milliseconds per step
+  (``/proc/PID/stat`` sampled every 0.2 s over the same span): the stage processes (the data path), the
+  supervisor (single-host: this process) or the node agent, the coordinator and Ray's processes. On a
+  machine shared with other work, steps/s also measures how much of the machine each side got (more
+  threads, more of it); CPU per step much less so. ``--same-threads`` gives both sides the thread counts
+  the single-host pipeline picks by itself, to tell what a difference comes from.
 * **Failover.** Two nodes serving ``--failover-streams`` real-time looped replays. ``--failovers`` times:
   the node serving the most streams is killed without grace (its raylet and every process of it), the
   time from the kill to each of its streams' first step scored on a survivor is taken from the scores
@@ -303,9 +309,9 @@ def _base_pipeline(scores: str, realtime: bool, loop: bool = False, pinned: dict
 
 def same_threads(streams: int) -> dict:
     """The thread counts the single-host pipeline picks by itself for ``streams`` replays, given explicitly: FFmpeg's
-    threads per stream (a cell's config has no sources to count, so it picks as for none) and ONNX Runtime's
-    intra-op threads (the cores: Ray sets OMP_NUM_THREADS=1 in its workers, which the stage processes inherit and
-    ONNX Runtime's default follows)."""
+    threads per stream (a cell's config has no sources to count, so a cell picks as for none: FFmpeg's own count)
+    and ONNX Runtime's intra-op threads (the cores: its default here, pinned too in case Ray's OMP_NUM_THREADS=1,
+    which the stage processes inherit, moved it; on this machine it does not)."""
     from pipeline.supervision.limits import decoder_threads_for, machine_facts
 
     cores = machine_facts().cpu_count

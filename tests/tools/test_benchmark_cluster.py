@@ -85,6 +85,33 @@ def test_the_process_tree_follows_parents_and_names_ray_s_processes():
     assert me in here and here[me].ppid == __import__("os").getppid()
 
 
+def test_cpu_is_grouped_by_stage_agent_coordinator_and_ray_and_summed_between_two_times():
+    assert bc.process_kind("/venv/bin/python -m pipeline.stages embed") == "embed"
+    assert [bc.cpu_group(k) for k in ("capture", "embed", "temporal", "ray::NodeAgent.report", "ray::Coordinator",
+                                      "raylet", "ray::IDLE")] == [
+        "capture", "embed", "temporal", "agent", "coordinator", "ray", "ray"]
+    sampler = bc.CpuSampler(lambda: [], lambda pid, kind: kind)
+    sampler.group_of = {1: "embed", 2: "capture", 3: "capture"}
+    sampler.samples = [(10.0, {1: 5.0, 2: 1.0}), (11.0, {1: 6.0, 2: 1.5}), (12.0, {1: 7.0, 2: 2.0, 3: 0.25}),
+                       (13.0, {1: 8.0, 3: 0.5})]  # 2 gone after 12, 3 first seen at 12
+    # From the sample at or before 10.5 (10.0) to the one at or after 12.5 (13.0).
+    assert sampler.between(10.5, 12.5) == {"embed": 3.0, "capture": 1.0 + 0.5}
+    assert bc.cpu_per_step({"embed": 3.0, "capture": 1.5, "supervisor": 0.5}, 100) == {
+        "groups": {"capture": 15.0, "embed": 30.0, "supervisor": 5.0}, "stages": 45.0, "all": 50.0}
+    assert bc.cpu_per_step({"embed": 1.0}, 0) == {}
+    assert bc.cpu_seconds(__import__("os").getpid()) > 0 and bc.cpu_seconds(2**31 - 1) is None
+
+
+def test_same_threads_gives_both_sides_what_the_single_host_pipeline_picks():
+    from pipeline.supervision.limits import decoder_threads_for, machine_facts
+
+    cores = machine_facts().cpu_count
+    assert bc.same_threads(4) == {"capture": {"decoder_threads": decoder_threads_for(4, 1, cores)},
+                                  "engine": {"threads": cores}}
+    base = bc._base_pipeline("s.jsonl", realtime=False, pinned=bc.same_threads(4))
+    assert base["engine"] == {"threads": cores} and base["replay"] == {"realtime": False, "loop": False}
+
+
 def test_steps_per_s_counts_from_the_first_to_the_last_step():
     assert bc.steps_per_s([10.0, 12.0, 11.0, 14.0]) == {"steps": 4, "span_s": 4.0, "steps_per_s": 1.0}
     assert bc.steps_per_s([3.0])["steps_per_s"] is None and bc.steps_per_s([])["steps"] == 0
@@ -170,6 +197,10 @@ def test_the_benchmark_runs_end_to_end_on_a_simulated_cluster(tmp_path, capsys):
     (round_,) = result["throughput"]["rounds"]
     assert round_["single_host"]["steps"] == round_["cluster"]["steps"] > 0  # the same replays, every step
     assert result["throughput"]["ratio"]["median"] > 0
+    for side in ("single_host", "cluster"):
+        cpu = round_[side]["cpu_ms_per_step"]
+        assert 0 < cpu["groups"]["embed"] and 0 < cpu["stages"] <= cpu["all"]
+    assert {"agent", "coordinator", "ray"} <= set(round_["cluster"]["cpu_ms_per_step"]["groups"])
     (failover,) = result["failover"]["rounds"]
     assert 0 < failover["seconds"] < 30 and result["failover"]["errors"] == []
     assert failover["to"] and failover["victim"] not in failover["to"]
