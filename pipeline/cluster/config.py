@@ -131,6 +131,13 @@ def cell_config(base: dict[str, Any], node: str, state_dir: Path, metrics_host: 
                        "keep_running": True}
     data["metrics"] = {**data.get("metrics", {}), "enabled": True, "host": metrics_host, "port": metrics_port}
     data["live_page"] = {**data.get("live_page", {}), "enabled": False}
+    capture = dict(data.get("capture", {}))
+    if capture.get("decoder_threads") is None:
+        # A cell's streams come and go (it starts with none): decode each on one thread, as the single-host
+        # pipeline does once its streams fill the cores (pipeline.supervision.limits.decoder_threads_for),
+        # rather than FFmpeg's own count for each of many streams. capture.decoder_threads overrides it.
+        capture["decoder_threads"] = 1
+    data["capture"] = capture
     return validate_config(data, f"cluster cell {node}")
 
 
