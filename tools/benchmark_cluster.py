@@ -366,8 +366,9 @@ def start_coordinator_on_head(ray, config):
 class ClusterRun:
     """A simulated cluster of ``cells`` nodes with the coordinator running ``pipeline``; closed on exit."""
 
-    def __init__(self, cells: int, pipeline: dict, workdir: Path) -> None:
+    def __init__(self, cells: int, pipeline: dict, workdir: Path, pin_cores: bool = True) -> None:
         self.cells, self.pipeline, self.workdir = cells, pipeline, workdir
+        self.pin_cores = pin_cores
 
     def __enter__(self) -> "ClusterRun":
         import ray
@@ -377,7 +378,7 @@ class ClusterRun:
         from tools.testbed.ray_cluster import simulated_cluster
 
         self.ray = ray
-        self._context = simulated_cluster(cells=self.cells)
+        self._context = simulated_cluster(cells=self.cells, pin_cores=self.pin_cores)
         began = time.time()
         self.world = self._context.__enter__()
         try:
@@ -418,7 +419,9 @@ def cluster_run(videos: list[Path], workdir: Path, pinned: dict | None = None) -
 
     out = workdir / "out"
     sources = _sources(videos)
-    with ClusterRun(1, _base_pipeline(f"{out}/{{node}}/scores.jsonl", realtime=False, pinned=pinned), workdir) as run:
+    # Unpinned: the one node has every core, as the single-host pipeline it is compared with.
+    with ClusterRun(1, _base_pipeline(f"{out}/{{node}}/scores.jsonl", realtime=False, pinned=pinned), workdir,
+                    pin_cores=False) as run:
         node = cell_name(run.world.cells[0])
         load = os.getloadavg()[0]
         names = {s["name"] for s in sources}

@@ -28,14 +28,16 @@ NAMESPACE = "actionpipe"
 
 
 class SimulatedCluster:
-    def __init__(self, cluster) -> None:
+    def __init__(self, cluster, pin_cores: bool = True) -> None:
         self.cluster = cluster
+        self.pin_cores = pin_cores
         self.cells: list = []  # cluster_utils node handles, in the order added
         self.cores: dict[str, int] = {}  # node id -> the core it is pinned to
 
     def add_cell_node(self, wait: bool = True):
         node = self.cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE_BYTES)
-        self._pin(node)
+        if self.pin_cores:
+            self._pin(node)
         if wait:
             self.cluster.wait_for_nodes()
         self.cells.append(node)
@@ -64,15 +66,16 @@ class SimulatedCluster:
 
 
 @contextmanager
-def simulated_cluster(cells: int = 2, namespace: str = NAMESPACE) -> Iterator[SimulatedCluster]:
-    """A head and ``cells`` one-CPU nodes, with this process connected as the driver; torn down after."""
+def simulated_cluster(cells: int = 2, namespace: str = NAMESPACE, pin_cores: bool = True) -> Iterator[SimulatedCluster]:
+    """A head and ``cells`` one-CPU nodes, with this process connected as the driver; torn down after.
+    ``pin_cores`` False: every node runs on every core (to compare one node with a pipeline that has them all)."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES,
         "_system_config": FAST_HEALTH_CHECKS})
-    world = SimulatedCluster(cluster)
+    world = SimulatedCluster(cluster, pin_cores)
     try:
         for _ in range(cells):
             world.add_cell_node(wait=False)
