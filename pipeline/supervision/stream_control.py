@@ -118,8 +118,8 @@ class StreamControl:
         """A moving stream whose capture ended it but whose snapshot word never came: moved without one
         (the next node still loads whatever snapshot the store holds)."""
         for entry in self.table.entries():
-            if entry.moving_since is None or entry.moved is not None:
-                continue
+            if entry.moving_since is None or entry.moved is not None or not entry.finished:
+                continue  # still read here (its capture has not ended it): it must not run on two nodes
             if now - entry.moving_since > MOVE_REPORT_TIMEOUT_S:
                 logger.warning("stream %s: no word on its last snapshot within %.0f s of the move; it moves on "
                                "with what the store holds", entry.name, MOVE_REPORT_TIMEOUT_S)
