@@ -356,3 +356,42 @@ def test_entry_repr_does_not_show_the_source_uri() -> None:
 
     assert "secret" not in repr(entry)
     assert "10.0.0.7" not in repr(entry)
+
+
+# -- cluster mode: streams resumed from another node, and moved out ------------------------------
+
+def test_a_resumed_stream_waits_for_its_snapshot_then_reads_on_from_it() -> None:
+    from pipeline.supervision.registry import ResumeRequest
+
+    table = StreamTable(capacity=4)
+    replay = table.add("clip", src(), False, WORKERS, ResumeRequest("failover", {"enter": 0.8}, last_t=9.5))
+    live = table.add("cam", src("rtsp://cam/1"), True, WORKERS, ResumeRequest("move"))
+    assert replay.awaiting_resume and live.awaiting_resume
+    assert table.resumed("clip", replay.generation + 1, True, 7.25, 2.0) is None  # another generation: ignored
+    assert table.resumed("clip", replay.generation, True, 7.25, 2.0) is replay
+    assert (replay.awaiting_resume, replay.start_reason, replay.resume_after_t) == (False, "failover", 7.25)
+    assert table.resumed("clip", replay.generation, True, 8.0, 0.0) is None  # answered once
+    table.resumed("cam", live.generation, True, 30.0, 1.5)
+    assert (live.start_reason, live.start_t, live.resume_after_t) == ("move", 31.5, None)  # time goes on
+
+
+def test_a_replay_without_a_usable_snapshot_reads_on_after_its_last_step_on_the_other_node() -> None:
+    from pipeline.supervision.registry import ResumeRequest
+
+    table = StreamTable(capacity=4)
+    entry = table.add("clip", src(), False, WORKERS, ResumeRequest("failover", last_t=9.5))
+    table.resumed("clip", entry.generation, False, None, 0.0)
+    assert (entry.start_reason, entry.resume_after_t) == ("failover", 9.5)
+    with pytest.raises(StreamRequestError):
+        ResumeRequest("restart")
+
+
+def test_a_stream_moving_out_ends_moved_only_once_its_snapshot_is_reported() -> None:
+    table = StreamTable(capacity=4)
+    entry = table.add("clip", src(), False, WORKERS)
+    table.moving("clip", now=5.0)
+    table.record("clip", entry.generation, "ended", "removed")  # its capture's END comes first
+    assert (entry.state, entry.reason, entry.moved) == ("ended", "moved", None)
+    assert table.moved_out("clip", entry.generation + 1, True, 12, 3.0) is None
+    table.moved_out("clip", entry.generation, True, 12, 3.0)
+    assert entry.moved == {"snapshot": True, "seq": 12, "t": 3.0}
