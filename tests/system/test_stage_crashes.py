@@ -127,7 +127,8 @@ def test_a_second_stop_request_stops_at_once_without_draining_and_exits_1(media,
     config_file.write_text(yaml.safe_dump({
         "model": str(MODEL), "sources": [{"uri": str(media["good"])}], "replay": {"realtime": False},
         "engine": {"max_frames_per_s": 1.0, "max_batch_size": 1}, "outputs": {"stdout": False},
-        "metrics": {"port": 0}, "control": {"port": 0}}))
+        "metrics": {"port": 0}, "control": {"port": 0},
+        "supervision": {"double_signal_window_s": 0.5}}))  # the window's length is not what is tested
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config_file)], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -138,7 +139,7 @@ def test_a_second_stop_request_stops_at_once_without_draining_and_exits_1(media,
                 break
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
-        time.sleep(3)  # past supervision.double_signal_window_s (2 s): an operator asking again
+        time.sleep(1.5)  # past supervision.double_signal_window_s (0.5 s): an operator asking again
         proc.send_signal(signal.SIGINT)
         sent_at = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
