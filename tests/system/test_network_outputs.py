@@ -148,7 +148,7 @@ def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_stream
         outputs={"events_jsonl": str(events_file),
                  "mqtt": {"port": broker.port, "retry_max_s": 0.5, "flush_timeout_s": 20.0}},
     )
-    restarted: list[float] = []
+    restarted: list[int] = []  # how many events the file held when the broker was back
 
     def restart_broker(supervisor) -> None:
         # Once the first events went out, take the broker away for two seconds, mid-run.
@@ -156,9 +156,11 @@ def test_pipeline_events_reach_mqtt_across_a_broker_restart_mid_run(synth_stream
             broker.stop()
             time.sleep(2.0)
             broker.start()
-            restarted.append(time.monotonic())
+            restarted.append(_whole_lines(events_file))
 
-    summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120, during=restart_broker)
+    # Stopped once two events were made after the restart (or else it ends with its replays).
+    summary = run_until(Supervisor(cfg), lambda s: bool(restarted) and _whole_lines(events_file) >= restarted[0] + 2,
+                        timeout_s=120, during=restart_broker)
     assert restarted, "the broker should have been restarted during the run"
     written = [json.loads(line) for line in events_file.read_text().splitlines()]
     wait_until(lambda: len(recorder.payloads("actionpipe/events")) >= len(written), 20)
@@ -192,13 +194,15 @@ def test_mqtt_reconnect_wakes_a_sender_whose_next_retry_is_a_minute_away(broker)
     assert sink.dropped == {}
 
 
-def test_mqtt_events_survive_two_30_s_broker_outages_and_the_reconnect_wakes_the_sender(synth_streams, broker,
-                                                                                         tmp_path):
-    """Mosquitto stopped twice for 30 s while looped replays keep making events: what was made during an
-    outage reaches the broker soon after it is back, although the longest wait between retries is two
-    minutes, and at the stop every event is there once, in order, by id. (Whether a given run's retry
-    timer had grown past the catch-up bound depends on when its events fell in the outage: the wake-up
-    itself is pinned down by the test before this one.)"""
+def test_mqtt_events_survive_a_30_s_and_a_second_broker_outage_and_the_reconnect_wakes_the_sender(synth_streams,
+                                                                                                   broker, tmp_path):
+    """Mosquitto stopped for 30 s, and then again until the replays have made an event while it is down,
+    while looped replays keep making events: what was made during an outage reaches the broker soon after
+    it is back, although the longest wait between retries is two minutes, and at the stop every event is
+    there once, in order, by id. (Whether a given run's retry timer had grown past the catch-up bound
+    depends on when its events fell in the outage: the wake-up itself is pinned down by the test before
+    this one. The second outage needs no 30 s of its own: it is there to see a sender that came back once
+    survive a second loss of the broker with events made meanwhile.)"""
     import time
 
     from tests.support.mqtt import MqttRecorder
@@ -214,7 +218,9 @@ def test_mqtt_events_survive_two_30_s_broker_outages_and_the_reconnect_wakes_the
     script: list[str] = []
 
     def written_ids() -> list[str]:
-        return [json.loads(line)["id"] for line in events_file.read_text().splitlines()] if events_file.exists() else []
+        # Whole lines only: it is read while the run appends to it.
+        lines = events_file.read_text().split("\n")[:-1] if events_file.exists() else []
+        return [json.loads(line)["id"] for line in lines]
 
     def received_ids() -> list[str]:
         return [json.loads(p)["id"] for p in recorder.payloads("actionpipe/events")]
@@ -225,7 +231,11 @@ def test_mqtt_events_survive_two_30_s_broker_outages_and_the_reconnect_wakes_the
         wait_until(lambda: received_ids(), 60)
         for outage in ("first", "second"):
             broker.stop()
-            time.sleep(30.0)
+            if outage == "first":
+                time.sleep(30.0)
+            else:  # down until an event is made that the broker cannot have
+                down_at = len(written_ids())
+                wait_until(lambda: len(written_ids()) > down_at, 60, poll_s=0.1)
             held = len(written_ids())
             broker.start()
             # Events made during the outage arrive well before the two-minute retry would have sent them.
@@ -274,9 +284,15 @@ def test_events_a_stop_could_not_deliver_are_spooled_and_sent_first_by_the_next_
     assert len({e["id"] for e in first + second}) == len(first) + len(second)
 
 
+def _whole_lines(path: Path) -> int:
+    """Complete lines in a file the run is appending to (0 before it exists)."""
+    return path.read_text().count("\n") if path.exists() else 0
+
+
 def test_events_a_broker_never_got_are_counted_as_lost_and_the_run_exits_3(synth_streams, broker, tmp_path):
     """The broker goes away for good after the first event: at the stop, what it never acknowledged is
-    counted per output in the summary, named in its losses, and the exit status is 3."""
+    counted per output in the summary, named in its losses, and the exit status is 3. (The run is stopped
+    once two events were made without the broker, or else ends with its replays.)"""
     from tests.support.mqtt import MqttRecorder
 
     recorder = MqttRecorder(broker.port, "actionpipe/#")
@@ -286,12 +302,15 @@ def test_events_a_broker_never_got_are_counted_as_lost_and_the_run_exits_3(synth
         outputs={"events_jsonl": str(events_file),
                  "mqtt": {"port": broker.port, "retry_max_s": 0.5, "flush_timeout_s": 0.5}},
     )
+    gone: list[int] = []  # how many events the file held when the broker went away
 
     def take_the_broker_away(supervisor) -> None:
         if broker.process is not None and recorder.payloads("actionpipe/events"):
             broker.stop()
+            gone.append(_whole_lines(events_file))
 
-    summary = run_until(Supervisor(cfg), lambda s: False, timeout_s=120, during=take_the_broker_away)
+    summary = run_until(Supervisor(cfg), lambda s: bool(gone) and _whole_lines(events_file) >= gone[0] + 2,
+                        timeout_s=120, during=take_the_broker_away)
     received = [json.loads(p)["id"] for p in recorder.payloads("actionpipe/events")]
     recorder.close()
     written = [json.loads(line)["id"] for line in events_file.read_text().splitlines()]

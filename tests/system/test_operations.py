@@ -57,13 +57,24 @@ def _assert_drained(files: dict[str, Path], stderr: str) -> dict:
 
 def test_timeout_signalling_the_process_and_then_its_group_drains(media, tmp_path):
     """GNU timeout sends SIGTERM to the pipeline and then to its whole process group: one request.
-    (--preserve-status: timeout exits with the pipeline's status, not its own 124.)"""
+    (--preserve-status: timeout exits with the pipeline's status, not its own 124.)
+
+    Its time limit is not waited out: once the pipeline scores, timeout's timer is made to go off now.
+    The timer is a SIGALRM to timeout itself, so sending it one runs exactly what the limit would have."""
     command, files = _cli(tmp_path, "--source", str(media["good"]),
-                          prefix=("timeout", "--preserve-status", "-s", "TERM", "25"))
-    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "== summary (stopped" in proc.stdout
-    summary = _assert_drained(files, proc.stderr)
+                          prefix=("timeout", "--preserve-status", "-s", "TERM", "300"))
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_steps(files, 12)
+        proc.send_signal(signal.SIGALRM)  # timeout's own timer signal: its limit has come
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # timeout leads a process group of its own
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "== summary (stopped" in stdout
+    summary = _assert_drained(files, stderr)
     assert summary["exit_code"] == 0
 
 
@@ -101,13 +112,14 @@ def test_a_second_sigterm_after_the_window_stops_at_once_and_says_so(media, tmp_
 
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump({
         "model": str(MODEL), "sources": [{"uri": str(media["good"])}], "replay": {"realtime": False},
-        "engine": {"max_frames_per_s": 1.0, "max_batch_size": 1}}))
+        "engine": {"max_frames_per_s": 1.0, "max_batch_size": 1},
+        "supervision": {"double_signal_window_s": 0.5}}))  # the window's length is not what is tested
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         _wait_for_steps(files, 2)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(3)
+        time.sleep(1.5)  # past supervision.double_signal_window_s (0.5 s)
         os.killpg(proc.pid, signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:

