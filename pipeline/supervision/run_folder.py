@@ -4,7 +4,9 @@ A fresh folder per run (mode 0700, so only this user can reach its sockets),
 under ``transport.ipc_dir`` when set, else ``$XDG_RUNTIME_DIR`` (which temp
 cleaners leave alone), else the temp dir. Removed when the run ends; if the
 supervisor itself is killed, the last stage process out removes it
-(:mod:`pipeline.stages.bootstrap`).
+(:mod:`pipeline.stages.bootstrap`); if every process was killed at once,
+the next run's supervisor does (it names its own in the folder's ``owner``
+file, pid and start time).
 
 A temp cleaner (systemd-tmpfiles, tmpreaper) may still delete it mid-run.
 The processes that were running keep working (their sockets and their
@@ -52,6 +54,39 @@ def default_parent(ipc_dir: Path | None = None) -> Path:
     return Path(tempfile.gettempdir())
 
 
+OWNER_FILE = "owner"  # the supervisor's pid and start time: a folder whose owner is gone is stale
+
+
+def _process_identity(pid: int) -> str | None:
+    """``pid`` and its start time (clock ticks since boot), which a reused pid does not share; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return f"{pid} {fields[19]}"
+
+
+def sweep_stale(parent: Path) -> list[Path]:
+    """Remove the run folders under ``parent`` whose supervisor is gone and which nobody removed: a run
+    SIGKILLed with all its processes (the OOM killer, a machine's cell killed by Ray) leaves its folder.
+    Only folders that name their owner are touched; the removed ones are returned."""
+    removed = []
+    for folder in Path(parent).glob("actionpipe-*"):
+        try:
+            owner = (folder / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue  # no owner named (another user's, or a run of an earlier version): left alone
+        if not owner or _process_identity(int(owner.split()[0])) == owner:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        logger.info("removed %d run folder(s) left by runs that were killed: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
 @dataclass(frozen=True)
 class _Held:
     fd: int
@@ -63,11 +98,13 @@ class RunFolder:
     def __init__(self, parent: Path | None = None) -> None:
         parent = default_parent(parent)
         parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(parent)
         self.path = Path(tempfile.mkdtemp(prefix="actionpipe-", dir=str(parent)))
         self.metrics = self.path / "metrics"  # prometheus_client's multiprocess files, one set per process
         self.live = self.path / "live"  # the overlay's board, read by the live page
         self.metrics.mkdir()
         self.live.mkdir()
+        (self.path / OWNER_FILE).write_text(_process_identity(os.getpid()) or "")
         self.generation = 0  # times the folder was made again after it vanished
         self._held: dict[Path, _Held] = {}
         self._failed_generation = -1  # the disappearance whose re-creation failed (logged once)

@@ -89,3 +89,24 @@ def test_a_folder_that_cannot_be_made_again_is_said_once_and_tried_again(tmp_pat
     (tmp_path / "parent").unlink()
     assert folder.keep(set()) is True
     folder.remove()
+
+
+def test_a_new_run_removes_the_folders_of_runs_killed_whole_and_leaves_the_others(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.supervision.run_folder import OWNER_FILE
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / "actionpipe-killed"
+    killed.mkdir()
+    (killed / OWNER_FILE).write_text(f"{dead.pid} 12345")  # its supervisor is gone (or its pid reused)
+    running = RunFolder(tmp_path)  # this process's own: alive
+    unnamed = tmp_path / "actionpipe-older"  # an earlier version's, or another user's: no owner named
+    unnamed.mkdir()
+    again = RunFolder(tmp_path)
+    assert not killed.exists()
+    assert running.path.exists() and unnamed.exists() and again.path.exists()
+    running.remove()
+    again.remove()
