@@ -475,13 +475,13 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel]) -> st
     return "; ".join(_describe(e, root) for e in exc.errors())
 
 
-def validate_config(data: object, source: str = "config") -> PipelineConfig:
+def validate_config(data: object, source: str = "config", model: type[BaseModel] = PipelineConfig):
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
     try:
-        return PipelineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc, PipelineConfig)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(exc, model)}") from None
 
 
 def load_yaml_mapping(path: str | Path) -> dict:

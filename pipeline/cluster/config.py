@@ -12,18 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.config import (
-    PipelineConfig,
-    SourceConfig,
-    describe_validation_error,
-    is_loopback,
-    load_config,
-    load_yaml_mapping,
-    validate_config,
-)
-from pipeline.errors import ConfigError
+from pipeline.config import PipelineConfig, SourceConfig, is_loopback, load_config, load_yaml_mapping, validate_config
 
 NODE_PLACEHOLDER = "{node}"
 # Output settings that name a file or folder: each node writes its own (``{node}`` in them, or a suffix).
@@ -96,13 +87,7 @@ class ClusterConfig(BaseModel):
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:
     """The cluster YAML at ``path``; ConfigError naming the file and the bad key."""
-    data = load_yaml_mapping(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    try:
-        return ClusterConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc, ClusterConfig)}") from None
+    return validate_config(load_yaml_mapping(path), str(path), ClusterConfig)
 
 
 def cell_config(base: dict[str, Any], node: str, state_dir: Path, metrics_host: str, metrics_port: int,

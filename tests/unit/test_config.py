@@ -80,9 +80,8 @@ def test_stream_names_come_from_the_source_never_with_credentials(uri, name):
 
 
 def test_shipped_configs_are_valid():
-    from tests.conftest import REPO_ROOT
-
     from pipeline.cluster.config import load_cluster_config
+    from tests.conftest import REPO_ROOT
 
     for path in (REPO_ROOT / "configs").glob("*.yaml"):
         if path.name.startswith("cluster."):

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tools.testbed.processes import descendants, process_table
+
 # docs/cluster.md: "Ray's health checks". period x threshold bounds the time to tell a dead node.
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
                       "health_check_timeout_ms": 500, "health_check_initial_delay_ms": 0}
@@ -58,7 +60,9 @@ class SimulatedCluster:
             return  # one core, or fewer cores than nodes: they share
         core = free[0]
         self.cores[node.node_id] = core
-        for pid in _tree([info.process.pid for infos in node.all_processes.values() for info in infos]):
+        table = process_table()
+        roots = [info.process.pid for infos in node.all_processes.values() for info in infos]
+        for pid in {pid for root in roots for pid in descendants(root, table)}:
             try:
                 os.sched_setaffinity(pid, {core})
             except OSError:
@@ -85,25 +89,6 @@ def simulated_cluster(cells: int = 2, namespace: str = NAMESPACE, pin_cores: boo
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def _tree(pids: list[int]) -> list[int]:
-    """``pids`` and every descendant of theirs (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, queue = [], list(pids)
-    while queue:
-        pid = queue.pop()
-        found.append(pid)
-        queue.extend(children.get(pid, []))
-    return found
 
 
 def cell_name(node) -> str:
