@@ -101,7 +101,7 @@ def add_stream_message(config: PipelineConfig, entry: StreamEntry, start_t: floa
                    "slow_s": policy.slow_s},
         image_fps=source.image_fps, resume_after_t=entry.resume_after_t,
         start_t=start_t if entry.start_reason == "restart" else entry.start_t, start_reason=entry.start_reason,
-        rtsp_transport=source.rtsp_transport,
+        rtsp_transport=source.rtsp_transport, speed=source.replay_speed or config.replay.speed,
     )
 
 

@@ -53,6 +53,7 @@ class AddStream:
     start_t: float | None = None
     start_reason: str = "open"
     rtsp_transport: str = "auto"  # rtsp:// sources: tcp, udp, http, or auto (TCP, then UDP if TCP is refused)
+    speed: float = 1.0  # paced recordings: multiple of their own rate
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,20 @@ def test_replay_pacer_releases_each_frame_at_its_stream_time():
     assert pacer.delay(1.0) == 0.0
 
 
+def test_replay_pacer_at_a_speed_runs_the_recording_faster_or_slower_than_its_own_rate():
+    clock = FakeClock()
+    fast = ReplayPacer(clock, speed=2.0)  # also a camera clock 0.5% fast: speed 1.005
+    assert fast.delay(10.0) == 0.0  # the first frame anchors the replay, whatever its time
+    assert abs(fast.delay(11.0) - 0.5) < 1e-9
+    clock.now += 0.5
+    assert abs(fast.delay(11.0)) < 1e-9
+    drifting = ReplayPacer(clock, speed=1.005)
+    drifting.delay(0.0)
+    assert abs(drifting.delay(201.0) - 200.0) < 1e-9  # 1 s gained every 201 s of recording
+    with pytest.raises(ValueError, match="positive"):
+        ReplayPacer(clock, speed=0.0)
+
+
 def test_live_outbox_drops_the_oldest_frame_counts_it_and_never_drops_an_end_marker():
     counters = StreamCounters("cam", None)
     outbox = StreamOutbox("cam", 0, live=True, capacity=2, stale_after_s=5.0, counters=counters, wake=threading.Event())

@@ -34,6 +34,7 @@ class BenchOptions:
     capacity_seconds: float  # length of each real-time trial
     repeats: int  # rounds of each throughput measurement
     quick: bool  # shorter engine and GRU measurements too
+    clocks: tuple[str, ...]  # the capacity search's cameras: independent (headline), aligned
     gpu_peak_tflops: float | None
     command: str  # how the run was started, for the report
 
@@ -105,6 +106,9 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
         print("  profile (CPU ms per step): " + ", ".join(f"{k} {v:.1f}" for k, v in r["profile"]["cpu_ms_per_step"].items()),
               flush=True)
     if "capacity" in options.parts:
-        print("  real-time capacity:", flush=True)
         ideal_streams = r["ideal_steps_per_s"] / step_rate
-        r["capacity"] = capacity(videos, options.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)))
+        for clocks in options.clocks:
+            print(f"  real-time capacity, {clocks} camera clocks:", flush=True)
+            key = "capacity" if clocks == "independent" else f"capacity_{clocks}"
+            r[key] = capacity(videos, options.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)),
+                              clocks=clocks)

@@ -37,17 +37,21 @@ SLOW_SOURCE_FRAMES = 20  # frames seen before judging a live source's rate
 
 
 class ReplayPacer:
-    """Releases frames of stream time ``t`` no earlier than ``start + t`` on the wall clock."""
+    """Releases frames of stream time ``t`` no earlier than ``start + t / speed`` on the wall clock
+    (``speed`` 1: the recording's own rate; 1.005: a camera whose clock runs 0.5% fast)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"replay speed must be positive, got {speed}")
         self._clock = clock
+        self._speed = speed
         self._start: float | None = None
 
     def delay(self, t: float) -> float:
         now = self._clock()
         if self._start is None:
-            self._start = now - t
-        return max(0.0, self._start + t - now)
+            self._start = now - t / self._speed
+        return max(0.0, self._start + t / self._speed - now)
 
 
 
@@ -254,7 +258,7 @@ class StreamRunner(threading.Thread):
         self._sequence += 1
         start_reason, self._next_start_reason = self._next_start_reason, "reconnect"
         sampler = StepSampler(self.s.step_rate)
-        pacer = ReplayPacer(self._clock)
+        pacer = ReplayPacer(self._clock, self.spec.speed)
         realtime = self.spec.realtime and not reader.is_live
         resume_after = self._resume_after_t if not self.spec.loop else None
         if self._resume_after_t is not None and self.spec.loop:
