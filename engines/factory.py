@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ONNX_PATH = REPO_ROOT / "build" / "models" / "efficientnet_lite0.onnx"
+# The INT8 graph for the CPU backends (python -m tools.quantize_backbone), calibrated on capture's frames.
+DEFAULT_INT8_ONNX_PATH = REPO_ROOT / "build" / "models" / "efficientnet_lite0.int8.onnx"
 
 BACKENDS = ("tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")

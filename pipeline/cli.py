@@ -46,6 +46,8 @@ def _parser(prog: str = "run_pipeline.py") -> argparse.ArgumentParser:
     p.add_argument("--embed-workers", type=int, help="embed worker processes")
     p.add_argument("--capture-workers", type=int, help="capture worker processes (each serves many streams)")
     p.add_argument("--engine", help="embedding backend: auto, onnxruntime, torch, ...")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="the engine's precision (engine.precision); other than fp32: judge the head on it first")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
     p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     p.add_argument("--control-port", type=int, help="control API port (0: any free port)")
@@ -87,6 +89,7 @@ def build_config(args: argparse.Namespace):
         ("engine", "workers"): args.embed_workers,
         ("capture", "workers"): args.capture_workers,
         ("engine", "backend"): args.engine,
+        ("engine", "precision"): args.precision,
         ("metrics", "port"): args.metrics_port,
         ("metrics", "enabled"): False if args.no_metrics else None,
         ("control", "port"): args.control_port,

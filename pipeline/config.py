@@ -58,13 +58,20 @@ class EngineConfig(_Model):
     precision: Literal["fp32", "fp16", "int8"] = Field(
         default="fp32", description="fp16 (torch-cuda, tensorrt) and int8 (tensorrt) are opt-in: judge the head on them",
     )
-    workers: int = Field(default=1, ge=1, le=64, description="embed worker processes")
+    workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="embed worker processes; null: on a CPU one per core (up to 4), each with one thread unless "
+                    "threads says otherwise; on a GPU one",
+    )
     max_batch_size: int | None = Field(
         default=None, ge=1, le=1024,
-        description="frames per engine call; default 2 on a CPU (larger batches thrash its caches beside the "
-                    "decoders), 32 on a GPU",
+        description="the most frames per engine call; default 8 on a CPU, 32 on a GPU. Up to it each call takes "
+                    "what is waiting, at the size measured cheapest per frame here",
     )
-    max_wait_ms: float = Field(default=20.0, ge=0.0, le=10_000.0)
+    max_wait_ms: float = Field(
+        default=0.0, ge=0.0, le=10_000.0,
+        description="wait up to this long for a fuller batch; 0: a frame goes as soon as the engine is free",
+    )
     max_frames_per_s: float = Field(
         default=0.0, ge=0.0, le=1_000_000.0,
         description="cap each embed worker's throughput (0: none), to share a machine or see how the pipeline degrades",
@@ -83,6 +90,11 @@ class TemporalConfig(_Model):
     replay_reorder_window: int = Field(default=4096, ge=0, le=1_000_000)
     replay_reorder_timeout_s: float = Field(default=60.0, gt=0.0)
     max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    round_wait_ms: float = Field(
+        default=40.0, ge=0.0, le=1000.0,
+        description="a round of GRU steps waits up to this long after its first ready stream for the others "
+                    "(one call for many streams costs about what one costs); 0: each steps as it comes",
+    )
 
 
 class EventsConfig(_Model):

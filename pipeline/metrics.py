@@ -65,6 +65,7 @@ class StageMetrics:
     stage_latency: object
     end_to_end_latency: object
     batch_size: object
+    embed_batch_cost: object
     queue_depth: object
     active_streams: object
     evictions: object
@@ -107,6 +108,11 @@ class StageMetrics:
             ),
             batch_size=Histogram(
                 f"{PREFIX}_batch_size", "Frames per batch, per stage.", ("stage",), buckets=BATCH_BUCKETS, registry=None
+            ),
+            embed_batch_cost=Gauge(
+                f"{PREFIX}_embed_batch_cost_seconds", "Engine seconds per frame an embed worker measured for each "
+                "batch size, in the pipeline (it picks its batch sizes by them).", ("worker", "size"), registry=None,
+                multiprocess_mode="livemax",
             ),
             queue_depth=Gauge(
                 f"{PREFIX}_queue_depth", "Items waiting inside a stage.", ("stage",), registry=None,

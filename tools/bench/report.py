@@ -86,6 +86,17 @@ def markdown(result: dict) -> str:
     if "gru" in result:
         lines += ["GRU step alone (CPU): " + "; ".join(f"{g['streams']} streams {g['ms_per_step']:.2f} ms "
                                                      f"({g['stream_steps_per_s']:.0f} stream-steps/s)" for g in result["gru"]), ""]
+    if "temporal" in result:
+        lines += [f"Temporal worker alone, {result['temporal'][0]['streams']} live streams with their own clocks "
+                  "(`python -m tools.bench.temporal_cost`; CPU of the whole worker process against its GRU calls):", "",
+                  "| rounds wait | streams per round | worker CPU ms per round | GRU CPU ms per round | worker/GRU | "
+                  "worker CPU us per stream-step | latency p99 ms |", "|---|---|---|---|---|---|---|"]
+        for row in result["temporal"]:
+            lines.append(f"| {row['round_wait_ms']:g} ms | {row['streams_per_round']:.1f} | "
+                         f"{row['worker_cpu_ms_per_round']:.2f} | {row['gru_cpu_ms_per_round']:.2f} | "
+                         f"{row['worker_over_gru']:.2f} | {row['worker_cpu_us_per_stream_step']:.0f} | "
+                         f"{row['latency_p99_ms']:.1f} |")
+        lines.append("")
     if "memory" in result:
         mem = result["memory"]
         lines += ["Memory (USS of all pipeline processes, live 720p25): " + ", ".join(

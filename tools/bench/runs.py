@@ -41,10 +41,11 @@ def write_config(path: Path, sources: list[dict], **sections) -> Path:
     return path
 
 
-def pipeline_replay(videos: list[Path], streams: int, workdir: Path) -> dict:
-    """``run_pipeline.py --fast`` on ``streams`` streams, timed from launch to exit."""
+def pipeline_replay(videos: list[Path], streams: int, workdir: Path, sections: dict | None = None) -> dict:
+    """``run_pipeline.py --fast`` on ``streams`` streams, timed from launch to exit (``sections``: more
+    configuration)."""
     sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}"} for i in range(streams)]
-    config = write_config(workdir / f"replay_{streams}.yaml", sources, replay={"realtime": False})
+    config = write_config(workdir / f"replay_{streams}.yaml", sources, replay={"realtime": False}, **(sections or {}))
     summary_path = workdir / f"replay_{streams}.json"
     launched = time.time()
     proc = subprocess.run([sys.executable, "run_pipeline.py", "--config", str(config), "--summary-json",
@@ -60,13 +61,13 @@ def pipeline_replay(videos: list[Path], streams: int, workdir: Path) -> dict:
             "startup_s": first - launched, "shutdown_s": exited - last, "wall_s": exited - launched}
 
 
-def profile_pipeline(videos: list[Path], streams: int, workdir: Path) -> dict:
+def profile_pipeline(videos: list[Path], streams: int, workdir: Path, sections: dict | None = None) -> dict:
     """Where the CPU goes: each process's CPU seconds per step between the first and the last step
     of a ``--fast`` replay of ``streams`` streams (start-up excluded)."""
     port = free_port()
     sources = [{"uri": str(videos[i % len(videos)]), "name": f"s{i}"} for i in range(streams)]
     config = write_config(workdir / f"profile_{streams}.yaml", sources, replay={"realtime": False},
-                          control={"port": port})
+                          control={"port": port}, **(sections or {}))
     summary_path = workdir / f"profile_{streams}.json"
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--config", str(config), "--summary-json",
                              str(summary_path)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,8 +78,9 @@ def profile_pipeline(videos: list[Path], streams: int, workdir: Path) -> dict:
     while proc.poll() is None:
         try:
             api = f"http://127.0.0.1:{port}"
-            pids.update(stage_pids(api, timeout_s=2))
+            # Asked only until the first step: the supervisor serves these requests, and its CPU is measured.
             if at_first is None:
+                pids.update(stage_pids(api, timeout_s=2))
                 rows = get_json(f"{api}/streams", timeout_s=2)["streams"]
                 if any(r["processed"] for r in rows):
                     at_first = (dict(cpu), sum(r["processed"] for r in rows))

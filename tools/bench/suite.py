@@ -20,7 +20,8 @@ from tools.bench.runs import median_of, memory_per_stream, pipeline_replay, prof
 from tools.bench.stages import decode_alone, engine_alone, gru_alone, naive_loop, sample_frames
 from tools.bench.videos import KINDS, Kind, make_videos
 
-PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "memory", "gpu")
+PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "temporal", "memory", "gpu")
+TEMPORAL_STREAMS = 32
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ def run_benchmark(options: BenchOptions) -> dict:
         _measure_kind(kind, options, result, result["kinds"].setdefault(kind.name, {}), step_rate, workdir)
     if "stages" in options.parts:
         result["gru"] = gru_alone(1.0 if options.quick else 3.0)
+    if "temporal" in options.parts:
+        from pipeline.config import TemporalConfig
+        from tools.bench.temporal_cost import temporal_cost_in_subprocess
+
+        seconds = 10.0 if options.quick else 30.0
+        result["temporal"] = [temporal_cost_in_subprocess(TEMPORAL_STREAMS, seconds, wait)
+                              for wait in (0.0, TemporalConfig().round_wait_ms)]
+        for row in result["temporal"]:
+            print(f"  temporal worker, {TEMPORAL_STREAMS} streams, rounds waiting {row['round_wait_ms']:g} ms: "
+                  f"{row['streams_per_round']:.1f} streams per round, worker/GRU CPU {row['worker_over_gru']:.2f}",
+                  flush=True)
     if "gpu" in options.parts:
         result["gpu"] = gpu_rows(make_videos(KINDS["1080p30"], options.videos, options.seconds), workdir,
                                  options.capacity_seconds, options.gpu_peak_tflops, step_rate)

@@ -69,8 +69,9 @@ TEST_SETS = (
 )
 
 
-def run_pipeline(model: Path, videos: Path, out: Path) -> tuple[Path, Path]:
-    """The streaming pipeline over every video of ``videos`` (replayed as fast as it goes, lossless)."""
+def run_pipeline(model: Path, videos: Path, out: Path, engine: Sequence[str] = ()) -> tuple[Path, Path]:
+    """The streaming pipeline over every video of ``videos`` (replayed as fast as it goes, lossless);
+    ``engine``: its options (``--engine``, ``--precision``), if not the default's."""
     scores, events = out / "scores.jsonl", out / "events.jsonl"
     sources = [arg for path in sorted(videos.glob("*.mp4")) for arg in ("--source", str(path))]
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def run_pipeline(model: Path, videos: Path, out: Path) -> tuple[Path, Path]:
         stale.unlink(missing_ok=True)
     subprocess.run([sys.executable, "run_pipeline.py", "--model", str(model), *sources, "--fast", "--quiet",
                     "--no-control", "--no-metrics", "--log-level", "warning", "--scores-out", str(scores),
-                    "--events-out", str(events), "--summary-json", str(out / "summary.json")],
+                    "--events-out", str(events), "--summary-json", str(out / "summary.json"), *engine],
                    cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
     return scores, events
 
@@ -104,14 +105,14 @@ def map_away_from_edges(steps, instances, margin_s: float = EDGE_MARGIN_S) -> fl
     return float(np.mean(aps)) if aps else None
 
 
-def judge_set(model: Path, videos_root: Path, out: Path) -> dict:
+def judge_set(model: Path, videos_root: Path, out: Path, engine: Sequence[str] = ()) -> dict:
     """The figures of ``model`` on one rendered test set, from the pipeline's own output."""
     from pipeline.scores import read_scores
     from tools.evaluation.annotations import read_annotations
     from tools.evaluation.events import match_starts, read_start_events
     from tools.evaluation.map import evaluate
 
-    scores_path, events_path = run_pipeline(model, videos_root / "videos", out)
+    scores_path, events_path = run_pipeline(model, videos_root / "videos", out, engine)
     instances = read_annotations(videos_root / "annotations.txt")
     steps = read_scores(scores_path)
     metrics = evaluate(steps, instances, classes=tuple(steps[0].scores))
@@ -160,18 +161,22 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
-def judge(model: Path, baseline: Path | None, data: Path, out: Path, sets: Sequence[str]) -> dict:
+def judge(model: Path, baseline: Path | None, data: Path, out: Path, sets: Sequence[str],
+          engine: Sequence[str] = ()) -> dict:
     """The report on ``model`` over the test sets named in ``sets`` (rendered under ``data`` on first use, the
-    pipeline's output under ``out``), with the frame-only ``baseline`` on the ordinary set when given."""
-    report: dict = {"model": str(model), "bar": BAR, "robustness_gap": ROBUSTNESS_GAP, "sets": {}}
+    pipeline's output under ``out``), with the frame-only ``baseline`` on the ordinary set when given;
+    ``engine``: the pipeline's engine options, when not its default engine."""
+    report: dict = {"model": str(model), "bar": BAR, "robustness_gap": ROBUSTNESS_GAP, "engine": list(engine),
+                    "sets": {}}
     for test_set in TEST_SETS:
         if test_set.name not in sets:
             continue
         folder = data / test_set.name
         test_set.render(folder)
         print(f"judging {model.name} on {test_set.name} ...", file=sys.stderr, flush=True)
-        report["sets"][test_set.name] = judge_set(model, folder, out / test_set.name)
+        report["sets"][test_set.name] = judge_set(model, folder, out / test_set.name, engine)
     if baseline is not None and "ordinary" in sets and baseline.is_file():
-        report["sets"]["ordinary (frame-only)"] = judge_set(baseline, data / "ordinary", out / "ordinary_frame_only")
+        report["sets"]["ordinary (frame-only)"] = judge_set(baseline, data / "ordinary", out / "ordinary_frame_only",
+                                                            engine)
     report["misses"] = verdict(report) if "ordinary" in report["sets"] else []
     return report

@@ -59,15 +59,15 @@ class DynamicBatcher(Generic[T]):
             return True
         return now - self._queue[0].arrived >= self.max_wait_s
 
-    def take(self, now: float) -> list[T]:
-        """The due batch (up to ``max_batch_size`` items, oldest first), or [] when none is due.
+    def take(self, now: float, size: int | None = None) -> list[T]:
+        """The due batch (up to ``size`` items, default ``max_batch_size``, oldest first), or [] when none is due.
 
-        Items beyond ``max_batch_size`` stay queued; they keep their arrival
-        times, so a backlog drains in full batches without waiting again.
+        Items beyond it stay queued; they keep their arrival times, so a
+        backlog drains in full batches without waiting again.
         """
         if not self.ready(now):
             return []
-        return self._pop(self.max_batch_size)
+        return self._pop(min(size or self.max_batch_size, self.max_batch_size))
 
     def time_until_due(self, now: float) -> float | None:
         """Seconds until :meth:`ready` turns true (0.0 if it is), or None when nothing is pending."""

@@ -1,15 +1,18 @@
 """Embed stage: PULL frames from every capture, batch them across streams, run
 the engine, PUSH one embedding message per frame to the temporal stage.
 
-A batch leaves when it is full or when its oldest frame has waited the
-configured maximum (``DynamicBatcher``). END-only markers (no pixels) pass
-through in their place in the stream's order. Several embed workers may run;
+The engine is called as soon as it is free (or once the oldest frame has
+waited ``engine.max_wait_ms``, when that is set), with a batch size picked
+from what is waiting and what each size has been measured to cost here
+(``sizing.py``). END-only markers (no pixels) pass through in their place in
+the stream's order. Several embed workers may run;
 the temporal stage puts their outputs back in sequence order.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import zmq
 
 from engines.base import EmbeddingEngine
 from pipeline.stages.embed.batching import DynamicBatcher
+from pipeline.stages.embed.sizing import BatchSizer
 from pipeline.stages.loop import FedBySocket, StageLoop
 from pipeline.stages.settings import EmbedSettings
 from pipeline.transport.control import Heartbeat
@@ -27,9 +31,10 @@ from pipeline.transport.messages import EmbeddingHeader, FrameHeader, MessageErr
 logger = logging.getLogger(__name__)
 
 
-# Measured with tools.benchmark on 2 CPU cores beside four 720p decoders: batch 2 costs 6.4 CPU ms per
-# frame, batch 16 costs 9.0 (activations that outgrow the caches the decoders share); GPUs want many frames.
-CPU_BATCH = 2
+# The largest batch an engine call takes by default. Within it the batch size follows the load (sizing.py);
+# on a CPU a big batch is a long call (a frame of it waits for the others: 8 frames of EfficientNet-Lite0 take
+# 40 to 160 ms on 2 cores), a GPU wants many frames.
+CPU_BATCH = 8
 GPU_BATCH = 32
 
 
@@ -77,6 +82,7 @@ class EmbedWorker(FedBySocket):
         self.max_batch_size = settings.engine.max_batch_size or default_batch_size(engine.name)
         self._batcher: DynamicBatcher[_Pending] = DynamicBatcher(self.max_batch_size,
                                                                  settings.engine.max_wait_ms / 1000)
+        self._sizer = BatchSizer(self.max_batch_size)
         self.tally = EmbedTally()
         self._malformed_logged = 0
         self._paused_until = 0.0
@@ -94,7 +100,8 @@ class EmbedWorker(FedBySocket):
     def _receive(self, timeout_s: float) -> int:
         """Take every frame waiting (up to a batch's worth), waiting at most ``timeout_s`` for the first."""
         got = 0
-        if not self._in.poll(int(max(0.0, timeout_s) * 1000)):
+        # Whole milliseconds, rounded up: a wait rounded down to 0 would spin until its deadline.
+        if not self._in.poll(math.ceil(max(0.0, timeout_s) * 1000)):
             return 0
         while got < self.max_batch_size:
             try:
@@ -119,8 +126,10 @@ class EmbedWorker(FedBySocket):
         embedding = stats = None
         started = self._wall()
         if with_pixels:
+            called = self._clock()
             out = self._engine.embed(np.stack([p.pixels for p in with_pixels]))
             embedding, stats = out.embedding, out.stats
+            self._measured(len(with_pixels), called)
         done = self._wall()
         if with_pixels and self.s.engine.max_frames_per_s > 0:
             # Throttled: take no new batch before this batch's share of time is over.
@@ -146,6 +155,14 @@ class EmbedWorker(FedBySocket):
             self._metrics.batch_size.labels("embed").observe(len(with_pixels))
             self._metrics.stage_latency.labels("embed").observe(done - started)
 
+    def _measured(self, size: int, called: float) -> None:
+        """Tell the sizer what a call of ``size`` frames cost, and show it."""
+        now = self._clock()
+        self._sizer.record(size, now - called, now)
+        if self._metrics:
+            for row in self._sizer.table():
+                self._metrics.embed_batch_cost.labels(str(self.s.worker), str(row.size)).set(row.per_frame_s)
+
     # -- the loop's turns --------------------------------------------------------------------
     def run(self, loop: StageLoop) -> EmbedTally:
         """Serve until told to drain (then process what is in flight and return) or the supervisor is gone."""
@@ -166,7 +183,8 @@ class EmbedWorker(FedBySocket):
         got = self._receive(0.05 if due is None else min(due, 0.05))
         now = self._clock()
         while self._batcher.ready(now):
-            self._process(self._batcher.take(now))
+            self._process(self._batcher.take(now, self._sizer.choose(self._batcher.pending, now)))
+            now = self._clock()
         busy = got > 0 or self._batcher.pending > 0
         if draining and got == 0 and self._batcher.pending:
             self._process(self._batcher.flush())  # upstream is done: what waits for a fuller batch waits for nothing

@@ -2,7 +2,10 @@
 in sequence order, step the GRU for many streams at once, emit events and scores.
 
 Per round, at most one frame per stream goes into the batched GRU step (a
-stream's next step needs its previous state). START resets a stream and END
+stream's next step needs its previous state). A round takes every ready
+stream together: it waits up to ``temporal.round_wait_ms`` after its first
+stream is ready for the others (``rounds.py``), since a GRU call costs about
+as much for one stream as for a dozen. START resets a stream and END
 flushes and frees it; both carry a reason (open, reconnect, loop, removed,
 stopped, restart, ...) that the events closed by them carry too. Idle
 streams are evicted; gaps that outlive the reorder timeout are skipped and
@@ -40,11 +43,12 @@ in ``durable.py``.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import zmq
@@ -57,46 +61,23 @@ from pipeline.stages.settings import TemporalSettings
 from pipeline.stages.temporal.durable import DurableStreams, StreamPosition
 from pipeline.stages.temporal.reorder import Delivered, Gap, Rejected, ReorderBuffer
 from pipeline.stages.temporal.restoring import StreamRestorer, gap_line
+from pipeline.stages.temporal.rounds import RoundPolicy
 from pipeline.stages.temporal.snapshots import StreamSnapshots
 from pipeline.stages.temporal.state_table import StateTableFull, StepInput, StreamStateTable
+from pipeline.stages.temporal.tally import StreamTally
 from pipeline.stages.temporal.upstream import LostUpstream
 from pipeline.transport.control import Heartbeat, ResumeStream, UpstreamLost
 from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
 
 logger = logging.getLogger(__name__)
 
-LATENCY_SAMPLES_KEPT = 20_000
 # After an embed worker died: frames still on their way from the others get this long.
 UPSTREAM_LOST_GRACE_S = 0.5
+# Timeouts (a reorder gap, an idle stream, a dead embed worker's frames) are seconds long: they are
+# looked at this often, not at every message.
+HOUSEKEEPING_S = 0.02
 # Messages taken per turn, per stream a step can hold: enough to fill a step, bounded so stepping is not starved.
 RECEIVE_PER_TURN_FACTOR = 4
-
-
-@dataclass
-class StreamTally:
-    processed: int = 0
-    events: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    first_t: float | None = None
-    last_t: float | None = None
-    first_wall: float | None = None  # when the first step was scored (time.time())
-    last_wall: float | None = None
-    ended: bool = False
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES_KEPT))
-
-    def summary(self) -> dict:
-        lat = np.array(self.latencies) if self.latencies else None
-        span = (self.last_t - self.first_t) if self.first_t is not None and self.last_t is not None else 0.0
-        return {
-            "processed": self.processed,
-            "events": self.events,
-            "dropped": dict(self.dropped),
-            "step_rate_hz": (self.processed - 1) / span if span > 0 else None,
-            "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None else None,
-            "latency_p99_s": float(np.percentile(lat, 99)) if lat is not None else None,
-            "first_step_wall": self.first_wall,
-            "last_step_wall": self.last_wall,
-        }
 
 
 class TemporalWorker(DurableStreams, FedBySocket):
@@ -135,6 +116,8 @@ class TemporalWorker(DurableStreams, FedBySocket):
         self._clock = clock
         self._wall = wall_clock
         self._ready: dict[str, deque] = defaultdict(deque)  # in-order items waiting for their step
+        self._rounds = RoundPolicy(settings.temporal.round_wait_ms / 1000, settings.temporal.max_batch_size)
+        self._next_housekeeping = 0.0
         self._positions: dict[str, StreamPosition] = {}
         self._upstream = LostUpstream(UPSTREAM_LOST_GRACE_S)
         self._malformed_logged = 0
@@ -149,7 +132,8 @@ class TemporalWorker(DurableStreams, FedBySocket):
 
     # -- intake ----------------------------------------------------------------
     def _receive(self, timeout_s: float) -> int:
-        if not self._in.poll(int(max(0.0, timeout_s) * 1000)):
+        # Whole milliseconds, rounded up: a wait rounded down to 0 would spin until its deadline.
+        if not self._in.poll(math.ceil(max(0.0, timeout_s) * 1000)):
             return 0
         got = 0
         while got < RECEIVE_PER_TURN_FACTOR * self.s.temporal.max_batch_size:
@@ -273,6 +257,7 @@ class TemporalWorker(DurableStreams, FedBySocket):
         if embedding is not None:
             position.carry_start = None
         self._ready[stream].append(item)
+        self._rounds.ready(self._clock())
 
     # -- stepping --------------------------------------------------------------
     def _emit(self, events: list[ActionEvent], generation: int, seq: int) -> None:
@@ -474,11 +459,18 @@ class TemporalWorker(DurableStreams, FedBySocket):
 
     def work(self, draining: bool) -> bool:
         now = self._clock()
-        due = min(d for d in (self._live_reorder.next_due_in(now), self._replay_reorder.next_due_in(now), 0.05)
-                  if d is not None)
-        got = self._receive(0.0 if self._ready else due)
-        stepped = self._step_round()
-        self._housekeeping()
+        active = len(self._table.active_streams)
+        round_due = self._rounds.due_in(len(self._ready), active, now)
+        wait = min(0.05, max(0.0, self._next_housekeeping - now))
+        got = self._receive(wait if round_due is None else min(wait, round_due))
+        stepped = 0
+        now = self._clock()
+        if draining or self._rounds.due_in(len(self._ready), active, now) == 0.0:
+            stepped = self._step_round()
+            self._rounds.stepped(len(self._ready), now)
+        if now >= self._next_housekeeping:
+            self._housekeeping()
+            self._next_housekeeping = now + HOUSEKEEPING_S
         if self._snapshots is not None:
             self._snapshots.tick(self._clock(), self._table, self._detector, self._position_of)
         return bool(got or stepped or self._ready)
