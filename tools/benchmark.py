@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds=tuple(KINDS[k] for k in args.kinds.split(",")), parts=frozenset(args.parts.split(",")),
         videos=args.videos, seconds=args.seconds, capacity_seconds=args.capacity_seconds, repeats=args.repeats,
         quick=args.quick, clocks=tuple(args.clocks.split(",")), gpu_peak_tflops=args.gpu_peak_tflops,
-        command="python -m tools.benchmark" + ("" if argv is None else " " + " ".join(argv)),
+        command=" ".join(["python -m tools.benchmark", *(sys.argv[1:] if argv is None else argv)]),
     )
     result = run_benchmark(options)
     (BENCH_DIR / "benchmark.json").write_text(json.dumps(result, indent=1))

@@ -73,10 +73,15 @@ def markdown(result: dict) -> str:
             lines += [f"Where the CPU goes, {prof['streams']} streams replayed `--fast` ({prof['steps_per_s']:.1f} steps/s, "
                       f"{prof['cores_busy']:.2f} cores busy; first to last step, start-up excluded):", "",
                       "| process | CPU ms per step | the same work alone |", "|---|---|---|"]
-            alone = {"capture:0": decode_ms, "embed:0": engine_ms}
-            for name, value in prof["cpu_ms_per_step"].items():
+            per_process = prof["cpu_ms_per_step"]
+            embed_workers = [name for name in per_process if name.startswith("embed:")]
+            alone = {"capture:0": decode_ms, "embed:0": engine_ms if len(embed_workers) == 1 else None}
+            for name, value in per_process.items():
                 reference = alone.get(name)
                 lines.append(f"| {name} | {value:.2f} | {f'{reference:.2f}' if reference else '-'} |")
+            if len(embed_workers) > 1:
+                lines.append(f"| embed, its {len(embed_workers)} workers | "
+                             f"{sum(per_process[n] for n in embed_workers):.2f} | {engine_ms or 0:.2f} |")
             lines.append(f"| total | {sum(prof['cpu_ms_per_step'].values()):.2f} | "
                          f"{(decode_ms or 0) + (engine_ms or 0):.2f} (decode + engine) |")
             lines.append("")

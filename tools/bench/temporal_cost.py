@@ -89,7 +89,7 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
     settings = TemporalSettings(stage="temporal", control_endpoint="", parent_pid=os.getpid(), run_dir=str(scratch),
                                 model_path=str(model), temporal=cfg,
                                 events=events_for_model(EventsConfig(), checkpoint_events),
-                                outputs=OutputsConfig(stdout=False), in_endpoint="", state_folder=os.environ.get("TC_STATE", str(scratch / "state")))
+                                outputs=OutputsConfig(stdout=False), in_endpoint="", state_folder=str(scratch / "state"))
     metrics = StageMetrics.create()
     table = StreamStateTable(head, cfg.capacity, cfg.idle_timeout_s)
     snapshots, _ = durable_state(settings, head, table, metrics)
@@ -167,7 +167,7 @@ def temporal_cost_in_subprocess(streams: int, seconds: float, round_wait_ms: flo
     return {**json.loads(proc.stdout), "round_wait_ms": round_wait_ms}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
@@ -177,6 +177,13 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--round-wait-ms", type=float, default=None, help="default: temporal.round_wait_ms's")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overrides = {} if args.round_wait_ms is None else {"round_wait_ms": args.round_wait_ms}
     print(json.dumps(temporal_cost(MODEL, args.streams, args.seconds, temporal=overrides), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
