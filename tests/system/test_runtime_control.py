@@ -60,7 +60,10 @@ def test_control_api_adds_lists_and_removes_streams_and_refuses_bad_requests(med
     assert answers["outside"][0] == 403 and "control.media_roots" in answers["outside"][1]["error"]
     assert answers["bad_key"][0] == 400 and "url: unknown key; allowed here" in answers["bad_key"][1]["error"]
     assert answers["unknown"][0] == 404
-    assert sorted(s["name"] for s in answers["stages"][1]["stages"]) == ["capture:0", "embed:0", "temporal"]
+    names = sorted(s["name"] for s in answers["stages"][1]["stages"])
+    # One embed worker per core on a CPU (engine.workers unset): as many as this machine's layout gives.
+    assert names[0] == "capture:0" and names[-1] == "temporal" and "embed:0" in names, names
+    assert all(name.startswith("embed:") for name in names[1:-1]), names
     assert answers["removed"][0] == 202
     listing = {r["name"]: r for r in answers["listing"][1]["streams"]}
     # Refused requests changed nothing; the removed stream ended cleanly; the other runs on.

@@ -21,7 +21,9 @@ def test_two_minutes_of_live_streams_with_restarts_and_kills_lose_nothing_unacco
     assert sum(a["action"].startswith("RTSP server restarted") for a in report["actions"]) == 2
     # Memory is sampled for every process, and stays bounded (no process doubles after warm-up).
     last = report["samples"][-1]["pss_mb"]
-    assert set(last) == {"supervisor", "capture:0", "embed:0", "temporal"}
+    # One embed worker per core on a CPU (engine.workers unset): embed:0 and as many more as the machine gives.
+    assert {"supervisor", "capture:0", "embed:0", "temporal"} <= set(last), last
+    assert all(p in ("supervisor", "capture:0", "temporal") or p.startswith("embed:") for p in last), last
     for process, growth in report["pss_growth_after_warmup_mb"].items():
         assert growth < 0.5 * last[process] + 20, (process, growth)
     assert report["stop_s"] < 10

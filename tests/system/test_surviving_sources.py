@@ -29,7 +29,8 @@ def test_a_slow_engine_makes_live_streams_drop_their_oldest_frames_while_a_repla
         supervisor = Supervisor(config(
             sources=[{"uri": cam1.url, "name": "cam1"}, {"uri": cam2.url, "name": "cam2"},
                      {"uri": str(media["good"]), "name": "replay"}],
-            replay={"realtime": False}, engine={"max_frames_per_s": 6.0, "max_batch_size": 2},
+            # One engine capped at 6 frames/s: the cap is each worker's, so the test pins one worker.
+            replay={"realtime": False}, engine={"max_frames_per_s": 6.0, "max_batch_size": 2, "workers": 1},
             outputs={"scores_jsonl": str(tmp_path / "s.jsonl")},
         ))
         summary = run_until(supervisor, lambda sup: stream_row(sup, "replay").get("state") == "ended"
