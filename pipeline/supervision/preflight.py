@@ -17,12 +17,12 @@ from pathlib import Path
 
 import zmq
 
-from engines.factory import DEFAULT_ONNX_PATH
+from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
 from engines.head_config import HeadConfig, read_head_config, read_head_events
 from pipeline.config import EngineConfig, EventsConfig, PipelineConfig, SourceConfig, events_for_model
 from pipeline.errors import ConfigError
 from pipeline.outputs.files import OutputError, prepare_output
-from pipeline.supervision.limits import MachineFacts, check_worker_counts, embed_layout, machine_facts
+from pipeline.supervision.limits import MachineFacts, check_worker_counts, embed_layout, engine_precision, machine_facts
 from pipeline.supervision.registry import StreamRequestError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Checked:
 
     head: HeadConfig
     events: EventsConfig  # the model's tuned event settings, with the config's explicit keys on top
-    engine: EngineConfig  # workers and threads as they run on this machine (embed_layout)
+    engine: EngineConfig  # workers, threads and precision as they run on this machine (embed_layout, engine_precision)
 
 
 def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Checked:
@@ -47,7 +47,13 @@ def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Ch
     events = events_for_model(config.events, read_head_events(config.model))
     facts = machine or machine_facts()
     layout = embed_layout(config.engine.backend, config.engine.workers, config.engine.threads, facts)
-    engine = config.engine.model_copy(update={"workers": layout.workers, "threads": layout.threads})
+    precision = engine_precision(config.engine.backend, config.engine.precision, config.engine.onnx_path is not None,
+                                 DEFAULT_INT8_ONNX_PATH.is_file(), facts)
+    engine = config.engine.model_copy(update={"workers": layout.workers, "threads": layout.threads,
+                                              "precision": precision})
+    if precision != (config.engine.precision or "fp32"):
+        logger.info("engine auto: the INT8 graph on this CPU (it has integer dot products); "
+                    "engine.precision: fp32 keeps FP32")
     problems = check_worker_counts(engine.workers, config.capture.workers, facts,
                                    gpu_backend=engine.backend.endswith("cuda") or engine.backend == "tensorrt")
     if problems:
@@ -102,9 +108,15 @@ def check_writable_file(path: Path, setting: str) -> None:
 
 def onnx_path_for(engine: EngineConfig) -> str | None:
     """The backbone graph the embed workers load (exported once if it is the default and missing), or
-    None for a backend that does not read one."""
+    None for a backend that does not read one. ONNX Runtime in INT8 reads the quantized graph."""
     if not (engine.backend.startswith("onnxruntime") or engine.backend in ("auto", "tensorrt")):
         return None
+    if engine.precision == "int8" and engine.backend != "tensorrt":
+        path = Path(engine.onnx_path or DEFAULT_INT8_ONNX_PATH)
+        if not path.is_file():
+            raise ConfigError(f"engine.precision int8: no INT8 graph at {path} (make models builds the default one; "
+                              "python -m tools.quantize_backbone --calibrate VIDEOS makes one from your own video)")
+        return str(path.resolve())
     if engine.onnx_path is not None:
         if not Path(engine.onnx_path).is_file():
             raise ConfigError(f"engine.onnx_path: {engine.onnx_path} does not exist")

@@ -121,3 +121,22 @@ def test_an_rtsp_transport_is_chosen_per_rtsp_source_and_refused_on_others():
         SourceConfig(uri="http://cam/1.mjpg", rtsp_transport="tcp")
     with pytest.raises(ConfigError, match=r"sources\.0\.rtsp_transport: Input should be 'auto', 'tcp', 'udp' or 'http'"):
         validate_config({"sources": [{"uri": "rtsp://cam/1", "rtsp_transport": "sctp"}]})
+
+
+def test_auto_on_a_cpu_with_integer_dot_products_runs_the_int8_graph_and_a_missing_one_is_named(tmp_path):
+    from engines.factory import DEFAULT_INT8_ONNX_PATH
+    from pipeline.supervision.limits import MachineFacts
+    from pipeline.supervision.preflight import onnx_path_for, preflight
+    from tests.support.runs import config
+
+    assert DEFAULT_INT8_ONNX_PATH.is_file(), "make models builds the INT8 graph"
+    vnni = MachineFacts(2, 24 * 1024**3, int8_dot=True)
+    auto = preflight(config(sources=[{"uri": str(tmp_path / "x.mp4")}], engine={"backend": "auto"}), vnni).engine
+    assert auto.precision == "int8"
+    assert onnx_path_for(auto) == str(DEFAULT_INT8_ONNX_PATH.resolve())
+    named = preflight(config(sources=[{"uri": str(tmp_path / "x.mp4")}]), vnni).engine
+    assert named.precision == "fp32"
+
+    missing = auto.model_copy(update={"precision": "int8", "onnx_path": tmp_path / "none.int8.onnx"})
+    with pytest.raises(ConfigError, match=r"engine.precision int8: no INT8 graph at .*none.int8.onnx .*quantize_backbone"):
+        onnx_path_for(missing)

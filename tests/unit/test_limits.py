@@ -196,3 +196,19 @@ def test_unset_embed_workers_on_a_gpu_are_one_and_auto_follows_the_machine():
 def test_set_embed_workers_and_threads_are_kept():
     assert embed_layout("onnxruntime", 1, 0, MachineFacts(2, 24 * GB)) == EmbedLayout(1, 0)
     assert embed_layout("tensorrt", 3, 2, MachineFacts(16, 64 * GB)) == EmbedLayout(3, 2)
+
+
+def test_unset_precision_is_fp32_except_auto_on_a_cpu_with_integer_dot_products():
+    from pipeline.supervision.limits import engine_precision
+
+    vnni = MachineFacts(2, 24 * GB, int8_dot=True)
+    assert engine_precision("auto", None, own_graph=False, int8_graph_built=True, facts=vnni) == "int8"
+    # Not where INT8 may not win, nor where auto lands on a GPU, nor without the graph, nor for a graph of one's own.
+    assert engine_precision("auto", None, False, True, MachineFacts(2, 24 * GB, int8_dot=False)) == "fp32"
+    assert engine_precision("auto", None, False, True, MachineFacts(2, 24 * GB, nvidia_gpu=True, int8_dot=True)) == "fp32"
+    assert engine_precision("auto", None, False, False, vnni) == "fp32"
+    assert engine_precision("auto", None, True, True, vnni) == "fp32"
+    # A named backend runs FP32 unless asked; an explicit precision is kept everywhere.
+    assert engine_precision("onnxruntime", None, False, True, vnni) == "fp32"
+    assert engine_precision("auto", "fp32", False, True, vnni) == "fp32"
+    assert engine_precision("onnxruntime", "int8", False, True, MachineFacts(2, 24 * GB)) == "int8"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.factory import DEFAULT_ONNX_PATH
+from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
 from tools.bench.paths import MODEL
+from tools.cli import UsageError
 from tools.testbed.frames import first_frames
 
 
@@ -54,13 +55,22 @@ def sample_frames(video: Path, count: int = 64, size: int = 224) -> np.ndarray:
     return np.stack([prepare_frame(image, size, size) for image in first_frames(video, count)])
 
 
-def engine_alone(frames: np.ndarray, seconds: float) -> list[dict]:
+def graph_for(precision: str) -> Path:
+    """The backbone graph ONNX Runtime runs at ``precision`` (fp32, int8: the one make models builds)."""
+    if precision == "fp32":
+        return DEFAULT_ONNX_PATH
+    if not DEFAULT_INT8_ONNX_PATH.is_file():
+        raise UsageError(f"no INT8 graph at {DEFAULT_INT8_ONNX_PATH}: make models builds it")
+    return DEFAULT_INT8_ONNX_PATH
+
+
+def engine_alone(frames: np.ndarray, seconds: float, graph: Path = DEFAULT_ONNX_PATH) -> list[dict]:
     """Frames/s and CPU-s per frame at each batch size, for the ONNX Runtime settings worth comparing."""
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     rows = []
     for threads, spinning in ((0, True), (0, False), (1, False)):
-        engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH, intra_op_threads=threads, allow_spinning=spinning)
+        engine = OnnxRuntimeEngine(graph, intra_op_threads=threads, allow_spinning=spinning)
         for batch in (1, 2, 4, 8, 16):
             engine.embed(frames[:batch])  # warm-up: the arena grows to this batch once
             done = 0
@@ -99,7 +109,7 @@ def gru_alone(seconds: float, device: str = "cpu", counts: tuple[int, ...] = (1,
     return rows
 
 
-def naive_loop(videos: list[Path], step_rate: float) -> dict:
+def naive_loop(videos: list[Path], step_rate: float, graph: Path = DEFAULT_ONNX_PATH) -> dict:
     """What a hand-written OpenCV loop does: every stream in turn, one frame at a time, batch 1."""
     import cv2
     import torch
@@ -109,7 +119,7 @@ def naive_loop(videos: list[Path], step_rate: float) -> dict:
     from pipeline.sources.decoding import prepare_frame
     from pipeline.sources.sampling import StepSampler
 
-    engine = OnnxRuntimeEngine(DEFAULT_ONNX_PATH)
+    engine = OnnxRuntimeEngine(graph)
     head, _ = load_head(MODEL)
     captures = [cv2.VideoCapture(str(v)) for v in videos]
     samplers = [StepSampler(step_rate) for _ in videos]

@@ -17,7 +17,7 @@ from tools.bench.gpu import gpu_rows
 from tools.bench.paths import BENCH_DIR, MODEL
 from tools.bench.report import machine
 from tools.bench.runs import median_of, memory_per_stream, pipeline_replay, profile_pipeline
-from tools.bench.stages import decode_alone, engine_alone, gru_alone, naive_loop, sample_frames
+from tools.bench.stages import decode_alone, engine_alone, graph_for, gru_alone, naive_loop, sample_frames
 from tools.bench.videos import KINDS, Kind, make_videos
 
 PARTS = ("stages", "naive", "pipeline", "profile", "capacity", "temporal", "memory", "gpu")
@@ -38,6 +38,7 @@ class BenchOptions:
     clocks: tuple[str, ...]  # the capacity search's cameras: independent (headline), aligned
     gpu_peak_tflops: float | None
     command: str  # how the run was started, for the report
+    precision: str = "fp32"  # the CPU engine's graph everywhere: the engine alone, the naive loop and the pipeline
 
 
 def run_benchmark(options: BenchOptions) -> dict:
@@ -78,9 +79,11 @@ def run_benchmark(options: BenchOptions) -> dict:
 def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step_rate: float, workdir: Path) -> None:
     """Fill ``r`` with one kind's figures; the engine alone is measured once per run, into ``result``."""
     videos = make_videos(kind, options.videos, options.seconds)
+    sections = {"engine": {"backend": "onnxruntime", "precision": options.precision}}
     if options.parts & {"stages", "pipeline", "capacity"}:
         if "engine" not in result:
-            result["engine"] = engine_alone(sample_frames(videos[0]), 2.0 if options.quick else 5.0)
+            result["engine"] = engine_alone(sample_frames(videos[0]), 2.0 if options.quick else 5.0,
+                                            graph_for(options.precision))
         r["engine_best"] = min(result["engine"], key=lambda e: e["cpu_s_per_frame"])
     # Each round measures everything once, so slow drift in the machine's speed hits all alike.
     rounds: dict[str, list[dict]] = {}
@@ -88,10 +91,10 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
         if options.parts & {"stages", "pipeline", "capacity"}:
             rounds.setdefault("decode", []).append(decode_alone(videos, step_rate))
         if "naive" in options.parts:
-            rounds.setdefault("naive", []).append(naive_loop(videos, step_rate))
+            rounds.setdefault("naive", []).append(naive_loop(videos, step_rate, graph_for(options.precision)))
         if "pipeline" in options.parts:
             for n in (1, 2, 4, 8):
-                rounds.setdefault(f"pipeline{n}", []).append(pipeline_replay(videos, n, workdir))
+                rounds.setdefault(f"pipeline{n}", []).append(pipeline_replay(videos, n, workdir, sections))
         print(f"  round {round_index + 1}/{options.repeats}: " + ", ".join(
             f"{name} {runs[-1]['steps_per_s']:.1f}" for name, runs in rounds.items()), flush=True)
     if "decode" in rounds:
@@ -114,7 +117,7 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
             print(f"  pipeline x{n}: {row['steps_per_s']:.1f} steps/s ({row['vs_ideal']:.2f} of ideal; runs "
                   f"{row['runs']}), start-up {row['startup_s']:.2f} s, shutdown {row['shutdown_s']:.2f} s", flush=True)
     if "profile" in options.parts:
-        r["profile"] = profile_pipeline(videos, 4, workdir)
+        r["profile"] = profile_pipeline(videos, 4, workdir, sections)
         print("  profile (CPU ms per step): " + ", ".join(f"{k} {v:.1f}" for k, v in r["profile"]["cpu_ms_per_step"].items()),
               flush=True)
     if "capacity" in options.parts:
@@ -123,4 +126,4 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
             print(f"  real-time capacity, {clocks} camera clocks:", flush=True)
             key = "capacity" if clocks == "independent" else f"capacity_{clocks}"
             r[key] = capacity(videos, options.capacity_seconds, workdir, start=max(1, int(ideal_streams * 0.5)),
-                              clocks=clocks)
+                              clocks=clocks, sections=sections)
