@@ -145,11 +145,10 @@ def onnx_is_current(path: Path, weights: Path | None = None) -> bool:
     """True when ``path`` was exported from these weights by this export revision."""
     if not path.is_file():
         return False
-    import onnx
-
     from engines.efficientnet_lite import pretrained_weights_path
+    from engines.graph_metadata import read_graph_metadata
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    props = read_graph_metadata(path)
     return props.get("export_revision") == str(EXPORT_REVISION) and props.get(
         "weights_sha256"
     ) == file_sha256(weights or pretrained_weights_path())

@@ -35,6 +35,8 @@ from pipeline.sources.decoding import calibration_frames, list_videos
 from tools.cli import UsageError, run
 
 CALIBRATION_BATCH = 8
+# The FP32 export's stamp (engines.backbone): it names those exact weights and graph.
+STAMP_KEYS = ("weights_sha256", "export_revision")
 DEFAULT_CALIBRATION = REPO_ROOT / "build" / "calibration"
 # Seed 61: outside training (41-60) and the judge's test sets; 8 short streams of the mixed sizes.
 CALIBRATION_RENDER = ("tools.make_synthactions", "--count", "8", "--seed", "61", "--size", "mixed", "--fps-range", "10",
@@ -91,7 +93,27 @@ def quantize(source: Path, out: Path, frames: np.ndarray) -> Path:
         keep_fp32 = stats_only_nodes(onnx.load(str(prepared)))
         quantize_static(str(prepared), str(out), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32)
+    restamp(out)
     return out
+
+
+def restamp(path: Path) -> None:
+    """Take the FP32 export's stamp off the quantized graph: its numbers differ, so its identity must
+    (pipeline.state.identity then names it by its bytes, and a snapshot made on FP32 embeddings is not
+    restored onto INT8 ones); say what it was quantized from instead."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    stamp = {p.key: p.value for p in proto.metadata_props}
+    del proto.metadata_props[:]
+    for key, value in stamp.items():
+        if key not in STAMP_KEYS:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    entry = proto.metadata_props.add()
+    entry.key = "quantized_from"
+    entry.value = ", ".join(f"{key}={stamp[key]}" for key in STAMP_KEYS if key in stamp) + " (static INT8)"
+    onnx.save(proto, str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

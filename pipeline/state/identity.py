@@ -62,16 +62,14 @@ def backbone_identity(spec: BackboneSpec, weights_sha256: str, export_revision: 
 
 def backbone_identity_of_onnx(path: str | Path, spec: BackboneSpec) -> str:
     """The identity of the ONNX graph at ``path``: from our export's stamp, else from the file's bytes."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    from engines.graph_metadata import read_graph_metadata
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-        stamp = {p.key: p.value for p in proto.metadata_props}
+        stamp = read_graph_metadata(path)
         if "weights_sha256" in stamp and "export_revision" in stamp:
             return backbone_identity(spec, stamp["weights_sha256"], stamp["export_revision"])
         return f"{_spec_part(spec)}/onnx-sha256:{file_sha256(Path(path))}"
-    except (OSError, ValueError, DecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise IdentityError(f"{path}: cannot identify the backbone: {exc}") from exc
 
 

@@ -141,13 +141,16 @@ def test_a_head_is_identified_by_its_weights_and_config_not_its_file(tmp_path):
 
 def test_a_backbone_is_identified_by_its_spec_weights_and_export_revision(tmp_path):
     from engines.backbone import EXPORT_REVISION
-    from engines.factory import DEFAULT_ONNX_PATH
+    from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
 
     ours = backbone_identity(EFFICIENTNET_LITE0, "f" * 64, EXPORT_REVISION)
     assert ours == f"efficientnet_lite0-imagenet/224x224/e1280/rev{EXPORT_REVISION}/weights-sha256:{'f' * 64}"
     if DEFAULT_ONNX_PATH.is_file():
         stamped = backbone_identity_of_onnx(DEFAULT_ONNX_PATH, EFFICIENTNET_LITE0)
         assert stamped.startswith(f"efficientnet_lite0-imagenet/224x224/e1280/rev{EXPORT_REVISION}/weights-sha256:")
+    # The INT8 graph is named by its bytes: a snapshot of FP32 embeddings' state is not restored onto INT8 ones.
+    int8 = backbone_identity_of_onnx(DEFAULT_INT8_ONNX_PATH, EFFICIENTNET_LITE0)
+    assert int8 == f"efficientnet_lite0-imagenet/224x224/e1280/onnx-sha256:{file_sha256(DEFAULT_INT8_ONNX_PATH)}"
     import onnx
     from onnx import TensorProto, helper
 

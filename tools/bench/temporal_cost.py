@@ -9,6 +9,7 @@ PyTorch thread) within it: ``overhead`` = worker CPU / GRU CPU, per round as the
 
 from __future__ import annotations
 
+import cProfile
 import multiprocessing
 import os
 import random
@@ -64,8 +65,9 @@ def _produce(endpoint: str, streams: int, seconds: float, step_rate: float, seed
 
 
 def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_s: float = 3.0,
-                  temporal: dict | None = None) -> dict:
-    """Run the worker against ``streams`` cameras; CPU per round and per stream-step, the GRU's share."""
+                  temporal: dict | None = None, profile_to: Path | None = None) -> dict:
+    """Run the worker against ``streams`` cameras; CPU per round and per stream-step, the GRU's share.
+    ``profile_to``: cProfile statistics of the measured seconds (not the start-up) are written there."""
     import torch
     import zmq
 
@@ -125,11 +127,17 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
             worker.work(False)
         steps_before = sum(t.processed for t in worker.tallies.values())
         counting[0] = True
+        profiler = cProfile.Profile() if profile_to is not None else None
+        if profiler is not None:
+            profiler.enable()
         cpu, wall, main_thread = time.process_time(), time.monotonic(), time.thread_time()
         while time.monotonic() - wall < seconds:
             worker.work(False)
         cpu, wall, main_thread = time.process_time() - cpu, time.monotonic() - wall, time.thread_time() - main_thread
         counting[0] = False
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile_to))
         steps = sum(t.processed for t in worker.tallies.values()) - steps_before
     finally:
         producer.join(timeout=10)
@@ -177,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--round-wait-ms", type=float, default=None, help="default: temporal.round_wait_ms's")
+    parser.add_argument("--profile", type=Path, help="write cProfile statistics of the measured seconds here "
+                                                     "(python -m pstats FILE to read them; the figures then include "
+                                                     "the profiler's own cost)")
     args = parser.parse_args(argv)
     overrides = {} if args.round_wait_ms is None else {"round_wait_ms": args.round_wait_ms}
-    print(json.dumps(temporal_cost(MODEL, args.streams, args.seconds, temporal=overrides), indent=1))
+    print(json.dumps(temporal_cost(MODEL, args.streams, args.seconds, temporal=overrides, profile_to=args.profile),
+                     indent=1))
     return 0
 
 
