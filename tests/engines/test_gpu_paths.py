@@ -85,8 +85,10 @@ def test_auto_says_what_it_chose_and_why_it_skipped_the_faster_ones(onnx_path, c
 
 
 def test_reduced_precision_is_refused_where_a_backend_cannot_run_it(onnx_path):
-    with pytest.raises(EngineUnavailableError, match="onnxruntime runs fp32, not fp16"):
+    with pytest.raises(EngineUnavailableError, match="onnxruntime runs fp32/int8, not fp16"):
         create_engine("onnxruntime", onnx_path, precision="fp16")
+    with pytest.raises(EngineUnavailableError, match="torch runs fp32, not int8"):
+        create_engine("torch", precision="int8")
     with pytest.raises(EngineUnavailableError, match="torch-cuda runs fp32/fp16, not int8"):
         create_engine("torch-cuda", precision="int8")
 
