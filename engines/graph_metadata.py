@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.errors import ActionPipeError
+
 # ModelProto.metadata_props = 14 (repeated StringStringEntryProto: key = 1, value = 2).
 _METADATA_PROPS = 14
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
 
-class GraphMetadataError(ValueError):
+class GraphMetadataError(ActionPipeError, ValueError):
     """The bytes are not a readable ONNX ModelProto."""
 
 

@@ -2,7 +2,7 @@
 cameras restarted and stage processes killed along the way.
 
     python -m tools.soak --minutes 30                      # the figures in docs/operating.md (Soak)
-    python -m tools.soak --minutes 2 --sample-every 5      # what `make test` runs
+    python -m tools.soak --minutes 1.25 --sample-every 5 --restart-every 28   # what `make test` runs
 
 What it starts, forces and checks: tools.testbed.soak. Writes ``soak.json``
 and ``soak.md`` to ``--out`` and exits non-zero if a check fails.
