@@ -58,7 +58,7 @@ def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, t
     if backend.startswith("onnxruntime"):
         from engines.onnxruntime_engine import OnnxRuntimeEngine
 
-        path = _int8_onnx(onnx_path) if precision == "int8" else onnx_path or _ensure_default_onnx()
+        path = int8_graph(onnx_path) if precision == "int8" else onnx_path or _ensure_default_onnx()
         providers = ("CUDAExecutionProvider",) if backend == "onnxruntime-cuda" else ("CPUExecutionProvider",)
         return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads, allow_spinning=spinning,
                                  precision=precision)
@@ -77,12 +77,13 @@ def _ensure_default_onnx() -> Path:
     return ensure_onnx(DEFAULT_ONNX_PATH)
 
 
-def _int8_onnx(onnx_path: Path | None) -> Path:
-    """The INT8 graph: ``onnx_path`` when given (one tools.quantize_backbone wrote), else the default one."""
-    path = onnx_path or DEFAULT_INT8_ONNX_PATH
+def int8_graph(onnx_path: Path | None = None) -> Path:
+    """The INT8 graph ONNX Runtime runs: ``onnx_path`` when given (one tools.quantize_backbone wrote), else
+    the default one; EngineUnavailableError naming how to make it when it is not there."""
+    path = Path(onnx_path or DEFAULT_INT8_ONNX_PATH)
     if not path.is_file():
-        raise EngineUnavailableError(f"no INT8 graph at {path}: make models builds the default one "
-                                     "(python -m tools.quantize_backbone --calibrate VIDEOS for your own)")
+        raise EngineUnavailableError(f"no INT8 graph at {path} (make models builds the default one; python -m "
+                                     "tools.quantize_backbone --calibrate VIDEOS makes one from your own video)")
     return path
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import zmq
 
-from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
+from engines.base import EngineUnavailableError
+from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH, int8_graph
 from engines.head_config import HeadConfig, read_head_config, read_head_events
 from pipeline.config import EngineConfig, EventsConfig, PipelineConfig, SourceConfig, events_for_model
 from pipeline.errors import ConfigError
@@ -112,11 +113,10 @@ def onnx_path_for(engine: EngineConfig) -> str | None:
     if not (engine.backend.startswith("onnxruntime") or engine.backend in ("auto", "tensorrt")):
         return None
     if engine.precision == "int8" and engine.backend != "tensorrt":
-        path = Path(engine.onnx_path or DEFAULT_INT8_ONNX_PATH)
-        if not path.is_file():
-            raise ConfigError(f"engine.precision int8: no INT8 graph at {path} (make models builds the default one; "
-                              "python -m tools.quantize_backbone --calibrate VIDEOS makes one from your own video)")
-        return str(path.resolve())
+        try:
+            return str(int8_graph(engine.onnx_path).resolve())
+        except EngineUnavailableError as exc:
+            raise ConfigError(f"engine.precision int8: {exc}") from None
     if engine.onnx_path is not None:
         if not Path(engine.onnx_path).is_file():
             raise ConfigError(f"engine.onnx_path: {engine.onnx_path} does not exist")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH
+from engines.base import EngineUnavailableError
+from engines.factory import DEFAULT_ONNX_PATH, int8_graph
 from tools.bench.paths import MODEL
 from tools.cli import UsageError
 from tools.testbed.frames import first_frames
@@ -59,9 +60,10 @@ def graph_for(precision: str) -> Path:
     """The backbone graph ONNX Runtime runs at ``precision`` (fp32, int8: the one make models builds)."""
     if precision == "fp32":
         return DEFAULT_ONNX_PATH
-    if not DEFAULT_INT8_ONNX_PATH.is_file():
-        raise UsageError(f"no INT8 graph at {DEFAULT_INT8_ONNX_PATH}: make models builds it")
-    return DEFAULT_INT8_ONNX_PATH
+    try:
+        return int8_graph()
+    except EngineUnavailableError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def engine_alone(frames: np.ndarray, seconds: float, graph: Path = DEFAULT_ONNX_PATH) -> list[dict]:
