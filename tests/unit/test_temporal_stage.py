@@ -35,7 +35,7 @@ def rig(head):
     push.connect("inproc://embeddings")
     made = []
 
-    def make(**settings):
+    def make(sleep=lambda seconds: None, **settings):
         clock = ManualClock()
         events, scores = Collect(), Collect()
         worker = TemporalWorker(
@@ -45,7 +45,7 @@ def rig(head):
             StreamStateTable(head, 8, 30.0),
             ReorderBuffer(64, 60.0, first_seq=0), ActionEventDetector(head.config.classes, EventsConfig().hysteresis()),
             pull, SinkFanOut([events]), SinkFanOut([scores]), head.config.classes, clock=clock,
-            live_reorder=ReorderBuffer(8, 2.0, first_seq=0),
+            live_reorder=ReorderBuffer(8, 2.0, first_seq=0), sleep=sleep,
         )
         made.append(worker)
         return worker, events, scores, clock
@@ -240,3 +240,33 @@ def test_ready_streams_are_stepped_together_in_one_round_that_waits_at_most_roun
     worker.work(False)
     assert rounds[2:] == [["c"]]
     assert [r.t for r in scores.records if r.stream == "a"] == [0.0, 0.25]
+
+
+def test_while_a_round_is_open_the_worker_sleeps_until_it_is_due_and_takes_what_came_in_one_gulp(rig):
+    make, send, _ = rig
+    slept = []
+
+    def sleep(seconds):  # the clock moves as a real sleep would move it
+        slept.append(round(seconds, 6))
+        clock.now += seconds
+
+    worker, _, scores, clock = make(sleep=sleep)
+    worker._rounds.min_expected = 0.0  # as with many streams: rounds wait
+    rounds = []
+    step = worker._table.step
+    worker._table.step = lambda inputs, now: rounds.append(sorted(x.stream for x in inputs)) or step(inputs, now)
+    for cam in ("a", "b", "c"):
+        send(cam, 0, 0.0, flags=Flags.START, reason="open")
+    while worker.work(False) and len(scores.records) < 3:
+        pass
+    assert slept == [] and rounds == [["a", "b", "c"]]  # no round was open: it waited on its socket
+    send("a", 1, 0.25)
+    worker.work(False)  # "a" opens a round that waits for "b" and "c"
+    assert len(rounds) == 1
+    send("b", 1, 0.25)
+    send("c", 1, 0.25)
+    worker.work(False)
+    # One turn: it slept the round's whole 40 ms (not woken by "b" or "c"), took both, and stepped all three.
+    assert slept == [0.04]
+    assert rounds[1:] == [["a", "b", "c"]]
+    assert [r.t for r in scores.records if r.stream == "c"] == [0.0, 0.25]

@@ -6,7 +6,10 @@ than one by one. A round opens when the first stream becomes ready and is steppe
 stream that holds state is ready, the round is full, or it has been open ``wait_s``; a stream ready
 while a round was being stepped (a backlog) opens the next one at once. A round waits only while
 streams become ready often enough that ``min_expected`` more are expected within ``wait_s`` (measured
-over the last second): with few streams waiting would cost latency and save nothing. Pure logic:
+over the last second): with few streams waiting would cost latency and save nothing. While a round
+is open the worker does not wake for each arrival: it sleeps until the round is due and takes what
+came meanwhile in one gulp (a wake-up per message cost more CPU than the message), so a round
+closes early only when its streams came together, as an embed worker's batch does. Pure logic:
 the caller passes the time in.
 """
 
