@@ -1,5 +1,6 @@
 """What travels between stages over ZeroMQ: multipart messages, a small JSON header
-and raw array buffers (no pickle). Large pixel buffers are sent without copying.
+and raw array buffers (no pickle). A frame's pixels are copied into the message once
+(``transport/sockets.py`` says why) and received without a copy.
 
     frame message      [b"frame", header JSON, pixels (H*W*3 uint8, RGB)]   (no pixels on an END-only marker)
     embedding message  [b"embedding", header JSON, embedding float32, stats float32]
@@ -18,8 +19,6 @@ from pipeline.errors import ActionPipeError
 
 FRAME_KIND = b"frame"
 EMBEDDING_KIND = b"embedding"
-# Below this size a copy is cheaper than pyzmq's zero-copy bookkeeping.
-ZERO_COPY_MIN_BYTES = 64 * 1024
 
 
 class MessageError(ActionPipeError, ValueError):

@@ -111,7 +111,7 @@ class FrameSender(threading.Thread):
                 )
                 parts = encode_frame(header, None)
             try:
-                # copy=False: the pixel buffer goes out in place (parts under 64 KB are copied anyway).
+                # copy=False: parts over the socket's copy_threshold go out in place (transport/sockets.py).
                 self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return "blocked"
