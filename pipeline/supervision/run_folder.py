@@ -130,13 +130,23 @@ class RunFolder:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.metrics.mkdir(exist_ok=True)
             self.live.mkdir(exist_ok=True)
+            # A cleaner still at work can take the folder again while it is being made: then a link finds
+            # no folder to go in, and the next turn makes it again (links already back are skipped then).
+            restored = self._put_back(live_pids)
         except OSError as exc:  # tried again next turn; said once per disappearance
             if self._failed_generation != self.generation:
                 self._failed_generation = self.generation
-                logger.error("the run folder %s vanished and cannot be made again (%s): restarted stages cannot "
-                             "reach the others until it can", self.path, exc)
+                logger.error("the run folder %s vanished and cannot be made again yet (%s): restarted stages "
+                             "cannot reach the others until it can; trying again", self.path, exc)
             return False
         self.generation += 1
+        logger.warning("the run folder %s vanished (a temp cleaner?): made it again with %d socket(s) and metrics "
+                       "file(s) of the running processes; counters carry on (set transport.ipc_dir to a folder "
+                       "no cleaner touches)", self.path, restored)
+        return True
+
+    def _put_back(self, live_pids: set[int]) -> int:
+        """Link what this process holds open back into the folder; how many were put back."""
         restored = 0
         for path, held in list(self._held.items()):
             if os.path.lexists(path):
@@ -147,10 +157,7 @@ class RunFolder:
                 continue
             os.symlink(f"/proc/{os.getpid()}/fd/{held.fd}", path)
             restored += 1
-        logger.warning("the run folder %s vanished (a temp cleaner?): made it again with %d socket(s) and metrics "
-                       "file(s) of the running processes; counters carry on (set transport.ipc_dir to a folder "
-                       "no cleaner touches)", self.path, restored)
-        return True
+        return restored
 
     def _hold_new(self) -> None:
         for folder, wanted in ((self.path, stat.S_ISSOCK), (self.metrics, stat.S_ISREG)):

@@ -4,6 +4,7 @@ hold (bound sockets, mmap'd metrics files) can be found under the same names aga
 from __future__ import annotations
 
 import mmap
+import os
 import shutil
 
 import zmq
@@ -88,6 +89,30 @@ def test_a_folder_that_cannot_be_made_again_is_said_once_and_tried_again(tmp_pat
     assert len([r for r in caplog.records if "cannot be made again" in r.message]) == 1
     (tmp_path / "parent").unlink()
     assert folder.keep(set()) is True
+    folder.remove()
+
+
+def test_a_cleaner_that_takes_the_folder_again_while_it_is_being_made_again_is_outlasted(tmp_path, monkeypatch):
+    folder = RunFolder(tmp_path)
+    for name in ("counter_11.db", "histogram_11.db"):
+        (folder.metrics / name).write_bytes(b"\0" * 8)
+    folder.keep(live_pids={11})
+    shutil.rmtree(folder.path)
+    real_symlink = os.symlink
+    raced = []
+
+    def symlink_after_the_cleaner_struck_again(target, path):
+        if not raced:  # the cleaner's next pass, between the folder's re-creation and its first link
+            raced.append(path)
+            shutil.rmtree(folder.path)
+        real_symlink(target, path)
+
+    monkeypatch.setattr(os, "symlink", symlink_after_the_cleaner_struck_again)
+    assert folder.keep(live_pids={11}) is False  # not an error that ends the run: tried again next turn
+    assert raced and not folder.path.exists()
+    assert folder.keep(live_pids={11}) is True
+    assert sorted(p.name for p in folder.metrics.iterdir()) == ["counter_11.db", "histogram_11.db"]
+    assert (folder.metrics / "counter_11.db").read_bytes() == b"\0" * 8
     folder.remove()
 
 
