@@ -48,8 +48,8 @@ $(ONNX): $(STAMP) engines/backbone.py engines/efficientnet_lite.py
 	$(PY) -m tools.export_backbone --force --out $(ONNX)
 
 # The INT8 graph engine.backend auto runs on CPUs with integer dot products (about a minute: calibration
-# streams rendered once, then the static quantization).
-$(INT8_ONNX): $(ONNX) tools/quantize_backbone.py
+# streams rendered once, then the static quantization; calibrated on frames prepared as capture prepares them).
+$(INT8_ONNX): $(ONNX) tools/quantize_backbone.py pipeline/sources/decoding.py
 	$(PY) -m tools.quantize_backbone --onnx $(ONNX) --out $(INT8_ONNX)
 
 run: models

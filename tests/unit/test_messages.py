@@ -31,7 +31,9 @@ def test_frame_round_trip_over_a_real_socket_without_pickle():
         parts = pull.recv_multipart(copy=False)
         header, got = decode_frame(parts)
     finally:
-        push.close(); pull.close(); ctx.term()
+        push.close()
+        pull.close()
+        ctx.term()
     assert header == _header()
     assert Flags.START in Flags(header.flags)
     np.testing.assert_array_equal(got, pixels)
