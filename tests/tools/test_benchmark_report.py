@@ -41,3 +41,46 @@ def test_quantile_beyond_the_last_finite_bucket_reports_that_bound_and_empty_is_
     samples = _buckets("capture", {0.25: 90, float("inf"): 100})
     assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.99, stage="capture") == 0.25
     assert histogram_quantile(samples, "actionpipe_stage_latency_seconds", 0.5, stage="temporal") is None
+
+
+def _result(kind: dict) -> dict:
+    machine = {"cpu": "test CPU", "cores": 2, "memory_gb": 1.0, "python": "3.11", "opencv": "5", "onnxruntime": "1",
+               "gpu": "none", "commit": "abc"}
+    return {"date": "2026-12-03 16:00 UTC", "command": "python -m tools.benchmark", "machine": machine,
+            "step_rate": 4.0, "capacity_seconds": 60.0, "kinds": {"360p5": kind}}
+
+
+def _kind(with_rounds: bool) -> dict:
+    kind = {"decode": {"frames_per_s": 250.0, "steps_per_s": 200.0, "cpu_s_per_step": 0.005},
+            "engine_best": {"threads": 1, "spinning": False, "batch": 2, "frames_per_s": 160.0, "cpu_s_per_frame": 0.006},
+            "ideal_steps_per_s": 2 / 0.011,
+            "pipeline": [{"streams": 4, "steps_per_s": 120.0, "runs": [120.0], "vs_ideal": 120.0 / (2 / 0.011),
+                          "startup_s": 4.0, "shutdown_s": 0.7}],
+            "capacity": {"streams": 20, "clocks": "independent", "best": None,
+                         "trials": [{"streams": 20, "held": True, "e2e_p99_ms": 200.0, "dropped": {}}]}}
+    if with_rounds:
+        kind["engine_rounds"] = {"threads": 1, "spinning": False, "batch": 2, "frames_per_s": 120.0,
+                                 "cpu_s_per_frame": 0.008, "runs": [8.2, 8.0, 7.1]}
+        kind["ideal_rounds_steps_per_s"] = 2 / 0.013
+        kind["pipeline"][0]["vs_ideal_rounds"] = 120.0 / (2 / 0.013)
+    return kind
+
+
+def test_the_report_gives_the_ideal_both_with_the_sweeps_best_engine_and_with_its_median_over_the_rounds():
+    from tools.bench.report import markdown
+
+    text = markdown(_result(_kind(with_rounds=True)))
+    assert "| ideal: 2 cores / (decode + engine CPU per step) | 181.8 | |" in text
+    assert "median; CPU ms 8.20, 8.00, 7.10) | 120.0 | 8.00 |" in text
+    assert "| ideal with that median | 153.8 | |" in text
+    assert "| 4 | 120.0 | 120.0 | 0.66 | 0.78 | - | 4.00 | 0.70 |" in text
+    assert "**20 streams** = 0.44 of the ideal 45.5 (0.52 of 38.5 with the engine's median)" in text
+
+
+def test_a_result_from_before_the_engine_was_timed_each_round_still_reports():
+    from tools.bench.report import markdown
+
+    text = markdown(_result(_kind(with_rounds=False)))
+    assert "ideal with that median" not in text
+    assert "| 4 | 120.0 | 120.0 | 0.66 | - | - | 4.00 | 0.70 |" in text
+    assert "**20 streams** = 0.44 of the ideal 45.5 held" in text

@@ -74,18 +74,34 @@ def engine_alone(frames: np.ndarray, seconds: float, graph: Path = DEFAULT_ONNX_
     for threads, spinning in ((0, True), (0, False), (1, False)):
         engine = OnnxRuntimeEngine(graph, intra_op_threads=threads, allow_spinning=spinning)
         for batch in (1, 2, 4, 8, 16):
-            engine.embed(frames[:batch])  # warm-up: the arena grows to this batch once
-            done = 0
-            wall0, cpu0 = time.perf_counter(), time.process_time()
-            while time.perf_counter() - wall0 < seconds:
-                start = done % (len(frames) - batch + 1)
-                engine.embed(frames[start:start + batch])
-                done += batch
-            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             rows.append({"threads": threads or "default", "spinning": spinning, "batch": batch,
-                         "frames_per_s": done / wall, "cpu_s_per_frame": cpu / done})
+                         **_timed(engine, frames, batch, seconds)})
         engine.close()
     return rows
+
+
+def engine_setting(frames: np.ndarray, seconds: float, setting: dict, graph: Path = DEFAULT_ONNX_PATH) -> dict:
+    """One row of :func:`engine_alone` timed again: ``setting``'s threads, spinning and batch."""
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    threads = 0 if setting["threads"] == "default" else setting["threads"]
+    engine = OnnxRuntimeEngine(graph, intra_op_threads=threads, allow_spinning=setting["spinning"])
+    try:
+        return {**setting, **_timed(engine, frames, setting["batch"], seconds)}
+    finally:
+        engine.close()
+
+
+def _timed(engine, frames: np.ndarray, batch: int, seconds: float) -> dict:
+    engine.embed(frames[:batch])  # warm-up: the arena grows to this batch once
+    done = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < seconds:
+        start = done % (len(frames) - batch + 1)
+        engine.embed(frames[start:start + batch])
+        done += batch
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"frames_per_s": done / wall, "cpu_s_per_frame": cpu / done}
 
 
 def gru_alone(seconds: float, device: str = "cpu", counts: tuple[int, ...] = (1, 4, 16, 64, 256)) -> list[dict]:
