@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from engines.factory import REPO_ROOT, create_engine
 from pipeline.sources.decoding import list_videos
-from tools.bench.preparation import compare, sample_frames
+from tools.bench.preparation import compare, spread_frames
 from tools.bench.videos import KINDS, make_videos
 from tools.cli import UsageError, run
 
@@ -33,9 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise UsageError(f"--kinds {unknown}: choose from {sorted(KINDS)}")
     engine = create_engine("onnxruntime")
-    sources = [(name, sample_frames(make_videos(KINDS[name], 1, 60)[0], args.frames)) for name in args.kinds]
+    sources = [(name, spread_frames(make_videos(KINDS[name], 1, 60)[0], args.frames)) for name in args.kinds]
     if JUDGE_VIDEOS.is_dir():  # rendered by `make evaluate`: the mixed sizes the demo head is judged on
-        judge = [frame for video in list_videos(JUDGE_VIDEOS)[::6] for frame in sample_frames(video, 8)]
+        judge = [frame for video in list_videos(JUDGE_VIDEOS)[::6] for frame in spread_frames(video, 8)]
         sources.append(("judge streams, ordinary set", judge))
     print("| source | frame | frames | INTER_AREA, CPU ms | prepare_frame, CPU ms | ratio | cosine mean | cosine min |")
     print("|---|---|---|---|---|---|---|---|")

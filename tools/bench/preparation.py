@@ -37,7 +37,7 @@ class Comparison:
     cosine_min: float
 
 
-def sample_frames(video: Path, count: int, every: int = 5) -> list[np.ndarray]:
+def spread_frames(video: Path, count: int, every: int = 5) -> list[np.ndarray]:
     """``count`` decoded BGR frames of ``video``, one in ``every``."""
     frames = [f.image for f in islice(iter_sampled_frames(video, lambda t: True), 0, count * every, every)]
     if not frames:
@@ -66,10 +66,15 @@ def embeddings(engine, prepare: Preparation, frames: Sequence[np.ndarray], size:
     return np.concatenate([engine.embed(pixels[i:i + batch]).embedding for i in range(0, len(pixels), batch)])
 
 
-def compare(engine, source: str, frames: Sequence[np.ndarray], size: int = 224, repeats: int = 3) -> Comparison:
+def embedding_cosines(engine, frames: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
+    """Per frame, the cosine of ``prepare_frame``'s embedding and ``INTER_AREA``'s."""
     reference = embeddings(engine, area_preparation, frames, size)
     ours = embeddings(engine, prepare_frame, frames, size)
-    cosine = (reference * ours).sum(axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(ours, axis=1)
+    return (reference * ours).sum(axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(ours, axis=1)
+
+
+def compare(engine, source: str, frames: Sequence[np.ndarray], size: int = 224, repeats: int = 3) -> Comparison:
+    cosine = embedding_cosines(engine, frames, size)
     height, width = frames[0].shape[:2]
     return Comparison(source, (width, height), len(frames), cpu_ms_per_frame(area_preparation, frames, size, repeats),
                       cpu_ms_per_frame(prepare_frame, frames, size, repeats), float(cosine.mean()),

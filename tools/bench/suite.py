@@ -91,8 +91,9 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
     sections = {"engine": {"backend": "onnxruntime", "precision": options.precision}}
     engine_seconds = 2.0 if options.quick else 5.0
     if options.parts & {"stages", "pipeline", "capacity"}:
+        engine_frames = sample_frames(videos[0])
         if "engine" not in result:
-            result["engine"] = engine_alone(sample_frames(videos[0]), engine_seconds, graph_for(options.precision))
+            result["engine"] = engine_alone(engine_frames, engine_seconds, graph_for(options.precision))
         r["engine_best"] = min(result["engine"], key=lambda e: e["cpu_s_per_frame"])
     # Each round measures everything once, so slow drift in the machine's speed hits all alike.
     rounds: dict[str, list[dict]] = {}
@@ -101,8 +102,8 @@ def _measure_kind(kind: Kind, options: BenchOptions, result: dict, r: dict, step
             rounds.setdefault("decode", []).append(decode_alone(videos, step_rate))
             # The best of the sweep is the smallest of 15 one-off timings: timed again each round, like
             # decode, its median is what the machine gives over the run.
-            rounds.setdefault("engine", []).append(engine_setting(sample_frames(videos[0]), engine_seconds,
-                                                                  r["engine_best"], graph_for(options.precision)))
+            rounds.setdefault("engine", []).append(engine_setting(engine_frames, engine_seconds, r["engine_best"],
+                                                                  graph_for(options.precision)))
         if "naive" in options.parts:
             rounds.setdefault("naive", []).append(naive_loop(videos, step_rate, graph_for(options.precision)))
         if "pipeline" in options.parts:
