@@ -249,8 +249,9 @@ class ActionEventDetector:
         ends: list[ActionEvent] = []
         starts: list[ActionEvent] = []
         cfg = self.config
+        probs = probs.tolist()  # Python floats: indexing an array costs a scalar object per class
         for i in self._actions:
-            p = float(probs[i])
+            p = probs[i]
             c = track.classes[i]
             if not c.active:
                 # onset <= on, so the climb always covers the confirming run.

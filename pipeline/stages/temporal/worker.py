@@ -110,6 +110,8 @@ class TemporalWorker(DurableStreams, FedBySocket):
         self._live_reorder = live_reorder or reorder
         self._detector = detector
         self._in = embeddings_in
+        self._poller = zmq.Poller()  # one for the worker's life: Socket.poll builds one per call
+        self._poller.register(embeddings_in, zmq.POLLIN)
         self._events = events
         self._scores = scores
         self._classes = classes
@@ -131,11 +133,13 @@ class TemporalWorker(DurableStreams, FedBySocket):
         self._restorer = restorer if settings.state.restore else None
         self._rewinds_to_ask: list = []  # StreamRestored for the supervisor, once running
         self.tallies: dict[str, StreamTally] = defaultdict(StreamTally)
+        self._step_metrics: dict[str, tuple] = {}  # a stream's steps counter and latency histogram
 
     # -- intake ----------------------------------------------------------------
     def _receive(self, timeout_s: float) -> int:
-        # Whole milliseconds, rounded up: a wait rounded down to 0 would spin until its deadline.
-        if not self._in.poll(math.ceil(max(0.0, timeout_s) * 1000)):
+        # Whole milliseconds, rounded up: a wait rounded down to 0 would spin until its deadline. No poll
+        # at all when not waiting: the first receive says as much, for less (a poll costs a message's worth).
+        if timeout_s > 0 and not self._poller.poll(math.ceil(timeout_s * 1000)):
             return 0
         got = 0
         while got < RECEIVE_PER_TURN_FACTOR * self.s.temporal.max_batch_size:
@@ -376,8 +380,9 @@ class TemporalWorker(DurableStreams, FedBySocket):
         self._positions[stream].last_t = header.t
         self._positions[stream].last_seq = header.seq
         if self._metrics:
-            self._metrics.steps_processed.labels(stream).inc()
-            self._metrics.end_to_end_latency.labels(stream).observe(latency)
+            steps, latencies = self._step_metrics.get(stream) or self._step_metrics_of(stream)
+            steps.inc()
+            latencies.observe(latency)
         if self._snapshots is not None:
             self._snapshots.stepped(stream)
             if header.flags & Flags.START or header.seq == 0:
@@ -388,6 +393,12 @@ class TemporalWorker(DurableStreams, FedBySocket):
             snapshotted = self._last_snapshot(header)
             self._table.release(stream)
             self._end_stream(header, snapshotted)
+
+    def _step_metrics_of(self, stream: str) -> tuple:
+        # Kept per stream: looking a labelled child up costs as much as updating it, at every step.
+        children = (self._metrics.steps_processed.labels(stream), self._metrics.end_to_end_latency.labels(stream))
+        self._step_metrics[stream] = children
+        return children
 
     def _housekeeping(self) -> None:
         now = self._clock()
