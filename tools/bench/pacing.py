@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pipeline.errors import ActionPipeError
 
-class PacingError(ValueError):
+
+class PacingError(ActionPipeError, ValueError):
     """Gaps or counts that cannot be measured."""
 
 
