@@ -9,8 +9,15 @@ import pytest
 
 from engines.backbone import ensure_onnx
 from engines.factory import DEFAULT_ONNX_PATH
+from tools.cli import stop_signal_as_interrupt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite stopped by SIGTERM (`timeout`, CI) unwinds its tests' finally blocks and fixtures, so no
+    # pipeline or camera a test started in a session of its own outlives the run.
+    stop_signal_as_interrupt()
 
 
 @pytest.fixture(scope="session")
