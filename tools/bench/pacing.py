@@ -50,9 +50,8 @@ def paced_costs(work: Callable[[], object], gaps_s: Sequence[float], calls: int,
                 work()
                 spent += cpu_clock() - began
             per_round[gap].append(1000 * spent / calls)
-    flat_out = statistics.median(per_round[0.0])
-    return [PacedCost(gap, statistics.median(costs), statistics.median(costs) / flat_out)
-            for gap, costs in per_round.items()]
+    medians = {gap: statistics.median(costs) for gap, costs in per_round.items()}
+    return [PacedCost(gap, cost, cost / medians[0.0]) for gap, cost in medians.items()]
 
 
 def decode_steps(video, step_rate: float, size: int = 224) -> Callable[[], None]:
