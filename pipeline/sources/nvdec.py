@@ -30,7 +30,7 @@ def nv12_to_rgb(nv12, height: int, width: int):
     import torch
 
     y = nv12[:height].float()
-    uv = nv12[height:height + height // 2].view(height // 2, width // 2, 2).float()
+    uv = nv12[height:height + height // 2].reshape(height // 2, width // 2, 2).float()  # reshape: rows may be pitched
     u = uv[..., 0].repeat_interleave(2, 0).repeat_interleave(2, 1) - 128.0
     v = uv[..., 1].repeat_interleave(2, 0).repeat_interleave(2, 1) - 128.0
     c = (y - 16.0) * 1.164
@@ -52,9 +52,11 @@ class NvdecReader:
         try:
             import PyNvVideoCodec as nvc
             import torch
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
             raise SourceOpenError("capture.decoder is nvdec, but PyNvVideoCodec is not installed "
                                   "(pip install PyNvVideoCodec on an NVIDIA machine)", True) from exc
+        except ImportError as exc:  # installed, but a library it loads is missing or does not fit the driver
+            raise SourceOpenError(f"capture.decoder is nvdec, but PyNvVideoCodec does not load: {exc}", True) from exc
         if not torch.cuda.is_available():
             raise SourceOpenError("capture.decoder is nvdec, but there is no CUDA device here", True)
         self._torch = torch

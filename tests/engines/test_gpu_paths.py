@@ -170,8 +170,9 @@ def test_the_gru_state_table_on_the_gpu_steps_as_on_the_cpu():
     from tests.support.runs import MODEL
 
     rng = np.random.default_rng(2)
+    stats_dim = load_head(MODEL)[0].config.backbone.stats_dim  # the demo head's statistics (482 since v3)
     steps = [[StepInput(f"s{i}", k, k / 4, rng.normal(size=1280).astype(np.float32),
-                        rng.uniform(size=49).astype(np.float32), start=k == 0) for i in range(3)] for k in range(4)]
+                        rng.uniform(size=stats_dim).astype(np.float32), start=k == 0) for i in range(3)] for k in range(4)]
     results = {}
     for device in ("cpu", "cuda"):
         table = StreamStateTable(load_head(MODEL, device=device)[0], 8, 30.0, device=device)

@@ -40,10 +40,15 @@ def gpu_rows(videos_1080: list[Path], workdir: Path, capacity_seconds: float, pe
             tflops = fps * out["gflop_per_frame"] / 1e3
             out["engine"]["rows"].append({"batch": batch, "frames_per_s": fps, "tflops": tflops,
                                           "of_peak": tflops / peak_tflops if peak_tflops else None})
+            print(f"  {engine.name} batch {batch}: {fps:.0f} frames/s", flush=True)
     finally:
         engine.close()
     out["gru"] = gru_alone(3.0, "cuda", (1, 4, 16, 64, 256, 1024))
+    print("  GRU step on cuda: " + ", ".join(f"{g['streams']} streams {g['ms_per_step']:.2f} ms" for g in out["gru"]),
+          flush=True)
     out["nvdec"] = nvdec_decode_alone(videos_1080, step_rate)
+    print(f"  NVDEC decode: {out['nvdec']['frames_per_s']:.0f} frames/s", flush=True)
+    print("  real-time capacity, 1080p30, p99 < 100 ms:", flush=True)
     sections = {"engine": {"backend": "auto", "precision": "fp16"}, "capture": {"decoder": "nvdec"},
                 "temporal": {"device": "cuda"}}
     out["capacity_1080p30"] = capacity(videos_1080, capacity_seconds, workdir, start=8, limit=256, bound_s=0.1,
