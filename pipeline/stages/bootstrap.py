@@ -10,7 +10,11 @@ Every stage process:
   or an inference runtime (each kind's ``process`` module is imported by
   name, once the kind is known);
 * watches its parent and exits within a second when the supervisor is gone
-  (the stage loop, :mod:`pipeline.stages.loop`).
+  (the stage loop, :mod:`pipeline.stages.loop`);
+* after ``StageDone``, holds its output sockets open until the supervisor's
+  ``Release`` (every stage downstream has finished): a receiver that is
+  behind loses what its sender's kernel buffer still holds when the sender
+  closes, whatever the LINGER (:class:`~pipeline.transport.control.Release`).
 
 Exit status: 0 after ``StageDone``; 1 after ``StageFailed`` (``fatal`` when
 a restart would fail the same way: an error of this project whose
@@ -30,6 +34,7 @@ import traceback
 from pipeline.errors import ActionPipeError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the supervisor drains on each
+RELEASE_POLL_S = 0.1  # a finished stage waiting for Release checks this often that its supervisor lives
 
 
 def _ignore_stop_signals() -> None:
@@ -79,6 +84,9 @@ def main(argv: list[str]) -> int:
     try:
         process = importlib.import_module(f"pipeline.stages.{kind.value}.process")
         link.send(StageDone(settings.stage, process.serve(settings, link, parent, context)))
+        # The stage's output sockets are still open (link.hold_open; context.destroy below closes them): they
+        # close once the supervisor says everything downstream has read them (Release), or nobody is left to.
+        link.wait_for_release(parent, RELEASE_POLL_S)
     except Exception as exc:  # reported to the supervisor, which restarts the stage or ends the run
         fatal = _fatal(exc)
         link.send(StageFailed(settings.stage, f"{type(exc).__name__}: {exc}", fatal))
@@ -89,7 +97,7 @@ def main(argv: list[str]) -> int:
         orphaned = not parent.parent_alive()
         # With the supervisor gone nobody is left to drain to: drop what is queued rather than wait on it.
         link.close(linger=0 if orphaned else None)
-        context.term()
+        context.destroy(linger=0 if orphaned else None)  # closes the data sockets serve left open
         if orphaned:
             # The supervisor was killed and cannot clean up: the last stage out removes the run's sockets.
             shutil.rmtree(settings.run_dir, ignore_errors=True)

@@ -9,8 +9,9 @@ the stage talks to its supervisor:
   what it would need if the stage died (a replay's position, open actions);
 * every command but ``Drain`` is the stage's business; ``Drain`` means
   upstream has finished: the loop ends once the stage has had nothing to do
-  for its ``drain_idle_s`` (everything upstream sent is already queued
-  here by then, so a short quiet spell is the end of it);
+  for its ``drain_idle_s`` (everything upstream sent is on its way: the
+  upstream processes hold their sockets open until the whole run has
+  drained, so a short quiet spell is the end of it);
 * when the supervisor is gone (this process was re-parented) the loop ends
   at once: nobody is left to drain to.
 

@@ -64,6 +64,7 @@ from pipeline.transport.control import (
     Drain,
     Heartbeat,
     Hello,
+    Release,
     RemoveStream,
     ResumeReady,
     StageDone,
@@ -81,6 +82,7 @@ logger = logging.getLogger(__name__)
 
 HANG_AFTER_S = 30.0  # a ready stage silent this long is killed (and restarted)
 CONTROL_POLL_S = 0.05
+RELEASE_WAIT_S = 5.0  # released stages close sockets whose peers have read everything: they exit at once
 
 
 class Phase(IntEnum):
@@ -190,6 +192,7 @@ class Supervisor(StreamControl):
                     except StreamRequestError as exc:
                         raise PipelineError(str(exc)) from None
                 self._loop()
+                self._release()
                 summary = self._summary()
                 if self._on_complete:
                     self._on_complete(self.metrics_url)
@@ -323,7 +326,8 @@ class Supervisor(StreamControl):
                 continue
             code = stage.process.poll()
             if code is None:
-                if stage.ready and now - stage.last_seen > HANG_AFTER_S:
+                # A finished stage waiting for Release is silent by design.
+                if stage.ready and not stage.done and now - stage.last_seen > HANG_AFTER_S:
                     logger.error("%s sent nothing for %.0f s: killing it", stage.name, now - stage.last_seen)
                     stage.process.kill()
                 continue
@@ -428,7 +432,9 @@ class Supervisor(StreamControl):
             self._stop_now()
             return
         kind = DRAINING[self._phase]
-        pending = [s for s in self._of_kind(kind) if not s.given_up and (s.alive or s.restart_at is not None)]
+        # A stage that said StageDone has finished, though its process lives on until released (_release).
+        pending = [s for s in self._of_kind(kind)
+                   if not s.given_up and not s.done and (s.alive or s.restart_at is not None)]
         if kind is StageKind.CAPTURE:
             pending = [s for s in pending if s.alive]
         if pending:
@@ -439,6 +445,16 @@ class Supervisor(StreamControl):
         self._phase = Phase(self._phase + 1)
         if self._phase is not Phase.DONE:
             logger.debug("drain: %s", self._phase.name.lower())
+
+    def _release(self) -> None:
+        """Every stage has finished: those holding their output sockets open for the stages after them
+        (stages/bootstrap.py) may close them and exit. Any still running after RELEASE_WAIT_S is killed."""
+        held = [s for s in self._stages.values() if s.alive and s.done]
+        for stage in held:
+            self._send(stage, Release())
+        deadline = self._clock() + RELEASE_WAIT_S
+        while any(s.alive for s in held) and self._clock() < deadline:
+            time.sleep(CONTROL_POLL_S)
 
     def _begin_stop(self, now: float, why: str) -> None:
         logger.info("stopping (%s): sources stop, what was read is processed", why)

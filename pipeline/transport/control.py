@@ -76,6 +76,14 @@ class Drain:
 
 
 @dataclass(frozen=True)
+class Release:
+    """Any stage that said StageDone: every stage downstream has finished, so what this one sent has been
+    read; close the data sockets and exit. Until then a finished stage holds them open: ZeroMQ's LINGER
+    waits for what the sender still queues, not for what sits in the kernel's socket buffer unread, and a
+    receiver that is behind drops that when its sender closes (zeromq/libzmq#4660)."""
+
+
+@dataclass(frozen=True)
 class UpstreamLost:
     """Temporal: an embed worker died; frames it held are gone, so stop waiting for them."""
 
@@ -178,7 +186,7 @@ class StageFailed:
 
 
 MESSAGE_TYPES = {cls.__name__: cls for cls in (
-    AddStream, RemoveStream, StopReading, Drain, UpstreamLost, ResumeStream,
+    AddStream, RemoveStream, StopReading, Drain, Release, UpstreamLost, ResumeStream,
     Hello, StreamChanged, Heartbeat, StreamRestored, ResumeReady, StreamMovedOut, StageDone, StageFailed,
 )}
 
@@ -220,6 +228,18 @@ class StageLink:
         self._socket.setsockopt(zmq.IDENTITY, stage.encode())
         self._socket.setsockopt(zmq.LINGER, 2000)  # the final StageDone must get out
         self._socket.connect(endpoint)
+        self._held: list[zmq.Socket] = []
+
+    def hold_open(self, socket: zmq.Socket) -> None:
+        """Keep the data socket ``socket`` open (and referenced: a collected socket closes) after the stage
+        finished, until :meth:`wait_for_release`; the stage's process closes it at exit (see Release)."""
+        self._held.append(socket)
+
+    def wait_for_release(self, parent: "ParentWatch", poll_s: float) -> None:
+        """After StageDone: wait for the supervisor's Release, or for the supervisor to be gone."""
+        while parent.parent_alive():
+            if any(isinstance(m, Release) for m in self.receive(poll_s)):
+                return
 
     def hello(self) -> None:
         """Tell the supervisor this stage is set up and can work."""

@@ -11,10 +11,16 @@ the overlay: their queues hold :data:`SMALL_MESSAGE_QUEUE_FACTOR` times more,
 so a burst of them never holds up the frames behind it.
 
 What was sent must reach the next stage even as its sender exits (LINGER
--1: a drain loses nothing); a dead peer cannot keep a sender alive past the
-supervisor's stop deadline, which kills what is left. The overlay is the
-exception: at exit its queue gets :data:`OVERLAY_LINGER_MS`, so a dead or
-stopped overlay never holds up a stop.
+-1); a dead peer cannot keep a sender alive past the supervisor's stop
+deadline, which kills what is left. LINGER alone is not enough: it waits
+for what the sender still queues, but what already sits in the kernel's
+socket buffer is dropped by a receiver that is behind when its sender
+closes (zeromq/libzmq#4660; a GPU's slow first step did it here). So a
+finished stage keeps its frames or embeddings socket open until the
+supervisor releases it, once every stage after it has finished
+(``StageLink.hold_open``, ``Release``). The overlay is the exception: at
+exit its queue gets :data:`OVERLAY_LINGER_MS`, so a dead or stopped overlay
+never holds up a stop.
 """
 
 from __future__ import annotations

@@ -27,10 +27,12 @@ def serve(settings: EmbedSettings, link: StageLink, parent: ParentWatch, context
                 cfg.max_batch_size or f"{default_batch_size(engine.name)} (its default)")
     frames = sockets.frames_in(context, settings.in_endpoint, settings.high_water_mark)
     embeddings = sockets.embeddings_out(context, settings.out_endpoint, settings.high_water_mark)
+    link.hold_open(embeddings)
     try:
         worker = EmbedWorker(settings, engine, frames, embeddings, StageMetrics.create())
         tally = worker.run(StageLoop(settings.stage, link, parent, settings.drain_idle_s))
     finally:
-        sockets.close([frames, embeddings], orphaned=not parent.parent_alive())
+        # The embeddings socket stays open until the supervisor releases this process (link.hold_open).
+        sockets.close([frames], orphaned=not parent.parent_alive())
         engine.close()
     return {"worker": settings.worker, "engine": engine.name, **tally.__dict__}
