@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.base import EmbeddingEngine, EngineError, EngineUnavailableError
+from engines.cpu_features import int8_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def create_engine(backend: str = "onnxruntime", onnx_path: Path | None = None, t
     if backend.startswith("onnxruntime"):
         from engines.onnxruntime_engine import OnnxRuntimeEngine
 
+        if precision == "int8" and (refusal := int8_refusal()) is not None:
+            raise EngineUnavailableError(refusal)
         path = int8_graph(onnx_path) if precision == "int8" else onnx_path or _ensure_default_onnx()
         providers = ("CUDAExecutionProvider",) if backend == "onnxruntime-cuda" else ("CPUExecutionProvider",)
         return OnnxRuntimeEngine(path, providers=providers, intra_op_threads=threads, allow_spinning=spinning,

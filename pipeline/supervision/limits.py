@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from engines.cpu_features import has_int8_dot
+
 EMBED_WORKER_MEMORY_BYTES = 400 * 1024**2
 CAPTURE_WORKER_MEMORY_BYTES = 120 * 1024**2
 # Keep half of what is free for the streams' buffers, the temporal worker and everything else.
@@ -62,24 +64,9 @@ def machine_facts() -> MachineFacts:
                     break
     except OSError:
         pass
-    return MachineFacts(cpus, available, os.path.exists("/dev/nvidiactl"), _cpu_flags() & INT8_DOT_FLAGS != set())
+    return MachineFacts(cpus, available, os.path.exists("/dev/nvidiactl"), has_int8_dot())
 
 
-# Where these exist, ONNX Runtime's INT8 kernels beat its FP32 ones (8.2 against 13.9 CPU ms per frame
-# on a Xeon with AMX, python -m tools.benchmark_engines --candidates, 2026-12-03); without them INT8
-# mostly emulates the dot products and may not win.
-INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def embed_layout(backend: str, workers: int | None, threads: int, facts: MachineFacts) -> EmbedLayout:

@@ -18,6 +18,7 @@ from pathlib import Path
 import zmq
 
 from engines.base import EngineUnavailableError
+from engines.cpu_features import INT8_REFUSAL
 from engines.factory import DEFAULT_INT8_ONNX_PATH, DEFAULT_ONNX_PATH, int8_graph
 from engines.head_config import HeadConfig, read_head_config, read_head_events
 from pipeline.config import EngineConfig, EventsConfig, PipelineConfig, SourceConfig, events_for_model
@@ -52,6 +53,9 @@ def preflight(config: PipelineConfig, machine: MachineFacts | None = None) -> Ch
                                  DEFAULT_INT8_ONNX_PATH.is_file(), facts)
     engine = config.engine.model_copy(update={"workers": layout.workers, "threads": layout.threads,
                                               "precision": precision})
+    on_cpu = config.engine.backend == "onnxruntime" or (config.engine.backend == "auto" and not facts.nvidia_gpu)
+    if precision == "int8" and on_cpu and not facts.int8_dot:
+        raise ConfigError(f"engine.precision int8: {INT8_REFUSAL}")
     if precision != (config.engine.precision or "fp32"):
         logger.info("engine auto: the INT8 graph on this CPU (it has integer dot products); "
                     "engine.precision: fp32 keeps FP32")

@@ -14,6 +14,7 @@ import torch
 
 from engines.backbone import EFFICIENTNET_LITE0, build_frame_embedder
 from engines.base import EngineUnavailableError, FrameBatchError
+from engines.cpu_features import INT8_REFUSAL, has_int8_dot, int8_refusal
 from engines.efficientnet_lite import load_pretrained
 from engines.factory import BACKENDS, DEFAULT_INT8_ONNX_PATH, choose_engine, create_engine
 from engines.spec import FEATURE_GRID, STATS_DIM, STATS_V1_DIM, STATS_V3_DIM
@@ -74,7 +75,21 @@ def _frames(n: int, seed: int = 0) -> np.ndarray:
 
 def test_cpu_backends_are_available_here():
     assert "onnxruntime" in AVAILABLE and "torch" in AVAILABLE
-    assert "onnxruntime-int8" in AVAILABLE, f"no INT8 graph at {DEFAULT_INT8_ONNX_PATH}: make models builds it"
+    if has_int8_dot():
+        assert "onnxruntime-int8" in AVAILABLE, f"no INT8 graph at {DEFAULT_INT8_ONNX_PATH}: make models builds it"
+    else:  # its kernels would saturate here: refused, saying why and what to run instead
+        assert DEFAULT_INT8_ONNX_PATH.is_file(), "make models builds the INT8 graph on every machine"
+        with pytest.raises(EngineUnavailableError, match="integer dot products.*saturate.*precision fp32"):
+            create_engine("onnxruntime", precision="int8")
+
+
+def test_the_int8_graph_runs_only_on_cpus_with_integer_dot_products():
+    assert int8_refusal({"avx512_vnni", "avx2"}) is None
+    assert int8_refusal({"amx_int8"}) is None and int8_refusal({"avx_vnni"}) is None
+    assert int8_refusal({"asimd", "asimddp"}) is None  # Arm with dotprod
+    assert int8_refusal({"avx2", "fma"}) == INT8_REFUSAL  # this project's 2-core AMD EPYC
+    assert int8_refusal({"avx512f", "avx512bw"}) == INT8_REFUSAL  # AVX-512 without VNNI saturates too
+    assert int8_refusal(set()) == INT8_REFUSAL  # flags unknown: not risked
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 16])

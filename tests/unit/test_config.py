@@ -137,6 +137,14 @@ def test_auto_on_a_cpu_with_integer_dot_products_runs_the_int8_graph_and_a_missi
     named = preflight(config(sources=[{"uri": str(tmp_path / "x.mp4")}]), vnni).engine
     assert named.precision == "fp32"
 
+    # Asked for on a CPU without them: refused before anything starts, saying why and what to run.
+    plain = MachineFacts(2, 24 * 1024**3, int8_dot=False)
+    assert preflight(config(sources=[{"uri": str(tmp_path / "x.mp4")}], engine={"backend": "auto"}), plain
+                     ).engine.precision == "fp32"
+    with pytest.raises(ConfigError, match=r"engine.precision int8: onnxruntime int8 needs a CPU with integer dot "
+                                          r"products .* run engine.precision fp32"):
+        preflight(config(sources=[{"uri": str(tmp_path / "x.mp4")}], engine={"precision": "int8"}), plain)
+
     missing = auto.model_copy(update={"precision": "int8", "onnx_path": tmp_path / "none.int8.onnx"})
     with pytest.raises(ConfigError, match=r"engine.precision int8: no INT8 graph at .*none.int8.onnx .*quantize_backbone"):
         onnx_path_for(missing)
