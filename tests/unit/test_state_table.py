@@ -92,6 +92,16 @@ def test_interleaved_streams_match_each_stream_run_alone(head, rng):
     assert table.implicit_starts == 0 and table.evictions == 0
 
 
+def test_warming_up_touches_no_row_and_changes_no_result(head, rng):
+    emb, stats = _frames(rng, 3)
+    table = StreamStateTable(head, capacity=4, idle_timeout_s=60.0)
+    table.step([_input("a", 0, emb, stats, start=True)], 0.0)
+    table.warm_up(4)  # sizes 1, 2 and 4, on zeros
+    assert table.active_streams == ("a",) and table.free_rows == 3
+    got = [o.probs for o in table.step([_input("a", 1, emb, stats)], 0.1) + table.step([_input("a", 2, emb, stats)], 0.2)]
+    np.testing.assert_allclose(np.stack(got), _offline(head, emb, stats)[1:], atol=ATOL, rtol=0)
+
+
 def test_start_mid_stream_resets_to_a_fresh_run_from_there(head, rng):
     emb, stats = _frames(rng, 10)
     other_emb, other_luma = _frames(rng, 10)

@@ -34,6 +34,7 @@ def serve(settings: TemporalSettings, link: StageLink, parent: ParentWatch, cont
     classes = head.config.classes
     metrics = StageMetrics.create()
     table = StreamStateTable(head, cfg.capacity, cfg.idle_timeout_s, device=cfg.device)
+    table.warm_up(min(cfg.max_batch_size, cfg.capacity))  # before Hello: no stream waits for it
     live_reorder = ReorderBuffer(cfg.reorder_window, cfg.reorder_timeout_s, first_seq=0)
     replay_reorder = ReorderBuffer(cfg.replay_reorder_window, cfg.replay_reorder_timeout_s, first_seq=0)
     detector = ActionEventDetector(classes, settings.events.hysteresis())
