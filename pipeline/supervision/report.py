@@ -4,7 +4,10 @@ and at the end the run summary and its exit status.
 Frame accounting: every frame a stream's capture read is sent or dropped
 with a reason, and every frame sent is scored or dropped downstream. A
 frame sent but neither scored nor counted downstream was inside a stage
-process that died: the summary counts it as ``stage_crash``.
+process that died: the summary counts it as ``stage_crash``. When no stage
+process died, nothing explains such a frame: it is counted the same way,
+and listed in :attr:`RunSummary.losses` too (a loss in transit is a bug,
+and the run must not call itself clean).
 
 Outputs: per output (``sink``), the records delivered (and acknowledged),
 failed and dropped, read from the same metrics
@@ -142,5 +145,8 @@ def summarise(entries: list[StreamEntry], counters: dict[str, StreamCounters], t
         if lost_here:
             lost[entry.name] = lost_here
     summary.losses = losses(summary.outputs, summary.streams, overlay_video)
+    if not any(restarts.values()) and not failure:  # a cut-short drain loses what was in flight: said so
+        summary.losses += [f"stream {name}: {n} frame(s) sent were neither scored nor dropped, and no stage died "
+                           "(lost in transit: please report it, with the log)" for name, n in lost.items()]
     summary.exit_code = exit_code(summary)
     return summary, lost

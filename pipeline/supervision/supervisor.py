@@ -334,8 +334,11 @@ class Supervisor(StreamControl):
             if not stage.done:
                 self._receive(0.1)  # its last words (StageFailed, a last report) may still be on the way
             stage.reap(self._metrics_dir)
-            if stage.done and code == 0:
-                logger.debug("%s finished", stage.name)
+            if stage.done:  # its work was done: nothing to restart, whatever ended the process it was held in
+                if code == 0:
+                    logger.debug("%s finished", stage.name)
+                else:
+                    logger.warning("%s ended (%s) after it had finished its work", stage.name, stage.exit_error(code)[0])
                 continue
             self._died(stage, code, now)
 

@@ -62,3 +62,26 @@ def test_overlay_drops_are_losses_of_the_overlay_video_but_not_of_the_live_page_
         "overlay video missed 3 scored step(s) (backpressure=2, stage_crash=1)"]
     assert losses({}, streams, overlay_video=False) == []
     assert losses({}, {"a": row()}, overlay_video=True) == []
+
+
+@pytest.mark.parametrize(("restarts", "failure", "unexplained"), [
+    ({}, "", True),  # nothing died and the drain was whole: a loss in transit, which must not pass as a clean run
+    ({"embed:0": 1}, "", False),  # a stage died: its frames are the stage_crash drops, which need no more words
+    ({}, "stopped without draining", False),  # the operator cut the drain short: the run already says so
+])
+def test_frames_sent_but_never_scored_are_stage_crash_drops_and_a_loss_when_no_stage_died(
+        restarts, failure, unexplained) -> None:
+    from pipeline.config import SourceConfig
+    from pipeline.metrics import StreamCounters
+    from pipeline.supervision.registry import StreamEntry
+    from pipeline.supervision.report import summarise
+
+    entry = StreamEntry("cam", SourceConfig(uri="cam.mp4"), live=False, generation=0, state="ended")
+    counters = StreamCounters(captured=250, sent=40, processed=34)
+    counters.dropped["sampling"] = 210
+    run, lost = summarise([entry], {"cam": counters}, {}, [], restarts, False, failure, False)
+    assert run.streams["cam"]["dropped"] == {"sampling": 210, "stage_crash": 6} and lost == {"cam": 6}
+    assert [line for line in run.losses if "in transit" in line] == (
+        ["stream cam: 6 frame(s) sent were neither scored nor dropped, and no stage died (lost in transit: please "
+         "report it, with the log)"] if unexplained else [])
+    assert run.exit_code == (1 if failure else 3 if unexplained else 0)
