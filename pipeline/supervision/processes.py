@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from pipeline.transport.control import StageFailed
 logger = logging.getLogger(__name__)
 
 KILL_WAIT_S = 5.0
+RELEASE_WAIT_S = 5.0  # a released stage closes sockets whose peers have read everything: it exits at once
 
 
 @dataclass
@@ -96,6 +99,18 @@ class StageProcess:
         if code < 0:
             return f"killed by {signal.Signals(-code).name}", False
         return f"exit code {code}", False
+
+
+def release_finished(stages: list[StageProcess], release: Callable[[StageProcess], object]) -> None:
+    """The run has drained: the stages that finished but hold their output sockets open for the stages after
+    them (stages/bootstrap.py) are told to close them and exit (``release``), and given RELEASE_WAIT_S to;
+    kill_all ends any still running then."""
+    held = [s for s in stages if s.alive and s.done]
+    for stage in held:
+        release(stage)
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while any(s.alive for s in held) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def kill_all(stages: list[StageProcess], metrics_dir: Path) -> None:

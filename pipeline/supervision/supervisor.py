@@ -51,7 +51,7 @@ from pipeline.stages.settings import EmbedSettings, StageKind
 from pipeline.supervision import launch, report
 from pipeline.supervision.limits import MachineFacts, machine_facts
 from pipeline.supervision.preflight import onnx_path_for, preflight
-from pipeline.supervision.processes import StageProcess, kill_all
+from pipeline.supervision.processes import StageProcess, kill_all, release_finished
 from pipeline.supervision.registry import StreamRequestError, StreamTable
 from pipeline.supervision.restart import StageRestarts
 from pipeline.supervision.run_folder import RunFolder
@@ -82,7 +82,6 @@ logger = logging.getLogger(__name__)
 
 HANG_AFTER_S = 30.0  # a ready stage silent this long is killed (and restarted)
 CONTROL_POLL_S = 0.05
-RELEASE_WAIT_S = 5.0  # released stages close sockets whose peers have read everything: they exit at once
 
 
 class Phase(IntEnum):
@@ -192,7 +191,7 @@ class Supervisor(StreamControl):
                     except StreamRequestError as exc:
                         raise PipelineError(str(exc)) from None
                 self._loop()
-                self._release()
+                release_finished(list(self._stages.values()), lambda stage: self._send(stage, Release()))
                 summary = self._summary()
                 if self._on_complete:
                     self._on_complete(self.metrics_url)
@@ -435,7 +434,7 @@ class Supervisor(StreamControl):
             self._stop_now()
             return
         kind = DRAINING[self._phase]
-        # A stage that said StageDone has finished, though its process lives on until released (_release).
+        # A stage that said StageDone has finished, though its process lives on until released (release_finished).
         pending = [s for s in self._of_kind(kind)
                    if not s.given_up and not s.done and (s.alive or s.restart_at is not None)]
         if kind is StageKind.CAPTURE:
@@ -448,16 +447,6 @@ class Supervisor(StreamControl):
         self._phase = Phase(self._phase + 1)
         if self._phase is not Phase.DONE:
             logger.debug("drain: %s", self._phase.name.lower())
-
-    def _release(self) -> None:
-        """Every stage has finished: those holding their output sockets open for the stages after them
-        (stages/bootstrap.py) may close them and exit. Any still running after RELEASE_WAIT_S is killed."""
-        held = [s for s in self._stages.values() if s.alive and s.done]
-        for stage in held:
-            self._send(stage, Release())
-        deadline = time.monotonic() + RELEASE_WAIT_S  # real processes, real time (the loop's clock may be a test's)
-        while any(s.alive for s in held) and time.monotonic() < deadline:
-            time.sleep(CONTROL_POLL_S)
 
     def _begin_stop(self, now: float, why: str) -> None:
         logger.info("stopping (%s): sources stop, what was read is processed", why)
