@@ -84,3 +84,28 @@ def test_a_result_from_before_the_engine_was_timed_each_round_still_reports():
     assert "ideal with that median" not in text
     assert "| 4 | 120.0 | 120.0 | 0.66 | - | - | 4.00 | 0.70 |" in text
     assert "**20 streams** = 0.44 of the ideal 45.5 held" in text
+
+
+@pytest.mark.parametrize("nvdec", [True, False])
+def test_the_gpu_rows_say_which_decoder_the_capacity_trials_used(nvdec):
+    """The GPU part's report (its figures come from a GPU machine: docs/benchmarks.md, 2026-12-04). Without
+    NVDEC the trials decode with OpenCV, and the report says so rather than losing the GPU's other figures."""
+    from tools.bench.report import markdown
+
+    result = _result(_kind(with_rounds=True))
+    result["gpu"] = {
+        "gpu": "NVIDIA H200", "gflop_per_frame": 0.77,
+        "engine": {"backend": "torch-cuda-fp16", "rows": [{"batch": 32, "frames_per_s": 8933.0, "tflops": 6.86,
+                                                           "of_peak": 0.007}]},
+        "gru": [{"streams": 16, "ms_per_step": 0.91}],
+        "nvdec": {"frames_per_s": 558.0} if nvdec else {"not_measured": "PyNvVideoCodec is not installed"},
+        "capacity_1080p30": {"streams": 12, "decoder": "nvdec" if nvdec else "opencv"},
+    }
+    text = markdown(result)
+    assert "| 32 | 8933 | 6.86 | 0.007 |" in text and "16 streams 0.91 ms" in text
+    if nvdec:
+        assert "NVDEC decode (1080p30): 558 frames/s." in text
+        assert "held with p99 <= 100 ms (NVDEC, FP16 engine, GRU on the GPU): **12**" in text
+    else:
+        assert "NVDEC decode (1080p30): not measured (PyNvVideoCodec is not installed)." in text
+        assert "held with p99 <= 100 ms (OpenCV decode on the CPU, FP16 engine, GRU on the GPU): **12**" in text

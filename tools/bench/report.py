@@ -125,11 +125,14 @@ def markdown(result: dict) -> str:
         for row in gpu["engine"]["rows"]:
             peak = f"{row['of_peak']:.3f}" if row["of_peak"] else "peak not given (--gpu-peak-tflops)"
             lines.append(f"| {row['batch']} | {row['frames_per_s']:.0f} | {row['tflops']:.2f} | {peak} |")
-        c = gpu["capacity_1080p30"]
+        c, nvdec = gpu["capacity_1080p30"], gpu["nvdec"]
+        decoded_by = "NVDEC" if c.get("decoder", "nvdec") == "nvdec" else "OpenCV decode on the CPU"
         lines += ["", "GRU step on the GPU: " + "; ".join(f"{g['streams']} streams {g['ms_per_step']:.2f} ms"
                                                           for g in gpu["gru"]),
-                  f"NVDEC decode (1080p30): {gpu['nvdec']['frames_per_s']:.0f} frames/s.",
-                  f"1080p30 streams held with p99 <= 100 ms (NVDEC, FP16 engine, GRU on the GPU): **{c['streams']}**.", ""]
+                  f"NVDEC decode (1080p30): {nvdec['frames_per_s']:.0f} frames/s." if "frames_per_s" in nvdec
+                  else f"NVDEC decode (1080p30): not measured ({nvdec['not_measured']}).",
+                  f"1080p30 streams held with p99 <= 100 ms ({decoded_by}, FP16 engine, GRU on the GPU): "
+                  f"**{c['streams']}**.", ""]
     return "\n".join(lines)
 
 
