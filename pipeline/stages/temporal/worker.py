@@ -329,7 +329,7 @@ class TemporalWorker(DurableStreams, FedBySocket):
             logger.warning("temporal: %s", exc)
             outputs = self._table.step(inputs, self._clock()) if inputs else []
         now_wall = self._wall()
-        for (header, _, _), out in zip(batch, outputs):
+        for (header, _, _), out in zip(batch, outputs, strict=True):
             self._after_step(header, out, now_wall)
         if self._metrics:
             self._metrics.batch_size.labels("temporal").observe(len(batch))
