@@ -235,7 +235,7 @@ class StageLink:
         finished, until :meth:`wait_for_release`; the stage's process closes it at exit (see Release)."""
         self._held.append(socket)
 
-    def wait_for_release(self, parent: "ParentWatch", poll_s: float) -> None:
+    def wait_for_release(self, parent: ParentWatch, poll_s: float) -> None:
         """After StageDone: wait for the supervisor's Release, or for the supervisor to be gone."""
         while parent.parent_alive():
             if any(isinstance(m, Release) for m in self.receive(poll_s)):
