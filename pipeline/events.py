@@ -249,7 +249,6 @@ class ActionEventDetector:
         ends: list[ActionEvent] = []
         starts: list[ActionEvent] = []
         cfg = self.config
-        probs = probs.tolist()  # Python floats: indexing an array costs a scalar object per class
         for i in self._actions:
             p = probs[i]
             c = track.classes[i]
@@ -380,21 +379,30 @@ class ActionEventDetector:
                 )
         return events
 
-    def _as_probs(self, scores: Mapping[str, float] | np.ndarray) -> np.ndarray:
+    def _as_probs(self, scores: Mapping[str, float] | np.ndarray) -> list[float]:
+        """The scores in class order, as Python floats: indexing an array costs a scalar object per class,
+        and NumPy's checks cost more than the list's on seven values (this runs at every step of every stream)."""
         if isinstance(scores, Mapping):
             missing = [c for c in self.classes if c not in scores]
             if missing:
                 raise EventInputError(f"scores lack class(es) {missing}; expected {list(self.classes)}")
-            probs = np.array([float(scores[c]) for c in self.classes], dtype=np.float64)
+            probs = [float(scores[c]) for c in self.classes]
         else:
-            probs = np.asarray(scores, dtype=np.float64)
-            if probs.shape != (len(self.classes),):
+            shape = scores.shape if isinstance(scores, np.ndarray) else np.shape(scores)
+            if shape != (len(self.classes),):
                 raise EventInputError(
                     f"scores array must have shape ({len(self.classes)},) in class order {list(self.classes)}, "
-                    f"got {probs.shape}"
+                    f"got {shape}"
                 )
-        if not np.all(np.isfinite(probs)):
-            raise EventInputError(f"scores must be finite, got {probs.tolist()}")
+            if isinstance(scores, np.ndarray) and scores.dtype.kind == "f":
+                probs = scores.tolist()
+            else:
+                try:
+                    probs = [float(p) for p in scores]
+                except (TypeError, ValueError) as exc:
+                    raise EventInputError(f"scores must be numbers, got {scores!r}") from exc
+        if not all(map(math.isfinite, probs)):
+            raise EventInputError(f"scores must be finite, got {probs}")
         return probs
 
 

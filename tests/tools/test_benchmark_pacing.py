@@ -88,7 +88,7 @@ def test_message_decoding_parses_a_rounds_worth_of_real_embedding_messages(monke
 
     decoded = []
     real_decode = messages.decode_embedding
-    monkeypatch.setattr(messages, "decode_embedding", lambda parts: decoded.append(real_decode(parts)))
+    monkeypatch.setattr(messages, "decode_embedding", lambda data: decoded.append(real_decode(data)))
     decode = message_decoding(6)
     decode()
     decode()

@@ -70,13 +70,62 @@ def test_truncated_or_foreign_messages_are_refused():
         decode_frame([b"frame", b"{not json"])
 
 
-def test_embedding_round_trip():
-    header = EmbeddingHeader("cam1", 3, 0.75, 1.0, 0, 2.0, embedding_dim=1280, stats_dim=49, worker=1)
+def test_embedding_round_trip_over_a_real_socket_keeps_every_field():
+    header = EmbeddingHeader("cam-é/1", 3, 0.75, 1700000000.25, int(Flags.START | Flags.END), 1700000000.5,
+                             embedding_dim=1280, stats_dim=49, worker=2, generation=5, reason="reconnect", live=True)
     emb = np.arange(1280, dtype=np.float32)
     stats = np.linspace(0, 1, 49, dtype=np.float32)
-    got_header, got_emb, got_stats = decode_embedding([bytes(p) if not isinstance(p, np.ndarray) else p.tobytes() for p in encode_embedding(header, emb, stats)])
+    ctx = zmq.Context()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    pull.bind("inproc://embeddings")
+    push.connect("inproc://embeddings")
+    try:
+        push.send(encode_embedding(header, emb, stats))
+        data = pull.recv()
+        assert not pull.rcvmore  # one part
+    finally:
+        push.close()
+        pull.close()
+        ctx.term()
+    got_header, got_emb, got_stats = decode_embedding(data)
     assert got_header == header
     np.testing.assert_array_equal(got_emb, emb)
     np.testing.assert_array_equal(got_stats, stats)
-    with pytest.raises(MessageError, match="sizes"):
-        decode_embedding([b"embedding", encode_embedding(header, emb, stats)[1], emb[:10].tobytes(), stats.tobytes()])
+    assert got_emb.dtype == np.float32 and got_emb.ctypes.data % 4 == 0
+
+
+def test_an_end_only_embedding_marker_has_no_arrays():
+    header = EmbeddingHeader("cam1", 9, 2.25, 1.0, int(Flags.END), 2.0, 0, 0, reason="stopped")
+    got_header, emb, stats = decode_embedding(encode_embedding(header, None, None))
+    assert got_header == header
+    assert emb is None and stats is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-4], "bytes, its header says"),
+    (lambda data: data + b"\x00" * 4, "bytes, its header says"),
+    (lambda data: data[:20], "malformed embedding header"),
+    (lambda data: b"embedding" + data, "not an embedding message of this version"),
+    (lambda data: b"EMB\x00" + data[4:], "not an embedding message of this version"),
+    (lambda data: data[:len(b"EMB\x01") + 57] + b"\xff" + data[len(b"EMB\x01") + 58:], "malformed embedding header"),
+])
+def test_truncated_foreign_or_damaged_embeddings_are_refused(damage, message):
+    header = EmbeddingHeader("cam1", 3, 0.75, 1.0, 0, 2.0, embedding_dim=1280, stats_dim=49)
+    data = encode_embedding(header, np.zeros(1280, np.float32), np.zeros(49, np.float32))
+    with pytest.raises(MessageError, match=message):
+        decode_embedding(damage(data))
+
+
+def test_arrays_that_disagree_with_the_embedding_header_are_refused():
+    header = EmbeddingHeader("cam1", 3, 0.75, 1.0, 0, 2.0, embedding_dim=1280, stats_dim=49)
+    with pytest.raises(MessageError, match="1270/49 floats"):
+        encode_embedding(header, np.zeros(1270, np.float32), np.zeros(49, np.float32))
+
+
+@pytest.mark.parametrize("field, value", [("stream", ""), ("seq", -1), ("generation", -2)])
+def test_embedding_headers_out_of_range_are_refused(field, value):
+    fields = dict(stream="cam1", seq=3, t=0.75, capture_wall=1.0, flags=0, embed_wall=2.0, embedding_dim=4, stats_dim=2)
+    fields[field] = value
+    data = encode_embedding(EmbeddingHeader(**fields), np.zeros(4, np.float32), np.zeros(2, np.float32))
+    with pytest.raises(MessageError, match="empty stream, negative seq/generation"):
+        decode_embedding(data)

@@ -207,7 +207,7 @@ def rig(head, tmp_path):
         header = EmbeddingHeader(stream, seq, t, 0.0, flags, 0.0, 1280, STATS_DIM, generation=generation,
                                  reason=reason, live=live)
         embedding, stats = frames[seq if frame is None else frame]
-        push.send_multipart(encode_embedding(header, embedding, stats))
+        push.send(encode_embedding(header, embedding, stats))
 
     yield make, send, store, wall
     push.close(linger=0)

@@ -57,7 +57,7 @@ def rig(head):
                                  generation=generation, reason=reason)
         embedding = rng.normal(size=1280).astype(np.float32) if pixels else None
         stats = rng.uniform(size=STATS_DIM).astype(np.float32) if pixels else None
-        push.send_multipart(encode_embedding(header, embedding, stats))
+        push.send(encode_embedding(header, embedding, stats))
 
     yield make, send, push
     push.close(linger=0)

@@ -113,12 +113,11 @@ def message_decoding(messages: int = 6) -> Callable[[], None]:
     for i in range(messages):
         header = EmbeddingHeader(f"cam{i}", 100 + i, 20.0 + i / 5, 1.7e9, 0, 1.7e9, EMBEDDING_DIM, STATS_DIM,
                                  live=True)
-        parts = encode_embedding(header, rng.normal(size=EMBEDDING_DIM).astype(np.float32),
-                                 rng.uniform(size=STATS_DIM).astype(np.float32))
-        wire.append([bytes(part) for part in parts])
+        wire.append(encode_embedding(header, rng.normal(size=EMBEDDING_DIM).astype(np.float32),
+                                     rng.uniform(size=STATS_DIM).astype(np.float32)))
 
     def decode() -> None:
-        for parts in wire:
-            decode_embedding(parts)
+        for data in wire:
+            decode_embedding(data)
 
     return decode

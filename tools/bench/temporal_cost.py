@@ -13,6 +13,7 @@ import cProfile
 import multiprocessing
 import os
 import random
+import resource
 import tempfile
 import time
 from collections import Counter
@@ -52,16 +53,35 @@ def _produce(endpoint: str, streams: int, seconds: float, step_rate: float, seed
         wall = time.time()
         header = EmbeddingHeader(f"cam{i}", seq[i], seq[i] / step_rate, wall, int(Flags.START) if seq[i] == 0 else 0,
                                  wall, 1280, STATS_DIM, live=True)
-        push.send_multipart(encode_embedding(header, embeddings[i, seq[i] % 8], stats[i, seq[i] % 8]))
+        push.send(encode_embedding(header, embeddings[i, seq[i] % 8], stats[i, seq[i] % 8]))
         seq[i] += 1
         due[i] += period[i]
     for i in range(streams):
         wall = time.time()
-        push.send_multipart(encode_embedding(EmbeddingHeader(f"cam{i}", seq[i], seq[i] / step_rate, wall,
+        push.send(encode_embedding(EmbeddingHeader(f"cam{i}", seq[i], seq[i] / step_rate, wall,
                                                              int(Flags.END), wall, 0, 0, reason="stopped", live=True),
                                              None, None))
     push.close(linger=5000)
     context.term()
+
+
+def _cpu_by_thread() -> Counter:
+    """CPU seconds of each of this process's threads so far, by name (Python's names where it has them,
+    the kernel's otherwise: ZeroMQ names its I/O threads), read from /proc."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: Counter = Counter()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm, open(f"/proc/self/task/{tid}/stat") as stat:
+                name = names.get(int(tid)) or comm.read().strip()
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        spent[name] += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return spent
 
 
 def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_s: float = 3.0,
@@ -130,10 +150,13 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
         profiler = cProfile.Profile() if profile_to is not None else None
         if profiler is not None:
             profiler.enable()
+        usage, threads = resource.getrusage(resource.RUSAGE_SELF), _cpu_by_thread()
         cpu, wall, main_thread = time.process_time(), time.monotonic(), time.thread_time()
         while time.monotonic() - wall < seconds:
             worker.work(False)
         cpu, wall, main_thread = time.process_time() - cpu, time.monotonic() - wall, time.thread_time() - main_thread
+        kernel_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage.ru_stime
+        threads = _cpu_by_thread() - threads
         counting[0] = False
         if profiler is not None:
             profiler.disable()
@@ -156,7 +179,9 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
             "worker_cpu_us_per_stream_step": 1e6 * cpu / steps if steps else None,
             "worker_over_gru": cpu / gru["cpu_s"] if gru["cpu_s"] else None,
             "worker_thread_cpu_ms_per_round": 1000 * main_thread / rounds if rounds else None,
-            "cores_busy": cpu / wall, "latency_p99_ms": float(np.percentile(latencies, 99) * 1000)}
+            "cpu_ms_per_round_by_thread": {name: round(1000 * spent / rounds, 3) for name, spent in threads.items()}
+            if rounds else None,
+            "kernel_share_of_worker_cpu": kernel_s / cpu if cpu else None, "cores_busy": cpu / wall, "latency_p99_ms": float(np.percentile(latencies, 99) * 1000)}
 
 
 def temporal_cost_in_subprocess(streams: int, seconds: float, round_wait_ms: float) -> dict:

@@ -146,7 +146,7 @@ class EmbedWorker(FedBySocket):
                 embedding_dim=0 if emb_row is None else emb_row.size, stats_dim=0 if stats_row is None else stats_row.size,
                 worker=self.s.worker, generation=h.generation, reason=h.reason, live=h.live,
             )
-            self._out.send_multipart(encode_embedding(header, emb_row, stats_row))
+            self._out.send(encode_embedding(header, emb_row, stats_row))
             if self._metrics:
                 self._metrics.stage_latency.labels("embed_queue").observe(max(0.0, started - item.received))
         self.tally.frames += len(batch)

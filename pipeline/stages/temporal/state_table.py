@@ -139,6 +139,10 @@ class StreamStateTable:
         self._hidden = initial.hidden
         self._previous = initial.previous
         self._has_previous = initial.has_previous
+        # On the CPU the rows are gathered and scattered through NumPy views of the same memory: a NumPy
+        # fancy index costs a microsecond, a PyTorch op several, and a step does seven of them per round.
+        self._host_rows = (self._hidden.numpy(), self._previous.numpy(), self._has_previous.numpy()) \
+            if self.device.type == "cpu" else None
         self._rows: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
         # Pop from the end: row 0 is handed out first, which keeps tests and dumps readable.
@@ -210,22 +214,41 @@ class StreamStateTable:
             implicit.append(is_new and not x.start)
         self.implicit_starts += sum(implicit)
 
+        embedding = np.empty((len(batch), self.embedding_dim), dtype=np.float32)
+        stats = np.empty((len(batch), self.stats_dim), dtype=np.float32)
+        for i, x in enumerate(batch):
+            embedding[i] = x.embedding
+            stats[i] = x.stats[:self.stats_dim]
+        reset_rows = [r for r, reset in zip(rows, resets) if reset]
         with torch.inference_mode():
-            index = torch.tensor(rows, dtype=torch.long, device=self.device)
-            reset_rows = [r for r, reset in zip(rows, resets) if reset]
-            if reset_rows:
-                self._reset_rows(torch.tensor(reset_rows, dtype=torch.long, device=self.device))
-            state = StreamState(
-                hidden=self._hidden.index_select(0, index),
-                previous=self._previous.index_select(0, index),
-                has_previous=self._has_previous.index_select(0, index),
-            )
-            embedding = torch.from_numpy(np.stack([np.asarray(x.embedding, dtype=np.float32) for x in batch]))
-            stats = torch.from_numpy(np.stack([np.asarray(x.stats, dtype=np.float32)[:self.stats_dim] for x in batch]))
-            probs, new_state = self.head.step(embedding.to(self.device), stats.to(self.device), state)
-            self._hidden.index_copy_(0, index, new_state.hidden)
-            self._previous.index_copy_(0, index, new_state.previous)
-            self._has_previous.index_copy_(0, index, new_state.has_previous)
+            if self._host_rows is not None:
+                hidden, previous, has_previous = self._host_rows
+                rows = np.array(rows)  # indexing by an array, not a list, spares NumPy converting it six times
+                if reset_rows:
+                    hidden[reset_rows] = 0.0
+                    previous[reset_rows] = 0.0
+                    has_previous[reset_rows] = False
+                state = StreamState(torch.from_numpy(hidden[rows]), torch.from_numpy(previous[rows]),
+                                    torch.from_numpy(has_previous[rows]))
+                probs, new_state = self.head.step(torch.from_numpy(embedding), torch.from_numpy(stats), state)
+                hidden[rows] = new_state.hidden.numpy()
+                previous[rows] = new_state.previous.numpy()
+                has_previous[rows] = new_state.has_previous.numpy()
+            else:
+                index = torch.tensor(rows, dtype=torch.long, device=self.device)
+                if reset_rows:
+                    self._reset_rows(torch.tensor(reset_rows, dtype=torch.long, device=self.device))
+                state = StreamState(
+                    hidden=self._hidden.index_select(0, index),
+                    previous=self._previous.index_select(0, index),
+                    has_previous=self._has_previous.index_select(0, index),
+                )
+                probs, new_state = self.head.step(torch.from_numpy(embedding).to(self.device),
+                                                  torch.from_numpy(stats).to(self.device), state)
+                self._hidden.index_copy_(0, index, new_state.hidden)
+                self._previous.index_copy_(0, index, new_state.previous)
+                self._has_previous.index_copy_(0, index, new_state.has_previous)
+            # A new array each step: each output's probs may be a view of it, nobody writes it again.
             probs_np = probs.float().cpu().numpy()
 
         outputs = []
@@ -233,9 +256,7 @@ class StreamStateTable:
             self._last_seen[x.stream] = now
             if x.end:
                 self._free_row(x.stream)
-            outputs.append(
-                StepOutput(x.stream, x.seq, x.t, probs_np[i].copy(), resets[i], implicit[i], x.end)
-            )
+            outputs.append(StepOutput(x.stream, x.seq, x.t, probs_np[i], resets[i], implicit[i], x.end))
         return outputs
 
     def export_streams(self, streams: Sequence[str]) -> dict[str, RowState]:
@@ -299,19 +320,21 @@ class StreamStateTable:
 
     # -- internals -------------------------------------------------------------
     def _check_inputs(self, batch: Sequence[StepInput]) -> None:
-        seen: dict[str, list[int]] = {}
+        if len({x.stream for x in batch}) != len(batch):
+            seen: dict[str, list[int]] = {}
+            for x in batch:
+                seen.setdefault(x.stream, []).append(x.seq)
+            stream, seqs = next((stream, seqs) for stream, seqs in seen.items() if len(seqs) > 1)
+            raise DuplicateStreamError(stream, seqs)
         for x in batch:
-            seen.setdefault(x.stream, []).append(x.seq)
-        for stream, seqs in seen.items():
-            if len(seqs) > 1:
-                raise DuplicateStreamError(stream, seqs)
-        for x in batch:
-            # More stats than the head uses is fine: it takes the first stats_dim (engines/spec.py).
-            if np.shape(x.embedding) != (self.embedding_dim,) or np.ndim(x.stats) != 1 \
-                    or np.shape(x.stats)[0] < self.stats_dim:
+            # More stats than the head uses is fine: it takes the first stats_dim (engines/spec.py). The shapes
+            # must match exactly: a row assigned from a shorter array would be broadcast, not refused.
+            embedding_shape = x.embedding.shape if isinstance(x.embedding, np.ndarray) else np.shape(x.embedding)
+            stats_shape = x.stats.shape if isinstance(x.stats, np.ndarray) else np.shape(x.stats)
+            if embedding_shape != (self.embedding_dim,) or len(stats_shape) != 1 or stats_shape[0] < self.stats_dim:
                 raise StepInputError(
-                    f"stream {x.stream!r} seq {x.seq}: embedding {np.shape(x.embedding)} / stats "
-                    f"{np.shape(x.stats)} do not fit the head's ({self.embedding_dim},) / ({self.stats_dim},) or more"
+                    f"stream {x.stream!r} seq {x.seq}: embedding {embedding_shape} / stats "
+                    f"{stats_shape} do not fit the head's ({self.embedding_dim},) / ({self.stats_dim},) or more"
                 )
 
     def _make_room(self, needed: int, in_batch: set[str], now: float, new_streams: list[str]) -> None:
