@@ -149,7 +149,7 @@ class TemporalWorker(DurableStreams, FedBySocket):
             except zmq.Again:
                 break
             got += 1
-            if self._in.rcvmore:  # an embedding is one part: this is something else, and counts once
+            if self._in.get(zmq.RCVMORE):  # an embedding is one part: this is something else, counted once
                 parts = 1 + len(self._in.recv_multipart(zmq.NOBLOCK))
                 self._malformed(MessageError(f"a message of {parts} parts (an embedding is one)"))
                 continue
