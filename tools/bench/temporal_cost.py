@@ -84,10 +84,59 @@ def _cpu_by_thread() -> Counter:
     return spent
 
 
+class _PartTimes:
+    """The worker thread's CPU in each part of the worker's work, timed by wrapping the part's callable
+    on the instance (the worker module's message decoder: on the module, put back by :meth:`restore`)."""
+
+    def __init__(self, counting: list) -> None:
+        self.spent: Counter = Counter()
+        self._counting = counting
+        self._restore: list = []
+
+    def wrap(self, owner, name: str, part: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            begun = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if self._counting[0]:
+                    self.spent[part] += time.thread_time() - begun
+
+        setattr(owner, name, timed)
+        self._restore.append((owner, name, original))
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+
+    def per_round(self, rounds: int, gru_cpu_s: float) -> dict[str, float]:
+        spent = dict(self.spent)
+        spent["state table, beside the GRU"] = spent.pop("state table, with the GRU", 0.0) - gru_cpu_s
+        return {part: round(1000 * seconds / rounds, 3) for part, seconds in spent.items()}
+
+
+def _time_parts(worker, table, counting: list) -> _PartTimes:
+    from pipeline.stages.temporal import worker as worker_module
+
+    parts = _PartTimes(counting)
+    parts.wrap(worker, "_receive", "receiving (poll, receive, parse, reorder)")
+    parts.wrap(worker_module, "decode_embedding", "of which parsing")
+    parts.wrap(table, "step", "state table, with the GRU")
+    parts.wrap(worker, "_after_step", "after each step (detector, metrics, tallies)")
+    parts.wrap(worker, "_housekeeping", "housekeeping")
+    if worker._snapshots is not None:
+        parts.wrap(worker._snapshots, "tick", "taking snapshots")
+    return parts
+
+
 def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_s: float = 3.0,
-                  temporal: dict | None = None, profile_to: Path | None = None) -> dict:
+                  temporal: dict | None = None, profile_to: Path | None = None, time_parts: bool = False) -> dict:
     """Run the worker against ``streams`` cameras; CPU per round and per stream-step, the GRU's share.
-    ``profile_to``: cProfile statistics of the measured seconds (not the start-up) are written there."""
+    ``profile_to``: cProfile statistics of the measured seconds (not the start-up) are written there.
+    ``time_parts``: also the worker thread's CPU in each part of its work, per round (timing them costs
+    a little CPU of its own, so the other figures of such a run read a few percent high)."""
     import torch
     import zmq
 
@@ -138,6 +187,7 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
         return out
 
     head.step = timed_step
+    parts = _time_parts(worker, table, counting) if time_parts else None
     producer = multiprocessing.get_context("spawn").Process(
         target=_produce, args=(endpoint, streams, warmup_s + seconds, head.config.step_rate_hz, streams), daemon=True)
     producer.start()
@@ -170,6 +220,8 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
             snapshots.close(table, worker._detector, worker._position_of)
         pull.close(linger=0)
         context.term()
+        if parts is not None:
+            parts.restore()
     rounds = sum(gru["rounds"].values())
     latencies = np.concatenate([np.asarray(t.latencies) for t in worker.tallies.values() if t.latencies])
     return {"streams": streams, "seconds": round(wall, 1), "stream_steps": steps, "rounds": rounds,
@@ -181,7 +233,9 @@ def temporal_cost(model: Path, streams: int = 32, seconds: float = 20.0, warmup_
             "worker_thread_cpu_ms_per_round": 1000 * main_thread / rounds if rounds else None,
             "cpu_ms_per_round_by_thread": {name: round(1000 * spent / rounds, 3) for name, spent in threads.items()}
             if rounds else None,
-            "kernel_share_of_worker_cpu": kernel_s / cpu if cpu else None, "cores_busy": cpu / wall, "latency_p99_ms": float(np.percentile(latencies, 99) * 1000)}
+            "cpu_ms_per_round_by_part": parts.per_round(rounds, gru["cpu_s"]) if parts is not None and rounds else None,
+            "kernel_share_of_worker_cpu": kernel_s / cpu if cpu else None, "cores_busy": cpu / wall,
+            "latency_p99_ms": float(np.percentile(latencies, 99) * 1000)}
 
 
 def temporal_cost_in_subprocess(streams: int, seconds: float, round_wait_ms: float) -> dict:
@@ -213,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="write cProfile statistics of the measured seconds here "
                                                      "(python -m pstats FILE to read them; the figures then include "
                                                      "the profiler's own cost)")
+    parser.add_argument("--parts", action="store_true", help="also time each part of the worker thread's work")
     args = parser.parse_args(argv)
     overrides = {} if args.round_wait_ms is None else {"round_wait_ms": args.round_wait_ms}
-    print(json.dumps(temporal_cost(MODEL, args.streams, args.seconds, temporal=overrides, profile_to=args.profile),
+    print(json.dumps(temporal_cost(MODEL, args.streams, args.seconds, temporal=overrides, profile_to=args.profile,
+                                     time_parts=args.parts),
                      indent=1))
     return 0
 
