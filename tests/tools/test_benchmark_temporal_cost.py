@@ -25,8 +25,12 @@ def test_every_camera_is_stepped_in_rounds_and_the_gru_is_part_of_the_worker(mea
 
 
 def test_the_worker_threads_cpu_is_split_by_thread_and_by_part(measured):
+    # By thread, read from /proc in 10 ms ticks: in two seconds the snapshot writer may not reach one, and
+    # each thread's figure may be up to a tick above its share of the process's CPU.
     threads = measured["cpu_ms_per_round_by_thread"]
-    assert "MainThread" in threads and "snapshot-writer" in threads
+    assert threads["MainThread"] > 0
+    rounds = measured["rounds"]
+    assert sum(threads.values()) * rounds <= measured["worker_cpu_ms_per_round"] * rounds + 10.0 * len(threads)
     parts = measured["cpu_ms_per_round_by_part"]
     assert set(parts) == {"receiving (poll, receive, parse, reorder)", "of which parsing",
                           "state table, beside the GRU", "after each step (detector, metrics, tallies)",
