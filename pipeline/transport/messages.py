@@ -46,6 +46,10 @@ class Flags(IntFlag):
     END = 2  # end of a sequence: flush and free the stream's state
 
 
+# The flags as plain ints, for tests made at every step: an IntFlag's & builds a new flag (1.5 us), an int's
+# costs 0.06 us.
+START_FLAG, END_FLAG = int(Flags.START), int(Flags.END)
+
 # An END with one of these reasons ends the stream itself; any other (reconnect, loop) only its sequence.
 FINAL_END_REASONS = frozenset({"end_of_stream", "removed", "moved", "stopped", "failed"})
 

@@ -58,9 +58,8 @@ def _produce(endpoint: str, streams: int, seconds: float, step_rate: float, seed
         due[i] += period[i]
     for i in range(streams):
         wall = time.time()
-        push.send(encode_embedding(EmbeddingHeader(f"cam{i}", seq[i], seq[i] / step_rate, wall,
-                                                             int(Flags.END), wall, 0, 0, reason="stopped", live=True),
-                                             None, None))
+        push.send(encode_embedding(EmbeddingHeader(f"cam{i}", seq[i], seq[i] / step_rate, wall, int(Flags.END), wall,
+                                                   0, 0, reason="stopped", live=True), None, None))
     push.close(linger=5000)
     context.term()
 

@@ -21,11 +21,10 @@ from pipeline.stages.temporal.rewind import Rewind, written_after
 from pipeline.stages.temporal.state_table import StateTableFull
 from pipeline.state.snapshot import StreamSnapshot
 from pipeline.transport.control import ResumeReady, ResumeStream, StreamMovedOut, StreamRestored
-from pipeline.transport.messages import EmbeddingHeader, Flags
+from pipeline.transport.messages import START_FLAG, EmbeddingHeader, Flags
 
 logger = logging.getLogger(__name__)
 
-START_FLAG = int(Flags.START)  # tested at every step: an int's & costs a twentieth of an IntFlag's
 MOVE_WRITE_TIMEOUT_S = 10.0  # a moving stream's last snapshot must be written before it is placed elsewhere
 
 

@@ -12,32 +12,24 @@ streams are evicted; gaps that outlive the reorder timeout are skipped and
 counted as ``reorder_timeout`` drops; gaps left by an embed worker that died
 are given up sooner, as ``stage_crash`` drops (``upstream.py`` says when).
 
-Generations: the supervisor bumps a stream's generation each time it gives
-the stream to a (new) capture process, and sequence numbers restart with
-each generation. Frames of an older generation still in flight are counted
-``late``; what the reorder window held of the older generation is flushed
-in order when the newer one appears. After a capture restart, a replay
-resumes where it was last reported, so the first few frames of the new
-generation may repeat steps already scored: they are dropped
-(``stage_crash``) rather than scored twice.
+Generations: the supervisor bumps a stream's generation each time it gives the stream to a (new) capture
+process, and sequence numbers restart with each generation. Frames of an older generation still in flight are
+counted ``late``; what the reorder window held of the older generation is flushed in order when the newer one
+appears. After a capture restart, a replay resumes where it was last reported, so the first few frames of the
+new generation may repeat steps already scored: they are dropped (``stage_crash``) rather than scored twice.
 
-Durable state (``snapshots.py``, ``restoring.py``): about once a second the
-streams that stepped are snapshotted, and at a drained stop every stream's
-last state. A restarted temporal worker (its predecessor died, and with it
-every stream's GRU state) continues each stream from its snapshot when one
-is usable, its open actions still open; the others' actions it closes as
-its predecessor reported them (it reports them whenever they change; reason
-``restart``), and those streams start new sequences (counted as
-``state_lost``). A replay it restores is read again from its snapshot's step
-(``rewind.py``): the supervisor has its capture send it in a new generation
-whose START (reason ``rewind``) continues the restored state. A live stream
-that a new run opens continues from the previous run's snapshot in
-``state.dir``. In a cluster, a stream leaving this node ends with reason
-``moved`` (snapshotted there, its actions left open, the supervisor told
-once the snapshot is written), and one arriving from another node is put
-back from its snapshot before its first frame (``ResumeStream``), its events
-named as the node it comes from named them. The durable-state methods are
-in ``durable.py``.
+Durable state (``snapshots.py``, ``restoring.py``): about once a second the streams that stepped are
+snapshotted, and at a drained stop every stream's last state. A restarted temporal worker (its predecessor
+died, and with it every stream's GRU state) continues each stream from its snapshot when one is usable, its
+open actions still open; the others' actions it closes as its predecessor reported them (it reports them
+whenever they change; reason ``restart``), and those streams start new sequences (counted as ``state_lost``).
+A replay it restores is read again from its snapshot's step (``rewind.py``): the supervisor has its capture
+send it in a new generation whose START (reason ``rewind``) continues the restored state. A live stream that a
+new run opens continues from the previous run's snapshot in ``state.dir``. In a cluster, a stream leaving this
+node ends with reason ``moved`` (snapshotted there, its actions left open, the supervisor told once the
+snapshot is written), and one arriving from another node is put back from its snapshot before its first frame
+(``ResumeStream``), its events named as the node it comes from named them. The durable-state methods are in
+``durable.py``.
 """
 
 from __future__ import annotations
@@ -67,7 +59,15 @@ from pipeline.stages.temporal.state_table import StateTableFull, StepInput, Stre
 from pipeline.stages.temporal.tally import StreamTally
 from pipeline.stages.temporal.upstream import LostUpstream
 from pipeline.transport.control import Heartbeat, ResumeStream, UpstreamLost
-from pipeline.transport.messages import FINAL_END_REASONS, EmbeddingHeader, Flags, MessageError, decode_embedding
+from pipeline.transport.messages import (
+    END_FLAG,
+    FINAL_END_REASONS,
+    START_FLAG,
+    EmbeddingHeader,
+    Flags,
+    MessageError,
+    decode_embedding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ UPSTREAM_LOST_GRACE_S = 0.5
 # Timeouts (a reorder gap, an idle stream, a dead embed worker's frames) are seconds long: they are
 # looked at this often, not at every message.
 HOUSEKEEPING_S = 0.1
-# The flags as plain ints for the per-step tests: an IntFlag's & costs 1.5 us, an int's 0.06.
-START, END = int(Flags.START), int(Flags.END)
 # Messages taken per turn, per stream a step can hold: enough to fill a step, bounded so stepping is not starved.
 RECEIVE_PER_TURN_FACTOR = 4
 
@@ -258,13 +256,13 @@ class TemporalWorker(DurableStreams, FedBySocket):
         position = self._positions[stream]
         if embedding is not None and position.repeat_until_t is not None:
             if header.t <= position.repeat_until_t:
-                if header.flags & START:
+                if header.flags & START_FLAG:
                     position.carry_start = header.reason
                 self._drop(stream, "stage_crash")
                 return
             position.repeat_until_t = None
-        if embedding is not None and position.carry_start is not None and not header.flags & START:
-            item = (replace(header, flags=header.flags | START, reason=position.carry_start), *item[1:])
+        if embedding is not None and position.carry_start is not None and not header.flags & START_FLAG:
+            item = (replace(header, flags=header.flags | START_FLAG, reason=position.carry_start), *item[1:])
         if embedding is not None:
             position.carry_start = None
         self._ready[stream].append(item)
@@ -320,7 +318,7 @@ class TemporalWorker(DurableStreams, FedBySocket):
         if self._restorer is not None:
             batch = [self._continue_previous_run(item) for item in batch]
         # end=False: an END's row is freed after its step by _after_step, once its last snapshot is taken.
-        inputs = [StepInput(h.stream, h.seq, h.t, emb, stats, start=bool(h.flags & START))
+        inputs = [StepInput(h.stream, h.seq, h.t, emb, stats, start=bool(h.flags & START_FLAG))
                   for h, emb, stats in batch]
         try:
             outputs = self._table.step(inputs, self._clock())
@@ -390,11 +388,11 @@ class TemporalWorker(DurableStreams, FedBySocket):
             latencies.observe(latency)
         if self._snapshots is not None:
             self._snapshots.stepped(stream)
-            if header.flags & START or header.seq == 0:
+            if header.flags & START_FLAG or header.seq == 0:
                 # A new sequence (or one continued from the last run) replaces the stream's old snapshot at
                 # once, not a second later: a crash meanwhile must not restore a sequence that is over.
                 self._snapshots.take([stream], self._table, self._detector, self._position_of)
-        if header.flags & END:
+        if header.flags & END_FLAG:
             snapshotted = self._last_snapshot(header)
             self._table.release(stream)
             self._end_stream(header, snapshotted)
